@@ -1,0 +1,1 @@
+//! Framers: protocol adapters that cut a byte stream into lines or messages.

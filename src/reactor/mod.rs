@@ -1,0 +1,1665 @@
+//! The reactor: one `mio::Poll`, the connection table, timers and the inbox.
+//!
+//! See [`Reactor`] for the contract: what one turn does, in what order, and what a
+//! callback may do.
+
+// Maintainers' notes.
+//
+// `Reactor` is `events` + `Core`. `Core` holds all state and implements `Driver`, so a
+// `Context` is just `&mut Core` plus the connection id. A protocol is taken out of its
+// slot while its callback runs, which is what lets the callback reach every other
+// connection through the same `&mut Core`.
+//
+// Nothing that calls back into a protocol happens inside another callback. Such effects
+// (a close, a `pause_producing` owed, a write error on another connection) set a flag on
+// the connection and put it in `dirty`; `settle` carries them out after the callback
+// returns. Only `settle`, the event handlers and the timer phase invoke callbacks.
+
+mod handle;
+mod table;
+
+pub use handle::{Handle, ReactorGone};
+pub use table::{ConnId, ListenerId};
+
+use std::any::{Any, TypeId};
+use std::io::{self, IoSlice};
+use std::net::{Shutdown, SocketAddr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Waker};
+use slab::Slab;
+
+use crate::net::{self, ListenOptions};
+use crate::protocol::{Addr, Factory, Protocol, Reason};
+use crate::timer::{TimerId, TimerQueue};
+use crate::transport::{bind, BoundCall, Context, Driver};
+use handle::Shared;
+use table::{
+    conn_token, decode, listener_token, AnyFactory, Conn, ListenSocket, Listener, Source, Stream,
+    MAX_SLOTS, WAKER_TOKEN,
+};
+
+/// Limits and tunables, set through [`Builder`].
+#[derive(Clone, Debug)]
+struct Config {
+    max_connections: usize,
+    read_buffer_bytes: usize,
+    read_budget_bytes: usize,
+    accept_budget: usize,
+    high_watermark_bytes: usize,
+    low_watermark_bytes: usize,
+    write_cap_bytes: usize,
+    idle_timeout: Option<Duration>,
+    close_timeout: Duration,
+    shutdown_timeout: Duration,
+    connect_timeout: Option<Duration>,
+    listen: ListenOptions,
+    events_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            read_buffer_bytes: 64 * 1024,
+            read_budget_bytes: 256 * 1024,
+            accept_budget: 128,
+            high_watermark_bytes: 64 * 1024,
+            low_watermark_bytes: 16 * 1024,
+            write_cap_bytes: 16 * 1024 * 1024,
+            idle_timeout: None,
+            close_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(5),
+            connect_timeout: Some(Duration::from_secs(30)),
+            listen: ListenOptions::default(),
+            events_capacity: 1024,
+        }
+    }
+}
+
+/// Default cap on open connections: well above what one thread serves well, low enough
+/// that a connection flood meets a limit before it meets the descriptor table.
+const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
+
+/// First pause after EMFILE/ENFILE on accept; doubled on each failure up to
+/// [`ACCEPT_BACKOFF_MAX`]. Short enough to recover quickly, long enough not to spin.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Configures and builds a [`Reactor`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use twistor::Reactor;
+///
+/// let reactor = Reactor::builder()
+///     .max_connections(10_000)
+///     .write_watermarks(32 * 1024, 8 * 1024)
+///     .write_cap_bytes(1 << 20)
+///     .idle_timeout(Some(Duration::from_secs(300)))
+///     .build()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Builder {
+    config: Config,
+}
+
+impl Builder {
+    /// Connections beyond this many are accepted and closed at once (default 65,536).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.config.max_connections = n.min(MAX_SLOTS);
+        self
+    }
+
+    /// Size of the one read buffer all connections share (default 64 KiB).
+    pub fn read_buffer_bytes(mut self, n: usize) -> Self {
+        self.config.read_buffer_bytes = n.max(1);
+        self
+    }
+
+    /// Bytes read from one connection per wakeup before the others get their turn
+    /// (default 256 KiB). A connection cut short is read again on the next turn.
+    pub fn read_budget_bytes(mut self, n: usize) -> Self {
+        self.config.read_budget_bytes = n.max(1);
+        self
+    }
+
+    /// Connections accepted from one listener per wakeup (default 128).
+    pub fn accept_budget(mut self, n: usize) -> Self {
+        self.config.accept_budget = n.max(1);
+        self
+    }
+
+    /// Write-buffer watermarks (default 64 KiB and 16 KiB, as asyncio): a protocol is
+    /// paused when more than `high` bytes are queued and resumed once at most `low`
+    /// are. `low` is clamped to `high`.
+    pub fn write_watermarks(mut self, high: usize, low: usize) -> Self {
+        self.config.high_watermark_bytes = high;
+        self.config.low_watermark_bytes = low.min(high);
+        self
+    }
+
+    /// Most bytes queued for one connection (default 16 MiB). A write that would pass
+    /// it drops the queue and closes the connection with
+    /// [`Reason::WriteOverflow`](crate::Reason::WriteOverflow).
+    pub fn write_cap_bytes(mut self, n: usize) -> Self {
+        self.config.write_cap_bytes = n;
+        self
+    }
+
+    /// Close connections that have received nothing for this long with
+    /// [`Reason::TimedOut`](crate::Reason::TimedOut) (default: never).
+    pub fn idle_timeout(mut self, t: Option<Duration>) -> Self {
+        self.config.idle_timeout = t;
+        self
+    }
+
+    /// How long `lose_connection` waits for the peer to take queued bytes before it
+    /// aborts (default 30 s).
+    pub fn close_timeout(mut self, t: Duration) -> Self {
+        self.config.close_timeout = t;
+        self
+    }
+
+    /// How long a graceful stop waits for queued bytes to drain before it aborts what
+    /// is left (default 5 s).
+    pub fn shutdown_timeout(mut self, t: Duration) -> Self {
+        self.config.shutdown_timeout = t;
+        self
+    }
+
+    /// Default timeout for [`Reactor::connect_tcp`] (default 30 s, as Twisted).
+    pub fn connect_timeout(mut self, t: Option<Duration>) -> Self {
+        self.config.connect_timeout = t;
+        self
+    }
+
+    /// Options for listeners opened with [`Reactor::listen_tcp`].
+    pub fn listen_options(mut self, opts: ListenOptions) -> Self {
+        self.config.listen = opts;
+        self
+    }
+
+    /// Builds the reactor.
+    ///
+    /// # Errors
+    /// Creating the poller or its waker failed (out of descriptors, say).
+    pub fn build(self) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
+        let config = self.config;
+        Ok(Reactor {
+            events: Events::with_capacity(config.events_capacity),
+            core: Core {
+                poll,
+                read_buf: vec![0; config.read_buffer_bytes],
+                conns: Slab::new(),
+                listeners: Slab::new(),
+                timers: TimerQueue::new(),
+                shared: Arc::new(Shared::new(waker)),
+                dirty: Vec::new(),
+                ready: Vec::new(),
+                failed: Vec::new(),
+                now: Instant::now(),
+                next_generation: 0,
+                stopping: Stopping::No,
+                accept_backoff: ACCEPT_BACKOFF_MIN,
+                signals: None,
+                config,
+            },
+        })
+    }
+}
+
+/// What the timer queue carries.
+enum Task {
+    Call(Box<dyn FnOnce(&mut Reactor)>),
+    Bound(ConnId, BoundCall),
+    Idle(ConnId),
+    CloseDeadline(ConnId),
+    ConnectTimeout(ConnId),
+    AcceptRetry(ListenerId),
+    ShutdownDeadline,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stopping {
+    No,
+    Requested,
+    Draining,
+}
+
+/// Where a listener is bound, returned by [`Reactor::listen_tcp`].
+#[derive(Clone, Debug)]
+pub struct Listening {
+    /// The listener's id, for [`Reactor::stop_listening`].
+    pub id: ListenerId,
+    /// The address actually bound (the real port when port 0 was asked for).
+    pub local_addr: SocketAddr,
+}
+
+/// A single-threaded event loop: listeners, connections, timers and an inbox for other
+/// threads, all driven by one `mio::Poll`.
+///
+/// # One turn
+///
+/// [`run_once`](Reactor::run_once) is one turn and [`run`](Reactor::run) repeats it:
+///
+/// 1. Compute the poll timeout: zero if work is pending (a connection cut short by its
+///    read budget, a resumed reader, a failed connect to report), else until the
+///    next timer, else the caller's timeout.
+/// 2. Poll, then read the clock once ("now" for idle bookkeeping).
+/// 3. Handle I/O events in the order the kernel gave them. For one connection:
+///    finish a pending connect, then drain queued writes, then read until the kernel
+///    has no more or the read budget is spent, calling `data_received` per chunk.
+///    Accept until the kernel has no more or the accept budget is spent.
+/// 4. Serve the work carried over from step 1.
+/// 5. Run the closures other threads sent ([`Handle::call_from_thread`]) that were
+///    queued when this step began, in FIFO order.
+/// 6. Read the clock again and run the timers due by then, in deadline order (FIFO for
+///    equal deadlines). A timer set during this step waits for the next turn, even
+///    with a zero delay.
+///
+/// After every callback the reactor settles what the callback asked for: closes take
+/// effect, watermark notices are delivered, `connection_lost` runs. A callback never
+/// sees another callback run inside it.
+///
+/// # What a callback may do
+///
+/// Anything through its [`Context`] or, for reactor-level closures, `&mut Reactor`:
+/// write to any connection, close any connection, set and cancel timers, listen,
+/// connect, stop. Nothing may block: a blocking call stalls every connection.
+///
+/// # Spurious wakeups
+///
+/// A readiness event with nothing behind it (`WouldBlock`) is ignored; it never reaches
+/// a protocol.
+///
+/// # Stopping and dropping
+///
+/// [`stop`](Reactor::stop) closes the listeners, asks every connection to flush and
+/// close, aborts what is left after the shutdown timeout, and makes `run` return once
+/// every connection has had its `connection_lost`. Dropping a reactor aborts the
+/// connections it still has, each getting `connection_lost` with
+/// [`Reason::Aborted`].
+///
+/// # Examples
+///
+/// ```no_run
+/// use twistor::{Context, Protocol, Reactor};
+///
+/// struct Echo;
+/// impl Protocol for Echo {
+///     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+///         cx.write(data);
+///     }
+/// }
+///
+/// let mut reactor = Reactor::new()?;
+/// let port = reactor.listen_tcp("127.0.0.1:0".parse().unwrap(), |_: &_| Some(Echo))?;
+/// println!("listening on {}", port.local_addr);
+/// reactor.stop_on_signals()?;
+/// reactor.run()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Reactor {
+    events: Events,
+    core: Core,
+}
+
+impl std::fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reactor")
+            .field("connections", &self.core.conns.len())
+            .field("listeners", &self.core.listeners.len())
+            .field("timers", &self.core.timers.len())
+            .finish()
+    }
+}
+
+pub(crate) struct Core {
+    poll: Poll,
+    config: Config,
+    conns: Slab<Conn>,
+    listeners: Slab<Listener>,
+    timers: TimerQueue<Task>,
+    /// Shared by every connection: an idle connection holds no read buffer.
+    read_buf: Vec<u8>,
+    shared: Arc<Shared>,
+    /// Connections with effects to carry out once the current callback returns.
+    dirty: Vec<ConnId>,
+    /// Sources to serve next turn without waiting for an event.
+    ready: Vec<Source>,
+    /// Outgoing connections that failed before getting a slot, reported next turn.
+    failed: Vec<(ConnId, Box<dyn Protocol>, io::Error)>,
+    now: Instant,
+    next_generation: u32,
+    stopping: Stopping,
+    accept_backoff: Duration,
+    signals: Option<signal_hook::iterator::Handle>,
+}
+
+impl Reactor {
+    /// A reactor with the default limits.
+    ///
+    /// # Errors
+    /// Creating the poller failed.
+    pub fn new() -> io::Result<Reactor> {
+        Builder::default().build()
+    }
+
+    /// Starts configuring a reactor.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A handle for other threads: `call_from_thread` and `stop`.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: Arc::clone(&self.core.shared),
+        }
+    }
+
+    /// Listens on `addr` (port 0 picks a free port) with the reactor's
+    /// [`ListenOptions`]; each accepted connection gets a protocol from `factory`.
+    ///
+    /// # Errors
+    /// Binding or listening failed (address in use, permission denied, ...).
+    pub fn listen_tcp<F: Factory>(
+        &mut self,
+        addr: SocketAddr,
+        factory: F,
+    ) -> io::Result<Listening> {
+        let opts = self.core.config.listen.clone();
+        self.listen_tcp_with(addr, &opts, factory)
+    }
+
+    /// [`listen_tcp`](Self::listen_tcp) with explicit options (backlog, SO_REUSEPORT).
+    ///
+    /// # Errors
+    /// Binding or listening failed.
+    pub fn listen_tcp_with<F: Factory>(
+        &mut self,
+        addr: SocketAddr,
+        opts: &ListenOptions,
+        factory: F,
+    ) -> io::Result<Listening> {
+        let socket = net::bind_tcp(addr, opts)?;
+        let local_addr = socket.local_addr()?;
+        let id = self.core.add_listener(
+            ListenSocket::Tcp(socket),
+            Addr::Inet(local_addr),
+            Box::new(factory),
+        )?;
+        Ok(Listening { id, local_addr })
+    }
+
+    /// Listens on a Unix-domain stream socket at `path`.
+    ///
+    /// A stale socket file from a dead server is replaced; a path where a live server
+    /// answers is refused. The file is removed when the listener closes.
+    ///
+    /// # Errors
+    /// A live server owns `path`, `path` is not a socket, or binding failed.
+    pub fn listen_unix<F: Factory>(
+        &mut self,
+        path: impl AsRef<std::path::Path>,
+        factory: F,
+    ) -> io::Result<ListenerId> {
+        let path = path.as_ref();
+        let socket = net::bind_unix(path, &self.core.config.listen)?;
+        let local = Addr::Unix(Some(path.to_path_buf()));
+        let added = self
+            .core
+            .add_listener(ListenSocket::Unix(socket), local, Box::new(factory));
+        if added.is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        added
+    }
+
+    /// Connects to a Unix-domain stream socket, as [`connect_tcp`](Self::connect_tcp).
+    pub fn connect_unix<P: Protocol>(
+        &mut self,
+        path: impl AsRef<std::path::Path>,
+        protocol: P,
+    ) -> ConnId {
+        let path = path.as_ref();
+        let stream = mio::net::UnixStream::connect(path).map(Stream::Unix);
+        let timeout = self.core.config.connect_timeout;
+        let peer = Addr::Unix(Some(path.to_path_buf()));
+        self.core.connect(stream, peer, timeout, Box::new(protocol))
+    }
+
+    /// Closes a listener; its factory's `stopped` runs. Connections it accepted go on.
+    /// Returns false if it was already closed.
+    pub fn stop_listening(&mut self, id: ListenerId) -> bool {
+        self.core.remove_listener(id)
+    }
+
+    /// Connects to `addr` without blocking, with the builder's connect timeout.
+    ///
+    /// On success the protocol gets `connection_made`; on refusal, unreachability or
+    /// timeout it gets [`Protocol::connection_failed`] instead — never both, and
+    /// never inside this call.
+    pub fn connect_tcp<P: Protocol>(&mut self, addr: SocketAddr, protocol: P) -> ConnId {
+        let timeout = self.core.config.connect_timeout;
+        self.connect_tcp_timeout(addr, timeout, protocol)
+    }
+
+    /// [`connect_tcp`](Self::connect_tcp) with its own timeout (`None`: wait as long as
+    /// the kernel does).
+    pub fn connect_tcp_timeout<P: Protocol>(
+        &mut self,
+        addr: SocketAddr,
+        timeout: Option<Duration>,
+        protocol: P,
+    ) -> ConnId {
+        let stream = mio::net::TcpStream::connect(addr).map(Stream::Tcp);
+        self.core
+            .connect(stream, Addr::Inet(addr), timeout, Box::new(protocol))
+    }
+
+    /// Runs `f` on this thread after `delay`. The returned id cancels or resets it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use twistor::Reactor;
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.call_later(Duration::from_millis(1), |r: &mut Reactor| r.stop());
+    /// reactor.run()?; // returns once the timer has stopped it
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn call_later<F>(&mut self, delay: Duration, f: F) -> TimerId
+    where
+        F: FnOnce(&mut Reactor) + 'static,
+    {
+        let deadline = Instant::now() + delay;
+        self.core.timers.insert(deadline, Task::Call(Box::new(f)))
+    }
+
+    /// Cancels a timer; false if it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.core.cancel_timer(timer)
+    }
+
+    /// Moves a pending timer to `delay` from now; false if it already fired or was
+    /// cancelled.
+    pub fn reset_timer(&mut self, timer: TimerId, delay: Duration) -> bool {
+        self.core.reset_timer(timer, delay)
+    }
+
+    /// Runs `f` now with connection `id`'s protocol, as if it were one of its
+    /// callbacks. False if the connection is gone or runs another protocol type.
+    pub fn call_protocol<P, F>(&mut self, id: ConnId, f: F) -> bool
+    where
+        P: Protocol,
+        F: FnOnce(&mut P, &mut Context<'_>) + 'static,
+    {
+        let matches = self
+            .core
+            .conn(id)
+            .and_then(|c| c.protocol.as_deref())
+            .is_some_and(|p| protocol_type(p) == TypeId::of::<P>());
+        if matches {
+            self.core.run_bound(id, bind(f));
+            self.core.settle();
+        }
+        matches
+    }
+
+    /// Sends `data` to connection `id`; false if it is gone or dropped the bytes.
+    pub fn write_to(&mut self, id: ConnId, data: &[u8]) -> bool {
+        let ok = self.core.write(id, data);
+        self.core.settle();
+        ok
+    }
+
+    /// Flushes, then closes connection `id`.
+    pub fn lose_connection(&mut self, id: ConnId) {
+        self.core.lose_connection(id);
+        self.core.settle();
+    }
+
+    /// Closes connection `id` now, dropping what it has queued.
+    pub fn abort_connection(&mut self, id: ConnId) {
+        self.core.abort_connection(id);
+        self.core.settle();
+    }
+
+    /// False if connection `id` is closing or gone.
+    pub fn is_open(&self, id: ConnId) -> bool {
+        self.core.is_open(id)
+    }
+
+    /// Open connections (including those connecting or closing).
+    pub fn connection_count(&self) -> usize {
+        self.core.conns.len()
+    }
+
+    /// Pending timers, the reactor's own included (idle, close and connect deadlines).
+    pub fn timer_count(&self) -> usize {
+        self.core.timers.len()
+    }
+
+    /// Turns until [`stop`](Self::stop) (from a callback, a timer, or a [`Handle`]) has
+    /// finished: socketserver's `serve_forever`.
+    ///
+    /// # Errors
+    /// Polling failed, which leaves the reactor unusable.
+    pub fn run(&mut self) -> io::Result<()> {
+        loop {
+            self.turn(None)?;
+            if self.core.stop_finished() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One turn, waiting at most `timeout` for events (`None`: until something
+    /// happens): socketserver's `handle_request`. Returns true while the reactor has
+    /// not finished a requested stop.
+    ///
+    /// # Errors
+    /// Polling failed.
+    pub fn run_once(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+        self.turn(timeout)?;
+        Ok(!self.core.stop_finished())
+    }
+
+    /// Stops gracefully: no more accepting, every connection flushes and closes
+    /// (aborted after the shutdown timeout), then `run` returns. Safe to call from any
+    /// callback and more than once.
+    pub fn stop(&mut self) {
+        self.core.stop();
+    }
+
+    /// Stops gracefully on the first SIGINT or SIGTERM (opt-in; a later signal is
+    /// logged and otherwise ignored while the stop is under way).
+    ///
+    /// # Errors
+    /// The signal handlers could not be installed.
+    pub fn stop_on_signals(&mut self) -> io::Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        if self.core.signals.is_some() {
+            return Ok(());
+        }
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+        self.core.signals = Some(signals.handle());
+        let handle = self.handle();
+        std::thread::Builder::new()
+            .name("twistor-signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    log::info!("signal {signal}: stopping");
+                    handle.stop();
+                }
+            })?;
+        Ok(())
+    }
+
+    fn turn(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if self.core.stopping == Stopping::Requested {
+            self.core.begin_shutdown();
+        }
+        let timeout = self.core.poll_timeout(timeout);
+        if let Err(e) = self.core.poll.poll(&mut self.events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        let core = &mut self.core;
+        core.now = Instant::now();
+        let mut woken = false;
+        for event in self.events.iter() {
+            match decode(event.token()) {
+                Source::Waker => woken = true,
+                Source::Listener(id) => core.accept(id),
+                Source::Conn(id) => {
+                    let error = event.is_error();
+                    if event.is_writable() || error {
+                        core.write_ready(id);
+                    }
+                    if event.is_readable() || event.is_read_closed() || error {
+                        // After FIN or an error no further edge will come, so read
+                        // to the end rather than stopping at a short read.
+                        core.read_ready(id, event.is_read_closed() || error);
+                    }
+                }
+            }
+            core.settle();
+        }
+        core.serve_carried_over();
+        if woken {
+            self.run_inbox();
+        }
+        self.run_timers();
+        Ok(())
+    }
+
+    fn run_inbox(&mut self) {
+        for job in self.core.shared.take() {
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| job(self))) {
+                log::error!(
+                    "call_from_thread closure panicked: {}",
+                    panic_message(&*panic)
+                );
+            }
+            self.core.settle();
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let now = Instant::now();
+        self.core.now = now;
+        let mark = self.core.timers.seq_mark();
+        while let Some((timer, task)) = self.core.timers.pop_due(now, mark) {
+            match task {
+                Task::Call(f) => {
+                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(self))) {
+                        log::error!("timer callback panicked: {}", panic_message(&*panic));
+                    }
+                }
+                Task::Bound(id, call) => {
+                    self.core.untrack_timer(id, timer);
+                    self.core.run_bound(id, call);
+                }
+                Task::Idle(id) => {
+                    self.core.untrack_timer(id, timer);
+                    self.core.check_idle(id);
+                }
+                Task::CloseDeadline(id) => {
+                    self.core.untrack_timer(id, timer);
+                    if let Some(c) = self.core.conn(id) {
+                        log::warn!("{id} {}: peer did not take queued bytes in time", c.peer);
+                    }
+                    self.core.close_with(id, Reason::TimedOut);
+                }
+                Task::ConnectTimeout(id) => {
+                    self.core.untrack_timer(id, timer);
+                    let err = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                    self.core.fail_connect(id, err);
+                }
+                Task::AcceptRetry(id) => {
+                    if let Some(l) = self.core.listener_mut(id) {
+                        l.backoff = None;
+                    }
+                    self.core.accept(id);
+                }
+                Task::ShutdownDeadline => self.core.abort_all(Reason::TimedOut),
+            }
+            self.core.settle();
+        }
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        self.core.shared.close();
+        if let Some(signals) = self.core.signals.take() {
+            signals.close();
+        }
+        let listeners: Vec<ListenerId> = self
+            .core
+            .listeners
+            .iter()
+            .map(|(i, l)| ListenerId {
+                index: i as u32,
+                generation: l.generation,
+            })
+            .collect();
+        for id in listeners {
+            self.core.remove_listener(id);
+        }
+        self.core.abort_all(Reason::Aborted);
+        self.core.settle();
+        self.core.report_failed();
+    }
+}
+
+fn protocol_type(p: &dyn Protocol) -> TypeId {
+    let any: &dyn Any = p;
+    any.type_id()
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_owned()
+    }
+}
+
+fn is_fd_exhaustion(e: &io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the process or the system is out of something
+    // an accept needs; retrying at once would spin.
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+}
+
+impl Core {
+    fn conn(&self, id: ConnId) -> Option<&Conn> {
+        self.conns
+            .get(id.index as usize)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(id.index as usize)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    fn listener_mut(&mut self, id: ListenerId) -> Option<&mut Listener> {
+        self.listeners
+            .get_mut(id.index as usize)
+            .filter(|l| l.generation == id.generation)
+    }
+
+    fn next_generation(&mut self) -> u32 {
+        self.next_generation = self.next_generation.wrapping_add(1);
+        self.next_generation
+    }
+
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(c) = self.conn_mut(id) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    fn mark_ready(&mut self, id: ConnId) {
+        if let Some(c) = self.conn_mut(id) {
+            if !c.in_ready {
+                c.in_ready = true;
+                self.ready.push(Source::Conn(id));
+            }
+        }
+    }
+
+    fn poll_timeout(&mut self, timeout: Option<Duration>) -> Option<Duration> {
+        if !self.ready.is_empty()
+            || !self.failed.is_empty()
+            || self.stop_done()
+            || self.stopping == Stopping::Requested
+        {
+            return Some(Duration::ZERO);
+        }
+        match self.timers.next_deadline() {
+            Some(deadline) => {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                Some(timeout.map_or(wait, |t| t.min(wait)))
+            }
+            None => timeout,
+        }
+    }
+
+    // ----- listeners and accepting -----
+
+    fn add_listener(
+        &mut self,
+        mut socket: ListenSocket,
+        local: Addr,
+        mut factory: Box<dyn AnyFactory>,
+    ) -> io::Result<ListenerId> {
+        if self.listeners.len() >= MAX_SLOTS {
+            return Err(io::Error::other("too many listeners"));
+        }
+        let generation = self.next_generation();
+        let entry = self.listeners.vacant_entry();
+        let id = ListenerId {
+            index: entry.key() as u32,
+            generation,
+        };
+        self.poll
+            .registry()
+            .register(socket.source(), listener_token(id), Interest::READABLE)?;
+        log::debug!("listening on {local}");
+        factory.started();
+        entry.insert(Listener {
+            generation,
+            socket,
+            factory,
+            local,
+            backoff: None,
+            in_ready: false,
+        });
+        Ok(id)
+    }
+
+    fn remove_listener(&mut self, id: ListenerId) -> bool {
+        if self.listener_mut(id).is_none() {
+            return false;
+        }
+        let mut l = self.listeners.remove(id.index as usize);
+        let _ = self.poll.registry().deregister(l.socket.source());
+        if let Some(t) = l.backoff.take() {
+            self.timers.cancel(t);
+        }
+        log::debug!("stopped listening on {}", l.local);
+        if let (ListenSocket::Unix(_), Addr::Unix(Some(path))) = (&l.socket, &l.local) {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| l.factory.stopped())) {
+            log::error!("factory stopped() panicked: {}", panic_message(&*panic));
+        }
+        true
+    }
+
+    fn accept(&mut self, id: ListenerId) {
+        for _ in 0..self.config.accept_budget {
+            let Some(l) = self.listener_mut(id) else {
+                return;
+            };
+            l.in_ready = false;
+            if l.backoff.is_some() {
+                return;
+            }
+            match l.socket.accept() {
+                Ok((stream, peer)) => {
+                    self.accept_backoff = ACCEPT_BACKOFF_MIN;
+                    self.adopt(id, stream, peer);
+                    self.settle();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        || e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e) if is_fd_exhaustion(&e) => {
+                    let delay = self.accept_backoff;
+                    self.accept_backoff = (delay * 2).min(ACCEPT_BACKOFF_MAX);
+                    log::warn!(
+                        "accept on {}: {e}; pausing accepts for {delay:?}",
+                        self.listeners[id.index as usize].local
+                    );
+                    let timer = self
+                        .timers
+                        .insert(Instant::now() + delay, Task::AcceptRetry(id));
+                    self.listeners[id.index as usize].backoff = Some(timer);
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("accept on {}: {e}", self.listeners[id.index as usize].local);
+                    return;
+                }
+            }
+        }
+        // Budget spent with connections possibly still queued: no new edge will come
+        // for them, so come back next turn.
+        if let Some(l) = self.listener_mut(id) {
+            if !l.in_ready {
+                l.in_ready = true;
+                self.ready.push(Source::Listener(id));
+            }
+        }
+    }
+
+    /// A descriptor was freed: listeners backing off after EMFILE may accept again.
+    fn retry_backed_off_accepts(&mut self) {
+        let waiting: Vec<ListenerId> = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| l.backoff.is_some())
+            .map(|(i, l)| ListenerId {
+                index: i as u32,
+                generation: l.generation,
+            })
+            .collect();
+        for id in waiting {
+            if let Some(t) = self.listener_mut(id).and_then(|l| l.backoff.take()) {
+                self.timers.cancel(t);
+            }
+            if let Some(l) = self.listener_mut(id) {
+                if !l.in_ready {
+                    l.in_ready = true;
+                    self.ready.push(Source::Listener(id));
+                }
+            }
+        }
+    }
+
+    fn adopt(&mut self, listener: ListenerId, stream: Stream, peer: Addr) {
+        if self.conns.len() >= self.config.max_connections {
+            log::warn!(
+                "refusing {peer}: max_connections ({}) reached",
+                self.config.max_connections
+            );
+            return; // dropping the stream closes it
+        }
+        let l = &mut self.listeners[listener.index as usize];
+        let built = catch_unwind(AssertUnwindSafe(|| l.factory.build(&peer)));
+        let protocol = match built {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                log::debug!("factory refused {peer}");
+                return;
+            }
+            Err(panic) => {
+                log::error!("factory panicked for {peer}: {}", panic_message(&*panic));
+                return;
+            }
+        };
+        match self.insert_conn(stream, peer.clone(), protocol, false) {
+            Ok(id) => {
+                log::debug!("{id} {peer}: accepted");
+                self.make(id);
+            }
+            Err((e, _)) => log::warn!("registering {peer} failed: {e}"),
+        }
+    }
+
+    fn insert_conn(
+        &mut self,
+        stream: Stream,
+        peer: Addr,
+        protocol: Box<dyn Protocol>,
+        connecting: bool,
+    ) -> Result<ConnId, (io::Error, Box<dyn Protocol>)> {
+        if self.conns.len() >= MAX_SLOTS {
+            return Err((io::Error::other("connection table full"), protocol));
+        }
+        let generation = self.next_generation();
+        let entry = self.conns.vacant_entry();
+        let id = ConnId {
+            index: entry.key() as u32,
+            generation,
+        };
+        let mut conn = Conn::new(generation, stream, peer, protocol, connecting, self.now);
+        // Both interests once, edge-triggered: no epoll_ctl is needed later to start
+        // or stop writing, and a writable edge with nothing queued costs one check.
+        let registered = self.poll.registry().register(
+            conn.stream.source(),
+            conn_token(id),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(e) = registered {
+            return Err((e, conn.protocol.take().expect("just built")));
+        }
+        entry.insert(conn);
+        Ok(id)
+    }
+
+    /// The connection is up: `connection_made`, and the idle timer if configured.
+    fn make(&mut self, id: ConnId) {
+        let now = self.now;
+        let Some(c) = self.conn_mut(id) else { return };
+        c.made = true;
+        c.last_read = now;
+        if let Some(idle) = self.config.idle_timeout {
+            self.track_timer(id, Instant::now() + idle, Task::Idle(id));
+        }
+        self.invoke(id, |p, cx| p.connection_made(cx));
+    }
+
+    // ----- connecting -----
+
+    fn connect(
+        &mut self,
+        stream: io::Result<Stream>,
+        peer: Addr,
+        timeout: Option<Duration>,
+        protocol: Box<dyn Protocol>,
+    ) -> ConnId {
+        let inserted = match stream {
+            Ok(stream) => self.insert_conn(stream, peer, protocol, true),
+            Err(e) => Err((e, protocol)),
+        };
+        match inserted {
+            Ok(id) => {
+                if let Some(t) = timeout {
+                    self.track_timer(id, Instant::now() + t, Task::ConnectTimeout(id));
+                }
+                id
+            }
+            Err((e, protocol)) => {
+                let id = ConnId::detached(self.next_generation());
+                self.failed.push((id, protocol, e));
+                id
+            }
+        }
+    }
+
+    fn finish_connect(&mut self, id: ConnId) {
+        let Some(c) = self.conn_mut(id) else { return };
+        match c.stream.take_error() {
+            Ok(Some(e)) | Err(e) => return self.fail_connect(id, e),
+            Ok(None) => {}
+        }
+        match c.stream.is_connected() {
+            Ok(()) => {
+                c.connecting = false;
+                if let Stream::Tcp(s) = &c.stream {
+                    let _ = s.set_nodelay(true);
+                }
+                let timers = std::mem::take(&mut c.timers);
+                for t in timers {
+                    // Only the connect timeout can be pending yet.
+                    self.timers.cancel(t);
+                }
+                log::debug!("{id}: connected");
+                self.make(id);
+            }
+            // Writable before the handshake finished: a spurious event, wait.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+            Err(e) => self.fail_connect(id, e),
+        }
+    }
+
+    fn fail_connect(&mut self, id: ConnId, error: io::Error) {
+        if !self.conn(id).is_some_and(|c| c.connecting) {
+            return;
+        }
+        let Some((protocol, peer)) = self.remove_conn(id, false) else {
+            return;
+        };
+        log::debug!("{id} {peer}: connect failed: {error}");
+        self.failed.push((id, protocol, error));
+        self.report_failed();
+    }
+
+    fn report_failed(&mut self) {
+        for (id, mut protocol, error) in std::mem::take(&mut self.failed) {
+            let ty = protocol_type(&*protocol);
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                let mut cx = Context::new(self, id, ty);
+                protocol.connection_failed(&mut cx, error);
+            }));
+            if let Err(panic) = result {
+                log::error!(
+                    "{id}: connection_failed panicked: {}",
+                    panic_message(&*panic)
+                );
+            }
+            self.settle();
+        }
+    }
+
+    // ----- reading and writing -----
+
+    fn read_ready(&mut self, id: ConnId, to_the_end: bool) {
+        let mut budget = self.config.read_budget_bytes;
+        let now = self.now;
+        loop {
+            let mut buf = std::mem::take(&mut self.read_buf);
+            let Some(c) = self.conn_mut(id) else {
+                self.read_buf = buf;
+                return;
+            };
+            c.in_ready = false;
+            if c.resumed && c.wants_read() {
+                c.resumed = false;
+                self.read_buf = buf;
+                self.invoke(id, |p, cx| p.reading_resumed(cx));
+                continue;
+            }
+            if !c.wants_read() {
+                self.read_buf = buf;
+                return;
+            }
+            let result = c.stream.read(&mut buf);
+            match result {
+                Ok(0) => {
+                    c.read_eof = true;
+                    let write_shut = c.write_shut;
+                    self.read_buf = buf;
+                    log::trace!("{id}: read EOF");
+                    if write_shut {
+                        // Both directions are closed now.
+                        self.close_with(id, Reason::Done);
+                    } else {
+                        self.invoke(id, |p, cx| p.read_eof(cx));
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    c.last_read = now;
+                    log::trace!("{id}: read {n} bytes");
+                    self.invoke(id, |p, cx| p.data_received(cx, &buf[..n]));
+                    let short = n < buf.len();
+                    self.read_buf = buf;
+                    budget = budget.saturating_sub(n);
+                    if short && !to_the_end {
+                        // The kernel had no more: a new edge comes with new data.
+                        return;
+                    }
+                    if budget == 0 {
+                        self.mark_ready(id);
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.read_buf = buf;
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return,
+                        io::ErrorKind::Interrupted => {}
+                        _ => return self.close_with(id, Reason::from_io(e)),
+                    }
+                }
+            }
+        }
+    }
+
+    fn write_ready(&mut self, id: ConnId) {
+        let Some(c) = self.conn_mut(id) else { return };
+        if c.connecting {
+            return self.finish_connect(id);
+        }
+        if c.out.is_empty() || c.close.is_some() {
+            return;
+        }
+        let stream = &mut c.stream;
+        if let Err(e) = c.out.drain_into(|bufs| stream.write_vectored(bufs)) {
+            return self.close_with(id, Reason::from_io(e));
+        }
+        self.after_drain(id);
+    }
+
+    /// Bytes left the queue: resume a paused producer, finish a pending close.
+    fn after_drain(&mut self, id: ConnId) {
+        let low = self.config.low_watermark_bytes;
+        let Some(c) = self.conn_mut(id) else { return };
+        if c.producer_paused && c.out.len() <= low {
+            c.producer_paused = false;
+            if c.notify_pause {
+                // The protocol was never told it was paused: tell it nothing.
+                c.notify_pause = false;
+            } else {
+                self.invoke(id, |p, cx| p.resume_producing(cx));
+            }
+        }
+        if self
+            .conn(id)
+            .is_some_and(|c| c.out.is_empty() && (c.losing || c.shutdown_write))
+        {
+            self.mark_dirty(id);
+        }
+    }
+
+    /// Queues what the kernel did not take, minding the cap and the high watermark.
+    fn enqueue(&mut self, id: ConnId, parts: &[&[u8]]) -> bool {
+        let cap = self.config.write_cap_bytes;
+        let high = self.config.high_watermark_bytes;
+        let Some(c) = self.conn_mut(id) else {
+            return false;
+        };
+        let adding: usize = parts.iter().map(|p| p.len()).sum();
+        if c.out.len() + adding > cap {
+            log::warn!(
+                "{id} {}: write buffer would pass {cap} bytes; closing",
+                c.peer
+            );
+            self.close_with(id, Reason::WriteOverflow);
+            return false;
+        }
+        for part in parts {
+            c.out.push(part);
+        }
+        if !c.producer_paused && c.out.len() > high {
+            c.producer_paused = true;
+            c.notify_pause = true;
+            self.mark_dirty(id);
+        }
+        true
+    }
+
+    // ----- closing -----
+
+    /// Decides to close `id` for `reason` once the current callback returns; queued
+    /// bytes are dropped. The first reason wins.
+    fn close_with(&mut self, id: ConnId, reason: Reason) {
+        let Some(c) = self.conn_mut(id) else { return };
+        if c.close.is_none() {
+            c.close = Some(reason);
+            c.out.clear();
+        }
+        self.mark_dirty(id);
+    }
+
+    fn abort_all(&mut self, reason: Reason) {
+        let ids: Vec<ConnId> = self.conn_ids();
+        for id in ids {
+            if self.conn(id).is_some_and(|c| c.connecting) {
+                let err = io::Error::new(io::ErrorKind::Interrupted, "reactor stopped");
+                self.fail_connect(id, err);
+            } else {
+                self.close_with(id, reason_copy(&reason));
+            }
+        }
+    }
+
+    fn conn_ids(&self) -> Vec<ConnId> {
+        self.conns
+            .iter()
+            .map(|(i, c)| ConnId {
+                index: i as u32,
+                generation: c.generation,
+            })
+            .collect()
+    }
+
+    /// Takes a connection out of the table: deregisters it, cancels its timers and
+    /// closes the socket. Returns its protocol and peer.
+    fn remove_conn(&mut self, id: ConnId, reset: bool) -> Option<(Box<dyn Protocol>, Addr)> {
+        self.conn(id)?;
+        let mut c = self.conns.remove(id.index as usize);
+        let _ = self.poll.registry().deregister(c.stream.source());
+        for t in c.timers.drain(..) {
+            self.timers.cancel(t);
+        }
+        if reset {
+            if let Stream::Tcp(s) = &c.stream {
+                net::set_reset_on_close(s);
+            }
+        }
+        drop(c.stream);
+        self.retry_backed_off_accepts();
+        let protocol = c
+            .protocol
+            .expect("a connection is never removed inside its own callback");
+        Some((protocol, c.peer))
+    }
+
+    /// Removes the connection and calls `connection_lost`, exactly once.
+    fn finish(&mut self, id: ConnId, reason: Reason) {
+        let reset = matches!(
+            reason,
+            Reason::Aborted | Reason::TimedOut | Reason::WriteOverflow | Reason::Panic(_)
+        );
+        let made = self.conn(id).is_some_and(|c| c.made);
+        let Some((mut protocol, peer)) = self.remove_conn(id, reset) else {
+            return;
+        };
+        log::debug!("{id} {peer}: {reason}");
+        if !made {
+            return;
+        }
+        let ty = protocol_type(&*protocol);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let mut cx = Context::new(self, id, ty);
+            protocol.connection_lost(&mut cx, reason);
+        }));
+        if let Err(panic) = result {
+            log::error!(
+                "{id} {peer}: connection_lost panicked: {}",
+                panic_message(&*panic)
+            );
+        }
+    }
+
+    /// Carries out what callbacks asked for: closes, owed `pause_producing`, the end of
+    /// a graceful close or half-close. Runs until nothing is left, since settling one
+    /// connection can touch others.
+    fn settle(&mut self) {
+        while let Some(id) = self.dirty.pop() {
+            let Some(c) = self.conn_mut(id) else { continue };
+            c.dirty = false;
+            if let Some(reason) = c.close.take() {
+                self.finish(id, reason);
+                continue;
+            }
+            if c.notify_pause {
+                c.notify_pause = false;
+                self.invoke(id, |p, cx| p.pause_producing(cx));
+            }
+            let Some(c) = self.conn_mut(id) else { continue };
+            if c.close.is_some() {
+                self.mark_dirty(id);
+                continue;
+            }
+            if !c.out.is_empty() {
+                continue;
+            }
+            if c.losing {
+                self.finish(id, Reason::Done);
+            } else if c.shutdown_write && !c.write_shut {
+                c.write_shut = true;
+                if let Err(e) = c.stream.shutdown(Shutdown::Write) {
+                    self.close_with(id, Reason::from_io(e));
+                } else if c.read_eof {
+                    self.finish(id, Reason::Done);
+                }
+            }
+        }
+    }
+
+    /// Runs one callback of connection `id` with its protocol taken out of the table,
+    /// catching a panic (which closes that connection).
+    fn invoke(&mut self, id: ConnId, f: impl FnOnce(&mut dyn Protocol, &mut Context<'_>)) {
+        let Some(mut protocol) = self.conn_mut(id).and_then(|c| c.protocol.take()) else {
+            return;
+        };
+        let ty = protocol_type(&*protocol);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let mut cx = Context::new(self, id, ty);
+            f(&mut *protocol, &mut cx);
+        }));
+        let c = self
+            .conn_mut(id)
+            .expect("a connection is never removed inside its own callback");
+        c.protocol = Some(protocol);
+        if let Err(panic) = result {
+            let msg = panic_message(&*panic);
+            log::error!("{id} {}: callback panicked: {msg}", c.peer);
+            self.close_with(id, Reason::Panic(msg));
+        }
+    }
+
+    fn run_bound(&mut self, id: ConnId, call: BoundCall) {
+        if self.conn(id).is_some_and(|c| c.made && !c.connecting) {
+            self.invoke(id, call);
+        } else {
+            log::debug!("{id}: dropping a callback for a connection that is gone");
+        }
+    }
+
+    // ----- timers -----
+
+    fn track_timer(&mut self, id: ConnId, deadline: Instant, task: Task) -> TimerId {
+        let timer = self.timers.insert(deadline, task);
+        if let Some(c) = self.conn_mut(id) {
+            c.timers.push(timer);
+        }
+        timer
+    }
+
+    fn untrack_timer(&mut self, id: ConnId, timer: TimerId) {
+        if let Some(c) = self.conn_mut(id) {
+            if let Some(i) = c.timers.iter().position(|t| *t == timer) {
+                c.timers.swap_remove(i);
+            }
+        }
+    }
+
+    fn check_idle(&mut self, id: ConnId) {
+        let (Some(idle), Some(c)) = (self.config.idle_timeout, self.conn(id)) else {
+            return;
+        };
+        let due = c.last_read + idle;
+        if due <= self.now {
+            log::debug!("{id} {}: idle for {idle:?}", c.peer);
+            self.close_with(id, Reason::TimedOut);
+        } else {
+            // Reads only touch `last_read`; the timer re-arms lazily from it.
+            self.track_timer(id, due, Task::Idle(id));
+        }
+    }
+
+    // ----- stopping -----
+
+    fn stop(&mut self) {
+        if self.stopping == Stopping::No {
+            self.stopping = Stopping::Requested;
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.stopping = Stopping::Draining;
+        let listeners: Vec<ListenerId> = self
+            .listeners
+            .iter()
+            .map(|(i, l)| ListenerId {
+                index: i as u32,
+                generation: l.generation,
+            })
+            .collect();
+        for id in listeners {
+            self.remove_listener(id);
+        }
+        if !self.conns.is_empty() {
+            log::info!("stopping: closing {} connections", self.conns.len());
+            self.timers.insert(
+                Instant::now() + self.config.shutdown_timeout,
+                Task::ShutdownDeadline,
+            );
+        }
+        for id in self.conn_ids() {
+            if self.conn(id).is_some_and(|c| c.connecting) {
+                let err = io::Error::new(io::ErrorKind::Interrupted, "reactor stopped");
+                self.fail_connect(id, err);
+            } else {
+                self.lose_connection(id);
+            }
+        }
+        self.settle();
+    }
+
+    /// A requested stop has run its course.
+    fn stop_done(&self) -> bool {
+        self.stopping == Stopping::Draining && self.conns.is_empty() && self.failed.is_empty()
+    }
+
+    /// If a requested stop has run its course, resets so that the reactor can run
+    /// again and says so.
+    fn stop_finished(&mut self) -> bool {
+        let done = self.stop_done();
+        if done {
+            self.stopping = Stopping::No;
+        }
+        done
+    }
+
+    fn serve_carried_over(&mut self) {
+        self.report_failed();
+        for source in std::mem::take(&mut self.ready) {
+            match source {
+                Source::Conn(id) => {
+                    if self.conn(id).is_some_and(|c| c.in_ready) {
+                        self.read_ready(id, true);
+                    }
+                }
+                Source::Listener(id) => {
+                    if self.listener_mut(id).is_some_and(|l| l.in_ready) {
+                        self.accept(id);
+                    }
+                }
+                Source::Waker => {}
+            }
+            self.settle();
+        }
+    }
+}
+
+fn reason_copy(r: &Reason) -> Reason {
+    match r {
+        Reason::Done => Reason::Done,
+        Reason::Aborted => Reason::Aborted,
+        Reason::TimedOut => Reason::TimedOut,
+        Reason::WriteOverflow => Reason::WriteOverflow,
+        Reason::Lost(e) => Reason::Lost(io::Error::new(e.kind(), e.to_string())),
+        Reason::Io(e) => Reason::Io(io::Error::new(e.kind(), e.to_string())),
+        Reason::Panic(m) => Reason::Panic(m.clone()),
+    }
+}
+
+impl Driver for Core {
+    fn write(&mut self, id: ConnId, data: &[u8]) -> bool {
+        let Some(c) = self.conn_mut(id) else {
+            return false;
+        };
+        if !c.accepts_writes() {
+            log::debug!("{id}: write of {} bytes after close dropped", data.len());
+            return false;
+        }
+        if data.is_empty() {
+            return true;
+        }
+        let mut rest = data;
+        if c.out.is_empty() && !c.connecting {
+            loop {
+                match c.stream.write(rest) {
+                    Ok(n) => {
+                        rest = &rest[n..];
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        self.close_with(id, Reason::from_io(e));
+                        return false;
+                    }
+                }
+            }
+            if rest.is_empty() {
+                return true;
+            }
+        }
+        self.enqueue(id, &[rest])
+    }
+
+    fn write_vectored(&mut self, id: ConnId, bufs: &[IoSlice<'_>]) -> bool {
+        let Some(c) = self.conn_mut(id) else {
+            return false;
+        };
+        if !c.accepts_writes() {
+            log::debug!("{id}: vectored write after close dropped");
+            return false;
+        }
+        let mut written = 0;
+        if c.out.is_empty() && !c.connecting {
+            loop {
+                match c.stream.write_vectored(bufs) {
+                    Ok(n) => {
+                        written = n;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        self.close_with(id, Reason::from_io(e));
+                        return false;
+                    }
+                }
+            }
+        }
+        let mut rest: Vec<&[u8]> = Vec::new();
+        for buf in bufs {
+            if written >= buf.len() {
+                written -= buf.len();
+            } else {
+                rest.push(&buf[written..]);
+                written = 0;
+            }
+        }
+        rest.is_empty() || self.enqueue(id, &rest)
+    }
+
+    fn lose_connection(&mut self, id: ConnId) {
+        let close_timeout = self.config.close_timeout;
+        let Some(c) = self.conn_mut(id) else { return };
+        if c.is_closing() {
+            return;
+        }
+        if c.connecting {
+            let err = io::Error::new(io::ErrorKind::Interrupted, "connect cancelled");
+            return self.fail_connect(id, err);
+        }
+        c.losing = true;
+        if c.out.is_empty() {
+            self.mark_dirty(id);
+        } else {
+            self.track_timer(id, Instant::now() + close_timeout, Task::CloseDeadline(id));
+        }
+    }
+
+    fn lose_write_connection(&mut self, id: ConnId) {
+        let Some(c) = self.conn_mut(id) else { return };
+        if !c.is_closing() && !c.shutdown_write {
+            c.shutdown_write = true;
+            self.mark_dirty(id);
+        }
+    }
+
+    fn abort_connection(&mut self, id: ConnId) {
+        if self.conn(id).is_some_and(|c| c.connecting) {
+            let err = io::Error::new(io::ErrorKind::Interrupted, "connect aborted");
+            return self.fail_connect(id, err);
+        }
+        self.close_with(id, Reason::Aborted);
+    }
+
+    fn set_reading(&mut self, id: ConnId, reading: bool) {
+        let Some(c) = self.conn_mut(id) else { return };
+        let resumed = reading && !c.reading;
+        c.reading = reading;
+        c.resumed |= resumed;
+        if resumed {
+            // The edge for data that arrived while paused has passed: read next turn.
+            self.mark_ready(id);
+        }
+    }
+
+    fn is_open(&self, id: ConnId) -> bool {
+        self.conn(id).is_some_and(|c| !c.is_closing())
+    }
+
+    fn is_reading(&self, id: ConnId) -> bool {
+        self.conn(id).is_some_and(|c| c.wants_read())
+    }
+
+    fn buffered(&self, id: ConnId) -> usize {
+        self.conn(id).map_or(0, |c| c.out.len())
+    }
+
+    fn peer_addr(&self, id: ConnId) -> Option<Addr> {
+        self.conn(id).map(|c| c.peer.clone())
+    }
+
+    fn local_addr(&self, id: ConnId) -> Option<Addr> {
+        self.conn(id).and_then(|c| c.stream.local_addr())
+    }
+
+    fn set_nodelay(&mut self, id: ConnId, on: bool) -> io::Result<()> {
+        let c = self.conn(id).ok_or(io::ErrorKind::NotConnected)?;
+        c.stream.tcp()?.set_nodelay(on)
+    }
+
+    fn set_keepalive(&mut self, id: ConnId, idle: Option<Duration>) -> io::Result<()> {
+        let c = self.conn(id).ok_or(io::ErrorKind::NotConnected)?;
+        net::set_keepalive(c.stream.tcp()?, idle)
+    }
+
+    fn call_later(&mut self, id: ConnId, delay: Duration, call: BoundCall) -> TimerId {
+        let deadline = Instant::now() + delay;
+        if self.conn(id).is_none() {
+            // Gone already: hand back an id that is dead from the start.
+            let t = self.timers.insert(deadline, Task::Bound(id, call));
+            self.timers.cancel(t);
+            return t;
+        }
+        self.track_timer(id, deadline, Task::Bound(id, call))
+    }
+
+    fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        match self.timers.cancel(timer) {
+            Some(Task::Bound(id, _)) | Some(Task::Idle(id)) => {
+                self.untrack_timer(id, timer);
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    fn reset_timer(&mut self, timer: TimerId, delay: Duration) -> bool {
+        self.timers.reset(timer, Instant::now() + delay)
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn stop(&mut self) {
+        Core::stop(self)
+    }
+}

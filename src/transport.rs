@@ -1,0 +1,455 @@
+//! The context handed to protocol callbacks, and the write buffer behind it.
+//!
+//! [`Context`] is a protocol's whole view of the world: its own transport (write,
+//! close, pause), its timers, and the other connections of the reactor. The same
+//! `Context` type is backed by the real reactor or by the testing kit, so a protocol
+//! runs unchanged under both.
+//!
+//! [`WriteQueue`] is the pure part of the write path: bytes the kernel refused, kept
+//! in a few large chunks and handed back as `IoSlice`s for vectored writes.
+
+use std::any::{Any, TypeId};
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, IoSlice};
+use std::time::{Duration, Instant};
+
+use crate::protocol::{Addr, Protocol};
+use crate::reactor::ConnId;
+use crate::timer::TimerId;
+
+/// A callback bound to one connection, run with that connection's protocol.
+pub(crate) type BoundCall = Box<dyn FnOnce(&mut dyn Protocol, &mut Context<'_>)>;
+
+/// What a [`Context`] needs from whoever runs the protocol: the reactor, or the
+/// testing kit. Every method takes the connection it acts on, so one context can reach
+/// other connections too; a method on a connection that is gone does nothing.
+pub(crate) trait Driver {
+    fn write(&mut self, id: ConnId, data: &[u8]) -> bool;
+    fn write_vectored(&mut self, id: ConnId, bufs: &[IoSlice<'_>]) -> bool;
+    fn lose_connection(&mut self, id: ConnId);
+    fn lose_write_connection(&mut self, id: ConnId);
+    fn abort_connection(&mut self, id: ConnId);
+    fn set_reading(&mut self, id: ConnId, reading: bool);
+    fn is_open(&self, id: ConnId) -> bool;
+    fn is_reading(&self, id: ConnId) -> bool;
+    fn buffered(&self, id: ConnId) -> usize;
+    fn peer_addr(&self, id: ConnId) -> Option<Addr>;
+    fn local_addr(&self, id: ConnId) -> Option<Addr>;
+    fn set_nodelay(&mut self, id: ConnId, on: bool) -> io::Result<()>;
+    fn set_keepalive(&mut self, id: ConnId, idle: Option<Duration>) -> io::Result<()>;
+    fn call_later(&mut self, id: ConnId, delay: Duration, call: BoundCall) -> TimerId;
+    fn cancel_timer(&mut self, timer: TimerId) -> bool;
+    fn reset_timer(&mut self, timer: TimerId, delay: Duration) -> bool;
+    fn now(&self) -> Instant;
+    fn stop(&mut self);
+}
+
+/// A protocol callback's handle on its connection and on the reactor.
+///
+/// Operations on this connection (`write`, `lose_connection`, ...) and on others by
+/// [`ConnId`] (`write_to`, `lose_connection_of`, ...). Operations on a connection that
+/// is already gone do nothing and, where they return something, say so.
+///
+/// Effects that would call back into a protocol — a close, a watermark notice, a write
+/// error — take effect after the current callback returns, never inside it.
+pub struct Context<'a> {
+    driver: &'a mut dyn Driver,
+    id: ConnId,
+    protocol_type: TypeId,
+}
+
+impl fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context").field("id", &self.id).finish()
+    }
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(driver: &'a mut dyn Driver, id: ConnId, protocol_type: TypeId) -> Self {
+        Context {
+            driver,
+            id,
+            protocol_type,
+        }
+    }
+
+    /// This connection's id: stable for its whole life, never reused while it lives,
+    /// and never matching a later connection.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Sends `data`.
+    ///
+    /// Goes straight to the socket when nothing is queued; what the kernel refuses is
+    /// buffered and sent when the socket is writable. Returns false if the bytes were
+    /// dropped: the connection is closing or gone, or this write passed the write
+    /// buffer's cap (the connection is then closed with [`Reason::WriteOverflow`]).
+    ///
+    /// [`Reason::WriteOverflow`]: crate::Reason::WriteOverflow
+    pub fn write(&mut self, data: &[u8]) -> bool {
+        self.driver.write(self.id, data)
+    }
+
+    /// Sends several buffers in order, with one system call where possible.
+    pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> bool {
+        self.driver.write_vectored(self.id, bufs)
+    }
+
+    /// Flushes what is queued, then closes (Twisted's `loseConnection`).
+    ///
+    /// Reading stops at once. Writes after this are dropped (and logged at debug). A
+    /// peer that never reads cannot hold the connection open: after the reactor's
+    /// close timeout it is aborted with [`Reason::TimedOut`](crate::Reason::TimedOut).
+    pub fn lose_connection(&mut self) {
+        self.driver.lose_connection(self.id)
+    }
+
+    /// Flushes what is queued, then shuts the write side (TCP half-close); reading
+    /// goes on.
+    pub fn lose_write_connection(&mut self) {
+        self.driver.lose_write_connection(self.id)
+    }
+
+    /// Closes now, dropping queued bytes; the peer sees a reset
+    /// (Twisted's `abortConnection`). `connection_lost` gets
+    /// [`Reason::Aborted`](crate::Reason::Aborted).
+    pub fn abort_connection(&mut self) {
+        self.driver.abort_connection(self.id)
+    }
+
+    /// Stops delivering data until [`resume_reading`](Self::resume_reading); the
+    /// kernel's buffers then push back on the peer. Idempotent; takes effect at once,
+    /// even inside `connection_made`.
+    pub fn pause_reading(&mut self) {
+        self.driver.set_reading(self.id, false)
+    }
+
+    /// Delivers data again after [`pause_reading`](Self::pause_reading). Idempotent.
+    pub fn resume_reading(&mut self) {
+        self.driver.set_reading(self.id, true)
+    }
+
+    /// False while reading is paused, or after EOF or a close.
+    pub fn is_reading(&self) -> bool {
+        self.driver.is_reading(self.id)
+    }
+
+    /// Bytes queued for this connection that the kernel has not taken yet.
+    pub fn buffered(&self) -> usize {
+        self.driver.buffered(self.id)
+    }
+
+    /// False once this connection is closing or gone.
+    pub fn is_open(&self) -> bool {
+        self.driver.is_open(self.id)
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> Option<Addr> {
+        self.driver.peer_addr(self.id)
+    }
+
+    /// This end's address.
+    pub fn local_addr(&self) -> Option<Addr> {
+        self.driver.local_addr(self.id)
+    }
+
+    /// Sets TCP_NODELAY (on by default for every TCP connection, as asyncio and Go do).
+    ///
+    /// # Errors
+    /// The socket option failed, or this is not a TCP connection.
+    pub fn set_nodelay(&mut self, on: bool) -> io::Result<()> {
+        self.driver.set_nodelay(self.id, on)
+    }
+
+    /// Turns TCP keepalive on with the given idle time before the first probe, or off
+    /// with `None`.
+    ///
+    /// # Errors
+    /// The socket option failed, or this is not a TCP connection.
+    pub fn set_keepalive(&mut self, idle: Option<Duration>) -> io::Result<()> {
+        self.driver.set_keepalive(self.id, idle)
+    }
+
+    /// Runs `f` with this connection's protocol after `delay`, on the reactor thread.
+    ///
+    /// The timer dies with the connection: once it is lost, `f` never runs. `P` is the
+    /// connection's protocol type (for a framer, the framer: `LineReceiver<H>`).
+    ///
+    /// # Panics
+    /// If `P` is not the type of this connection's protocol (a programming error,
+    /// caught like any panic in a callback).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use twistor::{Context, Protocol};
+    ///
+    /// struct Greeter;
+    /// impl Protocol for Greeter {
+    ///     fn connection_made(&mut self, cx: &mut Context<'_>) {
+    ///         cx.call_later(Duration::from_secs(1), |_: &mut Greeter, cx| {
+    ///             cx.write(b"still there?\n");
+    ///         });
+    ///     }
+    ///     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    /// }
+    /// ```
+    pub fn call_later<P, F>(&mut self, delay: Duration, f: F) -> TimerId
+    where
+        P: Protocol,
+        F: FnOnce(&mut P, &mut Context<'_>) + 'static,
+    {
+        assert!(
+            self.protocol_type == TypeId::of::<P>(),
+            "call_later: the closure takes {} but this connection runs another protocol type",
+            std::any::type_name::<P>()
+        );
+        self.driver.call_later(self.id, delay, bind(f))
+    }
+
+    /// Cancels a timer; false if it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.driver.cancel_timer(timer)
+    }
+
+    /// Moves a pending timer to `delay` from now; false if it already fired or was
+    /// cancelled (Twisted's `DelayedCall.reset`).
+    pub fn reset_timer(&mut self, timer: TimerId, delay: Duration) -> bool {
+        self.driver.reset_timer(timer, delay)
+    }
+
+    /// The reactor's clock (the testing kit's manual clock under test).
+    pub fn now(&self) -> Instant {
+        self.driver.now()
+    }
+
+    /// Asks the reactor to stop gracefully, as [`Reactor::stop`](crate::Reactor::stop).
+    pub fn stop_reactor(&mut self) {
+        self.driver.stop()
+    }
+
+    /// Sends `data` to another connection; false if it is gone or dropped the bytes.
+    pub fn write_to(&mut self, id: ConnId, data: &[u8]) -> bool {
+        self.driver.write(id, data)
+    }
+
+    /// Sends several buffers to another connection.
+    pub fn write_vectored_to(&mut self, id: ConnId, bufs: &[IoSlice<'_>]) -> bool {
+        self.driver.write_vectored(id, bufs)
+    }
+
+    /// Flushes, then closes another connection.
+    pub fn lose_connection_of(&mut self, id: ConnId) {
+        self.driver.lose_connection(id)
+    }
+
+    /// Closes another connection now, dropping what it has queued.
+    pub fn abort_connection_of(&mut self, id: ConnId) {
+        self.driver.abort_connection(id)
+    }
+
+    /// Bytes queued for another connection (0 if it is gone).
+    pub fn buffered_of(&self, id: ConnId) -> usize {
+        self.driver.buffered(id)
+    }
+
+    /// False if the connection `id` is closing or gone.
+    pub fn is_open_id(&self, id: ConnId) -> bool {
+        self.driver.is_open(id)
+    }
+}
+
+/// Wraps a typed per-connection callback so that it can be stored beside callbacks of
+/// other protocol types. The type was checked when the callback was set.
+pub(crate) fn bind<P, F>(f: F) -> BoundCall
+where
+    P: Protocol,
+    F: FnOnce(&mut P, &mut Context<'_>) + 'static,
+{
+    Box::new(move |p: &mut dyn Protocol, cx: &mut Context<'_>| {
+        let any: &mut dyn Any = p;
+        match any.downcast_mut::<P>() {
+            Some(p) => f(p, cx),
+            None => log::error!(
+                "{}: bound callback expects {}",
+                cx.id(),
+                std::any::type_name::<P>()
+            ),
+        }
+    })
+}
+
+/// Chunk size for coalescing small queued writes: large enough that a burst of small
+/// replies becomes a few iovecs, small enough not to waste memory per slow peer.
+const CHUNK_BYTES: usize = 16 * 1024;
+
+/// Most slices handed to one `writev`: past this a syscall is already moving plenty.
+const MAX_IOVECS: usize = 64;
+
+/// Bytes waiting for the kernel, in order.
+///
+/// Small writes are appended to the last chunk while it has room, so a burst of tiny
+/// writes costs one allocation per 16 KiB, not one per write; a large write is one
+/// chunk of its own. An empty queue holds no memory.
+#[derive(Default)]
+pub(crate) struct WriteQueue {
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes of the front chunk already sent.
+    head: usize,
+    len: usize,
+}
+
+impl WriteQueue {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub(crate) fn push(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        self.len += data.len();
+        if let Some(last) = self.chunks.back_mut() {
+            if last.capacity() - last.len() >= data.len() {
+                last.extend_from_slice(data);
+                return;
+            }
+        }
+        let mut chunk = Vec::with_capacity(data.len().max(CHUNK_BYTES));
+        chunk.extend_from_slice(data);
+        self.chunks.push_back(chunk);
+    }
+
+    /// Fills `out` with the queued bytes as slices, front first.
+    pub(crate) fn slices<'s>(&'s self, out: &mut [IoSlice<'s>; MAX_IOVECS]) -> usize {
+        let mut n = 0;
+        for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
+            let start = if i == 0 { self.head } else { 0 };
+            out[i] = IoSlice::new(&chunk[start..]);
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops the first `n` bytes, which the kernel took.
+    pub(crate) fn consume(&mut self, mut n: usize) {
+        debug_assert!(n <= self.len);
+        self.len -= n;
+        while n > 0 {
+            let front = &self.chunks[0];
+            let left = front.len() - self.head;
+            if n < left {
+                self.head += n;
+                return;
+            }
+            n -= left;
+            self.head = 0;
+            self.chunks.pop_front();
+        }
+        if self.len == 0 {
+            self.clear();
+        }
+    }
+
+    /// Drops everything and releases the memory.
+    pub(crate) fn clear(&mut self) {
+        self.chunks = VecDeque::new();
+        self.head = 0;
+        self.len = 0;
+    }
+
+    /// Writes as much as `write` takes, one vectored call at a time, until the queue
+    /// is empty or the kernel takes less than offered. Returns the bytes written.
+    pub(crate) fn drain_into(
+        &mut self,
+        mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let mut total = 0;
+        while !self.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let count = self.slices(&mut slices);
+            let offered: usize = slices[..count].iter().map(|s| s.len()).sum();
+            match write(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.consume(n);
+                    total += n;
+                    // A short write means the socket buffer is full; epoll reports
+                    // writable again when it has room.
+                    if n < offered {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contents(q: &WriteQueue) -> Vec<u8> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let n = q.slices(&mut slices);
+        slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    #[test]
+    fn small_writes_coalesce_into_one_chunk() {
+        let mut q = WriteQueue::default();
+        for _ in 0..100 {
+            q.push(b"0123456789");
+        }
+        assert_eq!(q.len(), 1000);
+        assert_eq!(q.chunks.len(), 1);
+        assert_eq!(contents(&q), b"0123456789".repeat(100));
+    }
+
+    #[test]
+    fn consume_across_chunks_keeps_order_and_frees_memory() {
+        let mut q = WriteQueue::default();
+        let big: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        q.push(b"abc");
+        q.push(&big);
+        q.push(b"xyz");
+        q.consume(2);
+        assert_eq!(contents(&q)[..2], *b"c\0");
+        q.consume(1 + 50_000);
+        let mut expect = big[50_000..].to_vec();
+        expect.extend_from_slice(b"xyz");
+        assert_eq!(contents(&q), expect);
+        q.consume(expect.len());
+        assert!(q.is_empty());
+        assert_eq!(q.chunks.capacity(), 0);
+    }
+
+    #[test]
+    fn drain_stops_on_short_write_and_would_block() {
+        let mut q = WriteQueue::default();
+        q.push(&[1; 1000]);
+        // The "kernel" takes 300 bytes, then refuses.
+        let n = q.drain_into(|s| Ok(s[0].len().min(300))).unwrap();
+        assert_eq!((n, q.len()), (300, 700));
+        let n = q
+            .drain_into(|_| Err(io::ErrorKind::WouldBlock.into()))
+            .unwrap();
+        assert_eq!((n, q.len()), (0, 700));
+        let n = q
+            .drain_into(|s| Ok(s.iter().map(|s| s.len()).sum()))
+            .unwrap();
+        assert_eq!((n, q.len()), (700, 0));
+    }
+}
