@@ -61,3 +61,8 @@ pub use protocol::{Addr, Factory, Protocol, Reason};
 pub use reactor::{Builder, ConnId, Handle, ListenerId, Listening, Reactor, ReactorGone};
 pub use timer::TimerId;
 pub use transport::Context;
+
+/// The README's code blocks, compiled and run as doctests so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
