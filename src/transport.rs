@@ -397,6 +397,99 @@ impl WriteQueue {
     }
 }
 
+/// Limits on one connection's write buffer. The reactor and the testing kit both apply
+/// them through [`WriteQueue::push_limited`] and [`WriteQueue::resume_after_drain`], so
+/// a protocol meets the same watermark and cap rules under both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WriteLimits {
+    /// Pause the producer when more than this many bytes are queued.
+    pub(crate) high_watermark_bytes: usize,
+    /// Resume it once at most this many bytes are queued.
+    pub(crate) low_watermark_bytes: usize,
+    /// Close with `WriteOverflow` rather than queue past this many bytes.
+    pub(crate) write_cap_bytes: usize,
+}
+
+/// The per-connection settings that a reactor and a testing harness built from the
+/// same [`Builder`](crate::Builder) share.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnSettings {
+    pub(crate) limits: WriteLimits,
+    pub(crate) read_buffer_bytes: usize,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) close_timeout: Duration,
+}
+
+/// What [`WriteQueue::push_limited`] did with the bytes it was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Queued {
+    /// Queued.
+    Queued,
+    /// Queued, and the queue passed the high watermark: the producer is now paused and
+    /// `pause_producing` is owed once the current callback returns.
+    PauseOwed,
+    /// Not queued: the queue would pass the cap. The caller closes the connection
+    /// with `Reason::WriteOverflow`.
+    Overflow,
+}
+
+impl WriteQueue {
+    /// Queues `parts` (what the kernel did not take) under `limits`: refuses them all
+    /// if they would take the queue past the cap, and pauses the producer (setting
+    /// `producer_paused`) when the queue goes above the high watermark.
+    pub(crate) fn push_limited(
+        &mut self,
+        parts: &[&[u8]],
+        limits: &WriteLimits,
+        producer_paused: &mut bool,
+    ) -> Queued {
+        let adding: usize = parts.iter().map(|p| p.len()).sum();
+        if self.len() + adding > limits.write_cap_bytes {
+            return Queued::Overflow;
+        }
+        for part in parts {
+            self.push(part);
+        }
+        if !*producer_paused && self.len() > limits.high_watermark_bytes {
+            *producer_paused = true;
+            return Queued::PauseOwed;
+        }
+        Queued::Queued
+    }
+
+    /// After the kernel took bytes: true if `resume_producing` is due now, because a
+    /// paused producer's queue is down to the low watermark. A pause notice still owed
+    /// (`notify_pause`) is withdrawn instead: the protocol was never told it was
+    /// paused, so it is told nothing.
+    pub(crate) fn resume_after_drain(
+        &self,
+        limits: &WriteLimits,
+        producer_paused: &mut bool,
+        notify_pause: &mut bool,
+    ) -> bool {
+        if !*producer_paused || self.len() > limits.low_watermark_bytes {
+            return false;
+        }
+        *producer_paused = false;
+        !std::mem::take(notify_pause)
+    }
+}
+
+/// The parts of `bufs` left after the kernel took the first `written` bytes of a
+/// vectored write.
+pub(crate) fn unwritten<'b>(bufs: &'b [IoSlice<'_>], mut written: usize) -> Vec<&'b [u8]> {
+    let mut rest = Vec::new();
+    for buf in bufs {
+        if written >= buf.len() {
+            written -= buf.len();
+        } else {
+            rest.push(&buf[written..]);
+            written = 0;
+        }
+    }
+    rest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,6 +527,52 @@ mod tests {
         q.consume(expect.len());
         assert!(q.is_empty());
         assert_eq!(q.chunks.capacity(), 0);
+    }
+
+    #[test]
+    fn limits_pause_above_high_resume_at_low_and_refuse_past_cap() {
+        let limits = WriteLimits {
+            high_watermark_bytes: 10,
+            low_watermark_bytes: 4,
+            write_cap_bytes: 20,
+        };
+        let (mut q, mut paused, mut owed) = (WriteQueue::default(), false, false);
+        assert_eq!(q.push_limited(&[b"0123456789"], &limits, &mut paused), Queued::Queued);
+        assert_eq!(q.push_limited(&[b"a", b"b"], &limits, &mut paused), Queued::PauseOwed);
+        assert!(paused);
+        assert_eq!(q.push_limited(&[b"c"], &limits, &mut paused), Queued::Queued);
+        assert_eq!(q.push_limited(&[&[0; 8]], &limits, &mut paused), Queued::Overflow);
+        assert_eq!(q.len(), 13, "an overflowing write queues nothing");
+        q.consume(8);
+        assert!(!q.resume_after_drain(&limits, &mut paused, &mut owed), "5 > low");
+        q.consume(1);
+        assert!(q.resume_after_drain(&limits, &mut paused, &mut owed));
+        assert!(!paused);
+        assert!(!q.resume_after_drain(&limits, &mut paused, &mut owed), "only once");
+    }
+
+    #[test]
+    fn resume_withdraws_a_pause_notice_not_yet_delivered() {
+        let limits = WriteLimits {
+            high_watermark_bytes: 2,
+            low_watermark_bytes: 0,
+            write_cap_bytes: 100,
+        };
+        let (mut q, mut paused) = (WriteQueue::default(), false);
+        let mut owed = q.push_limited(&[b"abc"], &limits, &mut paused) == Queued::PauseOwed;
+        assert!(owed);
+        q.consume(3);
+        assert!(!q.resume_after_drain(&limits, &mut paused, &mut owed));
+        assert!(!paused && !owed);
+    }
+
+    #[test]
+    fn unwritten_skips_what_the_kernel_took() {
+        let bufs = [IoSlice::new(b"abc"), IoSlice::new(b""), IoSlice::new(b"de")];
+        assert_eq!(unwritten(&bufs, 0), [&b"abc"[..], b"de"]);
+        assert_eq!(unwritten(&bufs, 2), [&b"c"[..], b"de"]);
+        assert_eq!(unwritten(&bufs, 3), [&b"de"[..]]);
+        assert!(unwritten(&bufs, 5).is_empty());
     }
 
     #[test]

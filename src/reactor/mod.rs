@@ -34,7 +34,9 @@ use slab::Slab;
 use crate::net::{self, ListenOptions};
 use crate::protocol::{Addr, Factory, Protocol, Reason};
 use crate::timer::{TimerId, TimerQueue};
-use crate::transport::{bind, BoundCall, Context, Driver};
+use crate::transport::{
+    bind, unwritten, BoundCall, ConnSettings, Context, Driver, Queued, WriteLimits,
+};
 use handle::Shared;
 use table::{
     conn_token, decode, listener_token, AnyFactory, Conn, ListenSocket, Listener, Source, Stream,
@@ -75,6 +77,16 @@ impl Default for Config {
             connect_timeout: Some(Duration::from_secs(30)),
             listen: ListenOptions::default(),
             events_capacity: 1024,
+        }
+    }
+}
+
+impl Config {
+    fn write_limits(&self) -> WriteLimits {
+        WriteLimits {
+            high_watermark_bytes: self.high_watermark_bytes,
+            low_watermark_bytes: self.low_watermark_bytes,
+            write_cap_bytes: self.write_cap_bytes,
         }
     }
 }
@@ -183,6 +195,17 @@ impl Builder {
     pub fn listen_options(mut self, opts: ListenOptions) -> Self {
         self.config.listen = opts;
         self
+    }
+
+    /// The per-connection settings, for the testing kit: a harness built from this
+    /// builder runs a protocol under the same limits as the reactor would.
+    pub(crate) fn conn_settings(&self) -> ConnSettings {
+        ConnSettings {
+            limits: self.config.write_limits(),
+            read_buffer_bytes: self.config.read_buffer_bytes,
+            idle_timeout: self.config.idle_timeout,
+            close_timeout: self.config.close_timeout,
+        }
     }
 
     /// Builds the reactor.
@@ -730,7 +753,7 @@ fn protocol_type(p: &dyn Protocol) -> TypeId {
     any.type_id()
 }
 
-fn panic_message(panic: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = panic.downcast_ref::<String>() {
@@ -1167,16 +1190,12 @@ impl Core {
 
     /// Bytes left the queue: resume a paused producer, finish a pending close.
     fn after_drain(&mut self, id: ConnId) {
-        let low = self.config.low_watermark_bytes;
+        let limits = self.config.write_limits();
         let Some(c) = self.conn_mut(id) else { return };
-        if c.producer_paused && c.out.len() <= low {
-            c.producer_paused = false;
-            if c.notify_pause {
-                // The protocol was never told it was paused: tell it nothing.
-                c.notify_pause = false;
-            } else {
-                self.invoke(id, |p, cx| p.resume_producing(cx));
-            }
+        if c.out
+            .resume_after_drain(&limits, &mut c.producer_paused, &mut c.notify_pause)
+        {
+            self.invoke(id, |p, cx| p.resume_producing(cx));
         }
         if self
             .conn(id)
@@ -1188,27 +1207,25 @@ impl Core {
 
     /// Queues what the kernel did not take, minding the cap and the high watermark.
     fn enqueue(&mut self, id: ConnId, parts: &[&[u8]]) -> bool {
-        let cap = self.config.write_cap_bytes;
-        let high = self.config.high_watermark_bytes;
+        let limits = self.config.write_limits();
         let Some(c) = self.conn_mut(id) else {
             return false;
         };
-        let adding: usize = parts.iter().map(|p| p.len()).sum();
-        if c.out.len() + adding > cap {
-            log::warn!(
-                "{id} {}: write buffer would pass {cap} bytes; closing",
-                c.peer
-            );
-            self.close_with(id, Reason::WriteOverflow);
-            return false;
-        }
-        for part in parts {
-            c.out.push(part);
-        }
-        if !c.producer_paused && c.out.len() > high {
-            c.producer_paused = true;
-            c.notify_pause = true;
-            self.mark_dirty(id);
+        match c.out.push_limited(parts, &limits, &mut c.producer_paused) {
+            Queued::Queued => {}
+            Queued::PauseOwed => {
+                c.notify_pause = true;
+                self.mark_dirty(id);
+            }
+            Queued::Overflow => {
+                log::warn!(
+                    "{id} {}: write buffer would pass {} bytes; closing",
+                    c.peer,
+                    limits.write_cap_bytes
+                );
+                self.close_with(id, Reason::WriteOverflow);
+                return false;
+            }
         }
         true
     }
@@ -1470,7 +1487,7 @@ impl Core {
     }
 }
 
-fn reason_copy(r: &Reason) -> Reason {
+pub(crate) fn reason_copy(r: &Reason) -> Reason {
     match r {
         Reason::Done => Reason::Done,
         Reason::Aborted => Reason::Aborted,
@@ -1542,15 +1559,7 @@ impl Driver for Core {
                 }
             }
         }
-        let mut rest: Vec<&[u8]> = Vec::new();
-        for buf in bufs {
-            if written >= buf.len() {
-                written -= buf.len();
-            } else {
-                rest.push(&buf[written..]);
-                written = 0;
-            }
-        }
+        let rest = unwritten(bufs, written);
         rest.is_empty() || self.enqueue(id, &rest)
     }
 
