@@ -1087,8 +1087,10 @@ impl Core {
             return;
         };
         log::debug!("{id} {peer}: connect failed: {error}");
+        // Reported at the start of the next carried-over phase, never here: this can
+        // run inside another connection's callback (`lose_connection_of` on a pending
+        // connect), where calling back and settling would re-enter that connection.
         self.failed.push((id, protocol, error));
-        self.report_failed();
     }
 
     fn report_failed(&mut self) {
@@ -1174,11 +1176,13 @@ impl Core {
     }
 
     fn write_ready(&mut self, id: ConnId) {
-        let Some(c) = self.conn_mut(id) else { return };
-        if c.connecting {
-            return self.finish_connect(id);
+        if self.conn(id).is_some_and(|c| c.connecting) {
+            // Bytes queued while connecting (`write_to`) go out below: this writable
+            // edge is the only one an idle, newly connected socket gets.
+            self.finish_connect(id);
         }
-        if c.out.is_empty() || c.close.is_some() {
+        let Some(c) = self.conn_mut(id) else { return };
+        if c.connecting || c.out.is_empty() || c.close.is_some() {
             return;
         }
         let stream = &mut c.stream;

@@ -1,0 +1,626 @@
+//! The reactor's TCP data path over real loopback sockets: accepting many clients,
+//! draining edge-triggered reads, fairness, flow control both ways, closing (graceful,
+//! abortive, half), connecting, panics in callbacks, and stale connection ids.
+
+mod common;
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, Write};
+use std::net::Shutdown;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use common::*;
+use twistor::{Context, Protocol, Reactor, Reason};
+
+// ----- many clients, draining, fairness -----
+
+#[test]
+fn hundreds_of_clients_at_once_all_get_their_echo() {
+    const THREADS: usize = 4;
+    const PER_THREAD: usize = 75;
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let addr = listen(&mut r, Rec::echo(&log).no_data_log());
+    // Every client is connected and answered before any of them closes.
+    let all_answered = Arc::new(Barrier::new(THREADS));
+    let clients = (0..THREADS)
+        .map(|t| {
+            let all_answered = all_answered.clone();
+            std::thread::spawn(move || {
+                let mut socks: Vec<_> = (0..PER_THREAD).map(|_| connect(addr)).collect();
+                let lines = |i: usize| -> Vec<u8> {
+                    (0..3)
+                        .flat_map(|k| format!("client {t}-{i} line {k}\n").into_bytes())
+                        .collect()
+                };
+                for (i, s) in socks.iter_mut().enumerate() {
+                    for k in 0..3 {
+                        s.write_all(format!("client {t}-{i} line {k}\n").as_bytes())
+                            .unwrap();
+                    }
+                }
+                for (i, s) in socks.iter_mut().enumerate() {
+                    let want = lines(i);
+                    assert_eq!(read_n(s, want.len()), want, "client {t}-{i}");
+                }
+                all_answered.wait();
+            })
+        })
+        .collect();
+    drive_all(&mut r, clients);
+    run_until(&mut r, |_| log.lost_count() == THREADS * PER_THREAD);
+    assert_eq!(log.peak_open(), THREADS * PER_THREAD);
+    log.check_lifecycles();
+}
+
+/// Bursts of ten read buffers, then silence: edge-triggered readiness gives one event,
+/// so the reactor must read to `WouldBlock` (or carry the connection over when its
+/// read budget runs out) to deliver the burst whole.
+#[test]
+fn burst_ten_times_the_read_buffer_is_delivered_whole() {
+    for (read_buf, budget) in [(4096, 256 * 1024), (4096, 8192), (1000, 1)] {
+        check_burst(read_buf, budget);
+    }
+}
+
+fn check_burst(read_buf: usize, budget: usize) {
+    let log = Log::default();
+    let mut r = Reactor::builder()
+        .read_buffer_bytes(read_buf)
+        .read_budget_bytes(budget)
+        .build()
+        .unwrap();
+    let addr = listen(&mut r, Rec::new(&log));
+    let burst = pattern(10 * read_buf);
+    let (release, released) = mpsc::channel::<()>();
+    let sent = burst.clone();
+    let c = client(addr, move |mut s| {
+        s.write_all(&sent).unwrap();
+        // Silence (no more data, no EOF) until the server has it all.
+        released.recv_timeout(WATCHDOG).unwrap();
+    });
+    run_until(&mut r, |_| {
+        log.made()
+            .first()
+            .is_some_and(|id| log.received(*id).len() >= burst.len())
+    });
+    let id = log.made()[0];
+    assert_eq!(
+        log.received(id),
+        burst,
+        "read_buf {read_buf}, budget {budget}"
+    );
+    release.send(()).unwrap();
+    drive(&mut r, c);
+    run_until(&mut r, |_| log.lost_count() == 1);
+    assert_eq!(log.lost(id), Some(Why::Done));
+    log.check_lifecycles();
+}
+
+/// Client A sends without pause; client B's one request is still answered and a timer
+/// set meanwhile still fires (the firehose is cut short by its read budget and carried
+/// over, not read until it stops).
+#[test]
+fn firehose_client_does_not_starve_another_client_or_a_timer() {
+    let log = Log::default();
+    let received = Rc::new(Cell::new(0usize));
+    let mut r = Reactor::builder()
+        .read_buffer_bytes(16 * 1024)
+        .read_budget_bytes(64 * 1024)
+        .build()
+        .unwrap();
+    let count = received.clone();
+    // Discards what it reads, except that every '?' is answered with a '!'.
+    let server = Rec::new(&log).no_data_log().on_data(move |cx, d| {
+        count.set(count.get() + d.len());
+        for _ in d.iter().filter(|b| **b == b'?') {
+            cx.write(b"!");
+        }
+    });
+    let addr = listen(&mut r, server);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_a = stop.clone();
+    let a = client(addr, move |mut s| {
+        let chunk = vec![0u8; 64 * 1024];
+        while !stop_a.load(Ordering::Relaxed) {
+            s.write_all(&chunk).unwrap();
+        }
+    });
+    // A is flowing.
+    run_until(&mut r, |_| received.get() > 1 << 20);
+    let fired = log.clone();
+    r.call_later(Duration::from_millis(1), move |_| fired.mark("timer"));
+    let b = client(addr, |mut s| {
+        s.write_all(b"?").unwrap();
+        assert_eq!(read_n(&mut s, 1), b"!");
+    });
+    run_until(&mut r, |_| b.is_finished() && log.has_mark("timer"));
+    b.join().unwrap();
+    assert!(!a.is_finished(), "A stopped sending before B was served");
+    stop.store(true, Ordering::Relaxed);
+    drive(&mut r, a);
+    run_until(&mut r, |_| log.lost_count() == 2);
+    log.check_lifecycles();
+}
+
+// ----- flow control -----
+
+/// High and low watermarks of the producer test.
+const HIGH: usize = 16 * 1024;
+const LOW: usize = 4 * 1024;
+
+/// Writes `pattern` bytes while not paused, until it has been paused once and then
+/// sent `after_first_pause` more bytes; then closes gracefully.
+struct Producer {
+    log: Log,
+    sent: usize,
+    paused: bool,
+    limit: Option<usize>,
+    after_first_pause: usize,
+    pattern: Rc<Vec<u8>>,
+}
+
+impl Producer {
+    fn produce(&mut self, cx: &mut Context<'_>) {
+        const CHUNK: usize = 4096;
+        // Safety net: a producer that is never paused stops at the pattern's end.
+        let limit = self.limit.unwrap_or(self.pattern.len());
+        while !self.paused && self.sent < limit {
+            // A write that leaves more than HIGH queued owes us a pause_producing,
+            // delivered when this callback returns.
+            if cx.buffered() > HIGH {
+                return;
+            }
+            let end = (self.sent + CHUNK).min(limit);
+            assert!(cx.write(&self.pattern[self.sent..end]));
+            self.sent = end;
+        }
+        if self.sent == limit {
+            self.log.mark(format!("sent {}", self.sent));
+            cx.lose_connection();
+        }
+    }
+}
+
+impl Protocol for Producer {
+    fn connection_made(&mut self, cx: &mut Context<'_>) {
+        self.log.push(Ev::Made(cx.id()));
+        self.produce(cx);
+    }
+
+    fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+
+    fn pause_producing(&mut self, cx: &mut Context<'_>) {
+        self.log.push(Ev::Paused(cx.id()));
+        assert!(!self.paused, "pause_producing twice");
+        self.paused = true;
+        self.limit.get_or_insert(self.sent + self.after_first_pause);
+    }
+
+    fn resume_producing(&mut self, cx: &mut Context<'_>) {
+        self.log.push(Ev::Resumed(cx.id()));
+        assert!(self.paused, "resume_producing without a pause");
+        self.paused = false;
+        self.produce(cx);
+    }
+
+    fn connection_lost(&mut self, cx: &mut Context<'_>, reason: Reason) {
+        self.log.push(Ev::Lost(cx.id(), Why::from(&reason)));
+    }
+}
+
+/// A peer that reads slowly: the producer is paused above the high watermark and
+/// resumed at the low one, strictly alternately, and every byte arrives in order.
+#[test]
+fn slow_reader_pauses_and_resumes_producer_alternately_and_gets_every_byte() {
+    let log = Log::default();
+    // Larger than loopback's buffers can absorb (about 4 MB here), so that the first
+    // pause comes before the pattern runs out.
+    let pattern = Rc::new(pattern(12 << 20));
+    let mut r = Reactor::builder()
+        .write_watermarks(HIGH, LOW)
+        .build()
+        .unwrap();
+    let (p_log, p) = (log.clone(), pattern.clone());
+    let addr = r
+        .listen_tcp(localhost(), move |_: &_| {
+            Some(Producer {
+                log: p_log.clone(),
+                sent: 0,
+                paused: false,
+                limit: None,
+                after_first_pause: 1 << 20,
+                pattern: p.clone(),
+            })
+        })
+        .unwrap()
+        .local_addr;
+    let (go, wait_for_go) = mpsc::channel::<()>();
+    let c = client(addr, move |mut s| {
+        // Read nothing until the producer has been paused once, then read slowly.
+        wait_for_go.recv_timeout(WATCHDOG).unwrap();
+        read_slowly(&mut s, 16 * 1024, Duration::from_micros(200))
+    });
+    run_until(&mut r, |_| log.count(|e| matches!(e, Ev::Paused(_))) > 0);
+    go.send(()).unwrap();
+    let got = drive(&mut r, c);
+    run_until(&mut r, |_| log.lost_count() == 1);
+
+    let sent = log
+        .events()
+        .iter()
+        .find_map(|e| match e {
+            Ev::Mark(m) => m.strip_prefix("sent ").map(|n| n.parse::<usize>().unwrap()),
+            _ => None,
+        })
+        .expect("the producer finished");
+    assert_eq!(got.len(), sent);
+    assert!(
+        got == pattern[..sent],
+        "bytes lost, duplicated or reordered"
+    );
+    let flow: Vec<_> = log
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Ev::Paused(_) | Ev::Resumed(_)))
+        .collect();
+    assert!(flow.len() >= 2, "{flow:?}");
+    for (i, e) in flow.iter().enumerate() {
+        let want_pause = i % 2 == 0;
+        assert_eq!(matches!(e, Ev::Paused(_)), want_pause, "{i}th of {flow:?}");
+    }
+    assert_eq!(log.lost(log.made()[0]), Some(Why::Done));
+    log.check_lifecycles();
+}
+
+/// `pause_reading` inside `connection_made` (twice: it is idempotent) holds every byte
+/// back until `resume_reading`; then all arrive once, after `reading_resumed`.
+#[test]
+fn pause_reading_in_connection_made_holds_data_until_resumed() {
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let server = Rec::new(&log).on_made(|cx| {
+        cx.pause_reading();
+        cx.pause_reading();
+        assert!(!cx.is_reading());
+    });
+    let addr = listen(&mut r, server);
+    let data = pattern(200 * 1024);
+    let (written_tx, written) = mpsc::channel::<()>();
+    let (release, released) = mpsc::channel::<()>();
+    let sent = data.clone();
+    let c = client(addr, move |mut s| {
+        s.write_all(&sent).unwrap();
+        written_tx.send(()).unwrap();
+        released.recv_timeout(WATCHDOG).unwrap();
+    });
+    let mut client_wrote = false;
+    run_until(&mut r, |_| {
+        client_wrote |= written.try_recv().is_ok();
+        client_wrote && !log.made().is_empty()
+    });
+    // Give the reactor turns in which it could (wrongly) deliver; the readable edge
+    // for the data has come by now or comes during these.
+    for _ in 0..5 {
+        r.run_once(Some(Duration::from_millis(20))).unwrap();
+    }
+    let id = log.made()[0];
+    assert_eq!(log.received(id), b"", "data delivered while paused");
+    assert!(r.call_protocol(id, |_: &mut Rec, cx| {
+        cx.resume_reading();
+        cx.resume_reading();
+        assert!(cx.is_reading());
+    }));
+    run_until(&mut r, |_| log.received(id).len() >= data.len());
+    assert!(log.received(id) == data, "bytes lost or duplicated");
+    let events = log.events();
+    let resumed = events.iter().position(|e| *e == Ev::ReadingResumed(id));
+    let first_data = events.iter().position(|e| matches!(e, Ev::Data(..)));
+    assert!(
+        resumed.is_some() && resumed < first_data,
+        "{resumed:?} {first_data:?}"
+    );
+    assert_eq!(log.count(|e| matches!(e, Ev::ReadingResumed(_))), 1);
+    release.send(()).unwrap();
+    drive(&mut r, c);
+    run_until(&mut r, |_| log.lost_count() == 1);
+    log.check_lifecycles();
+}
+
+// ----- closing -----
+
+/// A server that answers "go" with `REPLY` bytes and then closes with `close`; it logs
+/// how much was still queued when it closed.
+fn big_reply_server(log: &Log, reply: Rc<Vec<u8>>, abort: bool) -> Rec {
+    let l = log.clone();
+    Rec::new(log).no_data_log().on_data(move |cx, _| {
+        assert!(cx.write(&reply));
+        l.mark(format!("queued {}", cx.buffered() > 0));
+        if abort {
+            cx.abort_connection();
+        } else {
+            cx.lose_connection();
+        }
+        assert!(!cx.write(b"late"), "a write after closing is dropped");
+    })
+}
+
+const REPLY: usize = 6 << 20;
+
+#[test]
+fn lose_connection_flushes_everything_then_closes() {
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let reply = Rc::new(pattern(REPLY));
+    let addr = listen(&mut r, big_reply_server(&log, reply.clone(), false));
+    let c = client(addr, |mut s| {
+        s.write_all(b"go").unwrap();
+        read_to_eof(&mut s)
+    });
+    let (got, err) = drive(&mut r, c);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got.len(), REPLY);
+    assert!(got == *reply);
+    assert!(
+        log.has_mark("queued true"),
+        "the test needs bytes queued at close"
+    );
+    run_until(&mut r, |_| log.lost_count() == 1);
+    assert_eq!(log.lost(log.made()[0]), Some(Why::Done));
+    assert_eq!(r.timer_count(), 0, "the close deadline is cancelled");
+    log.check_lifecycles();
+}
+
+#[test]
+fn abort_connection_drops_queued_bytes_and_resets() {
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let addr = listen(
+        &mut r,
+        big_reply_server(&log, Rc::new(pattern(REPLY)), true),
+    );
+    let (aborted, wait_aborted) = mpsc::channel::<()>();
+    let c = client(addr, move |mut s| {
+        s.write_all(b"go").unwrap();
+        // Read only once the server has aborted: what it had queued is gone.
+        wait_aborted.recv_timeout(WATCHDOG).unwrap();
+        read_to_eof(&mut s)
+    });
+    run_until(&mut r, |_| log.lost_count() == 1);
+    assert_eq!(log.lost(log.made()[0]), Some(Why::Aborted));
+    assert!(log.has_mark("queued true"));
+    aborted.send(()).unwrap();
+    let (got, err) = drive(&mut r, c);
+    assert!(
+        got.len() < REPLY,
+        "got all {REPLY} bytes after an abort (error: {err:?})"
+    );
+    if let Some(e) = err {
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+    }
+    log.check_lifecycles();
+}
+
+/// The client shuts its write side; the server (half-close aware) still gets its
+/// whole reply out, then closes.
+#[test]
+fn half_close_from_client_still_gets_the_reply() {
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let l = log.clone();
+    let server = Rec::new(&log).on_eof(move |cx| {
+        let got = l.received(cx.id());
+        assert!(cx.write(b"you said: "));
+        assert!(cx.write(&got));
+        cx.lose_connection();
+    });
+    let addr = listen(&mut r, server);
+    let c = client(addr, |mut s| {
+        s.write_all(b"hello").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        read_to_eof(&mut s)
+    });
+    let (got, err) = drive(&mut r, c);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got, b"you said: hello");
+    run_until(&mut r, |_| log.lost_count() == 1);
+    let id = log.made()[0];
+    assert!(log.has(&Ev::Eof(id)));
+    assert_eq!(log.lost(id), Some(Why::Done));
+    log.check_lifecycles();
+}
+
+/// The server's `lose_write_connection` gives the client EOF, while the client can
+/// still send to the server; the connection ends when both sides are shut.
+#[test]
+fn lose_write_connection_sends_eof_but_keeps_reading() {
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let server = Rec::new(&log).on_made(|cx| {
+        cx.write(b"bye");
+        cx.lose_write_connection();
+        assert!(!cx.write(b"late"), "writes after the write side is shut");
+        assert!(cx.is_reading());
+    });
+    let addr = listen(&mut r, server);
+    let c = client(addr, |mut s| {
+        let (got, err) = read_to_eof(&mut s);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(got, b"bye");
+        s.write_all(b"still here").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        s
+    });
+    let _s = drive(&mut r, c);
+    run_until(&mut r, |_| log.lost_count() == 1);
+    let id = log.made()[0];
+    assert_eq!(log.received(id), b"still here");
+    assert_eq!(log.lost(id), Some(Why::Done));
+    log.check_lifecycles();
+}
+
+// ----- connecting -----
+
+#[test]
+fn connect_refused_reaches_connection_failed_only() {
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let id = r.connect_tcp(refused_addr(), Rec::new(&log));
+    run_until(&mut r, |_| !log.events().is_empty());
+    assert_eq!(
+        log.events(),
+        [Ev::Failed(id, io::ErrorKind::ConnectionRefused)]
+    );
+    assert!(!r.is_open(id));
+    assert_eq!((r.connection_count(), r.timer_count()), (0, 0));
+}
+
+#[test]
+fn connect_timeout_reaches_connection_failed_only() {
+    let full = full_listener();
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let id = r.connect_tcp_timeout(full.addr, Some(Duration::from_millis(50)), Rec::new(&log));
+    run_until(&mut r, |_| !log.events().is_empty());
+    assert_eq!(log.events(), [Ev::Failed(id, io::ErrorKind::TimedOut)]);
+    assert_eq!((r.connection_count(), r.timer_count()), (0, 0));
+}
+
+/// A connect that succeeds gets `connection_made`, and data flows both ways,
+/// including bytes queued with `write_to` before the connection was up.
+#[test]
+fn connect_success_makes_the_connection_and_data_flows() {
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let server = Log::default();
+    let addr = listen(&mut r, Rec::echo(&server));
+    let id = r.connect_tcp(
+        addr,
+        Rec::new(&log).on_made(|cx| {
+            cx.write(b" world");
+        }),
+    );
+    assert!(r.write_to(id, b"hello"), "queued while connecting");
+    run_until(&mut r, |_| log.received(id).len() >= 11);
+    assert_eq!(log.received(id), b"hello world");
+    assert_eq!(log.made(), [id]);
+    assert!(r.call_protocol(id, |_: &mut Rec, cx| cx.lose_connection()));
+    run_until(&mut r, |_| {
+        log.lost_count() == 1 && server.lost_count() == 1
+    });
+    assert_eq!(log.lost(id), Some(Why::Done));
+    log.check_lifecycles();
+    server.check_lifecycles();
+}
+
+/// Closing a connect that is still pending, from inside another connection's
+/// callback, reports `connection_failed` without re-entering that callback's
+/// connection.
+#[test]
+fn cancelling_a_pending_connect_from_another_callback() {
+    let full = full_listener();
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let pending = r.connect_tcp_timeout(full.addr, None, Rec::new(&log));
+    let server = Rec::new(&log).on_data(move |cx, _| {
+        cx.abort_connection();
+        cx.lose_connection_of(pending);
+    });
+    let addr = listen(&mut r, server);
+    let c = client(addr, |mut s| {
+        s.write_all(b"x").unwrap();
+        read_to_eof(&mut s)
+    });
+    drive(&mut r, c);
+    run_until(&mut r, |_| {
+        log.lost_count() == 1 && log.has(&Ev::Failed(pending, io::ErrorKind::Interrupted))
+    });
+    assert_eq!(log.lost(log.made()[0]), Some(Why::Aborted));
+    assert_eq!(r.connection_count(), 0);
+    log.check_lifecycles();
+}
+
+// ----- containment and ids -----
+
+/// A `data_received` that panics on '!' closes its own connection with
+/// `Reason::Panic`; the other connection is served before and after.
+#[test]
+fn panicking_callback_closes_only_its_connection() {
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let server = Rec::new(&log).on_data(|cx, d| {
+        assert!(!d.contains(&b'!'), "boom");
+        cx.write(d);
+    });
+    let addr = listen(&mut r, server);
+    let (a_done, wait_a) = mpsc::channel::<()>();
+    let a = client(addr, move |mut s| {
+        round_trip(&mut s, b"a1");
+        s.write_all(b"!").unwrap();
+        let (got, _) = read_to_eof(&mut s);
+        assert_eq!(got, b"", "nothing after the panic");
+        a_done.send(()).unwrap();
+    });
+    let b = client(addr, move |mut s| {
+        round_trip(&mut s, b"b1");
+        wait_a.recv_timeout(WATCHDOG).unwrap();
+        round_trip(&mut s, b"b2");
+    });
+    drive_all(&mut r, vec![a, b]);
+    run_until(&mut r, |_| log.lost_count() == 2);
+    let panicked = log.count(|e| matches!(e, Ev::Lost(_, Why::Panic(m)) if m.contains("boom")));
+    assert_eq!(panicked, 1, "{:#?}", log.events());
+    assert_eq!(log.count(|e| matches!(e, Ev::Lost(_, Why::Done))), 1);
+    log.check_lifecycles();
+}
+
+/// After a connection closes, its id reaches nothing, even once a new connection has
+/// taken its slot.
+#[test]
+fn stale_conn_id_is_rejected_after_its_slot_is_reused() {
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let addr = listen(&mut r, Rec::new(&log));
+    drive(&mut r, client(addr, drop));
+    run_until(&mut r, |_| log.lost_count() == 1);
+    let old = log.made()[0];
+
+    let (release, released) = mpsc::channel::<()>();
+    let c = client(addr, move |mut s| {
+        released.recv_timeout(WATCHDOG).unwrap();
+        read_to_eof(&mut s)
+    });
+    run_until(&mut r, |_| log.made().len() == 2);
+    let new = log.made()[1];
+    assert_ne!(old, new);
+    assert_eq!(slot(old), slot(new), "the test wants the slot reused");
+
+    assert!(!r.write_to(old, b"stale"));
+    assert!(!r.is_open(old));
+    let ran = Rc::new(RefCell::new(false));
+    let ran2 = ran.clone();
+    assert!(!r.call_protocol(old, move |_: &mut Rec, _| *ran2.borrow_mut() = true));
+    assert!(!*ran.borrow());
+    r.lose_connection(old);
+    r.abort_connection(old);
+    assert!(r.call_protocol(new, move |_: &mut Rec, cx| {
+        assert!(!cx.write_to(old, b"stale"));
+        assert!(!cx.is_open_id(old));
+        assert_eq!(cx.buffered_of(old), 0);
+    }));
+    assert!(r.is_open(new));
+
+    assert!(r.write_to(new, b"fresh"));
+    r.lose_connection(new);
+    release.send(()).unwrap();
+    let (got, err) = drive(&mut r, c);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got, b"fresh");
+    run_until(&mut r, |_| log.lost_count() == 2);
+    assert_eq!(log.lost(new), Some(Why::Done));
+    log.check_lifecycles();
+}
