@@ -232,6 +232,7 @@ impl Builder {
                 next_generation: 0,
                 stopping: Stopping::No,
                 accept_backoff: ACCEPT_BACKOFF_MIN,
+                shutdown_deadline: None,
                 signals: None,
                 config,
             },
@@ -364,6 +365,9 @@ pub(crate) struct Core {
     next_generation: u32,
     stopping: Stopping,
     accept_backoff: Duration,
+    /// The graceful stop's deadline, cancelled when the stop finishes sooner (else it
+    /// would abort the connections of a later `run`).
+    shutdown_deadline: Option<TimerId>,
     signals: Option<signal_hook::iterator::Handle>,
 }
 
@@ -1439,10 +1443,8 @@ impl Core {
         }
         if !self.conns.is_empty() {
             log::info!("stopping: closing {} connections", self.conns.len());
-            self.timers.insert(
-                Instant::now() + self.config.shutdown_timeout,
-                Task::ShutdownDeadline,
-            );
+            let deadline = Instant::now() + self.config.shutdown_timeout;
+            self.shutdown_deadline = Some(self.timers.insert(deadline, Task::ShutdownDeadline));
         }
         for id in self.conn_ids() {
             if self.conn(id).is_some_and(|c| c.connecting) {
@@ -1466,6 +1468,9 @@ impl Core {
         let done = self.stop_done();
         if done {
             self.stopping = Stopping::No;
+            if let Some(t) = self.shutdown_deadline.take() {
+                self.timers.cancel(t);
+            }
         }
         done
     }
