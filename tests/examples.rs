@@ -1,0 +1,518 @@
+//! The example servers, driven from outside as real processes.
+//!
+//! Each test builds the example once (with the same `cargo` that runs the tests),
+//! starts it on `127.0.0.1:0`, reads its `listening on ADDR` line, and talks to it with
+//! raw bytes, as EXAMPLES.md promises users can. Every blocking step has a watchdog, so
+//! a broken server fails a test instead of hanging it, and the child is killed on drop.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any single step may block before the test fails: generous, since it only
+/// catches a hung server and never decides a passing test.
+const WATCHDOG: Duration = Duration::from_secs(10);
+
+/// The examples this file drives, built together with one `cargo build`.
+const EXAMPLES: &[&str] = &["echo", "logger"];
+
+// ----- harness -----
+
+/// The path of an example binary, building all of [`EXAMPLES`] on first use.
+///
+/// Cargo does not build examples for integration tests, so the tests build them with
+/// the `cargo` that is running them, into the same target directory.
+fn example_bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet"]);
+        for example in EXAMPLES {
+            cmd.args(["--example", example]);
+        }
+        let out = cmd
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+        }
+    });
+    if let Err(e) = built {
+        panic!("building the examples failed:\n{e}");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("debug").join("examples").join(name)
+}
+
+/// Runs an example to completion (for `--help` and bad flags), bounded by the watchdog.
+fn run_example(name: &str, args: &[&str]) -> Output {
+    let child = Command::new(example_bin(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn example");
+    let mut guard = Proc(Some(child));
+    guard.wait_timeout();
+    let child = guard.0.take().expect("child present");
+    child.wait_with_output().expect("collect output")
+}
+
+/// Kills the child on drop, so that no server outlives its test, even one that
+/// panicked.
+struct Proc(Option<Child>);
+
+impl Proc {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("child present")
+    }
+
+    /// Waits for the child to exit, failing the test if it takes longer than the
+    /// watchdog. `Child` has no timed wait, so this polls; the poll interval only
+    /// bounds how soon an exit is noticed.
+    fn wait_timeout(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WATCHDOG;
+        loop {
+            if let Some(status) = self.child().try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the example did not exit in time"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A running example server.
+struct Server {
+    proc: Proc,
+    addr: SocketAddr,
+    /// The server's stdout after the `listening on` line, one line per message.
+    stdout: Receiver<String>,
+}
+
+impl Server {
+    /// Starts example `name` on a free loopback port and waits until it listens.
+    fn start(name: &str, extra: &[&str]) -> Server {
+        let child = Command::new(example_bin(name))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            // Warnings and errors still reach the test output; info chatter does not.
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn example");
+        let mut proc = Proc(Some(child));
+        let stdout = lines_of(proc.child().stdout.take().expect("piped stdout"));
+        let first = next_line(&stdout);
+        let addr = first
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        Server { proc, addr, stdout }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(WATCHDOG)).unwrap();
+        s.set_write_timeout(Some(WATCHDOG)).unwrap();
+        s
+    }
+
+    /// The next line the server printed after `listening on`.
+    fn next_line(&self) -> String {
+        next_line(&self.stdout)
+    }
+
+    /// Sends `signal` (`INT`, `TERM`) with the `kill` utility.
+    fn signal(&mut self, signal: &str) {
+        let pid = self.proc.child().id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid} failed");
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        self.proc.wait_timeout()
+    }
+}
+
+/// Reads `out` line by line on a thread of its own, so that the test can wait for a
+/// line with a timeout.
+fn lines_of(out: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut out = BufReader::new(out);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match out.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&line);
+                    let text = text.strip_suffix('\n').unwrap_or(&text);
+                    if tx.send(text.to_owned()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+fn next_line(lines: &Receiver<String>) -> String {
+    lines
+        .recv_timeout(WATCHDOG)
+        .expect("the server printed no line in time")
+}
+
+/// Reads until the server closes. A reset counts as a close: a server that closes
+/// with unread input in its socket makes the kernel send RST instead of FIN.
+fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("reading until close: {e}"),
+    }
+    got
+}
+
+/// Writes `data` while the server may be closing on us: an error from a peer that
+/// already hung up is expected, anything else is not.
+fn write_tolerating_close(s: &mut TcpStream, data: &[u8]) {
+    match s.write_all(data) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ) => {}
+        Err(e) => panic!("writing: {e}"),
+    }
+}
+
+/// Sends `input`, shuts the write side, and returns everything the server sends back
+/// before it closes.
+fn exchange(server: &Server, input: &[u8]) -> Vec<u8> {
+    let mut s = server.connect();
+    s.write_all(input).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    read_until_closed(&mut s)
+}
+
+/// Writes `input` from a thread of its own while this thread reads the reply, so that
+/// a payload larger than the socket buffers cannot deadlock the two directions.
+fn exchange_large(server: &Server, input: Vec<u8>) -> Vec<u8> {
+    let mut s = server.connect();
+    let mut writer = s.try_clone().unwrap();
+    let sender = thread::spawn(move || {
+        writer.write_all(&input).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let reply = read_until_closed(&mut s);
+    sender.join().expect("writer thread");
+    reply
+}
+
+/// Asserts two large byte strings are equal without printing megabytes on failure.
+fn assert_same_bytes(got: &[u8], want: &[u8]) {
+    let first_diff = got.iter().zip(want).position(|(a, b)| a != b);
+    assert!(
+        got.len() == want.len() && first_diff.is_none(),
+        "got {} bytes, want {}; first difference at {first_diff:?}",
+        got.len(),
+        want.len()
+    );
+}
+
+/// Expects exactly `want` next from `s`.
+fn expect_reply(s: &mut TcpStream, want: &[u8]) {
+    let mut got = vec![0; want.len()];
+    s.read_exact(&mut got).expect("read reply");
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+}
+
+// ----- echo -----
+
+/// Each case is sent on a fresh connection, followed by a shut write side; the server
+/// must answer exactly `want` and then close.
+fn check_line_echo(cases: &[(&[u8], &[u8])]) {
+    let server = Server::start("echo", &[]);
+    for (input, want) in cases {
+        let got = exchange(&server, input);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(want),
+            "input {:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}
+
+#[test]
+fn echo_upper_cases_the_seed_line() {
+    let server = Server::start("echo", &[]);
+    let mut s = server.connect();
+    s.write_all(b"hello SocketServer\n").unwrap();
+    expect_reply(&mut s, b"HELLO SOCKETSERVER\n");
+    // The connection stays open for more lines.
+    s.write_all(b"again\n").unwrap();
+    expect_reply(&mut s, b"AGAIN\n");
+}
+
+#[test]
+fn echo_keeps_each_line_ending() {
+    check_line_echo(&[
+        (b"one\r\ntwo\r\n", b"ONE\r\nTWO\r\n"),
+        (b"mixed\r\nendings\n", b"MIXED\r\nENDINGS\n"),
+        (b"\n\r\n\n", b"\n\r\n\n"),
+    ]);
+}
+
+#[test]
+fn echo_changes_only_ascii_letters() {
+    check_line_echo(&[
+        (b"az AZ 09 !?-_@[`{~\n", b"AZ AZ 09 !?-_@[`{~\n"),
+        // UTF-8 and arbitrary bytes pass through untouched.
+        (
+            "caf\u{e9} \u{fc}ber\n".as_bytes(),
+            "CAF\u{e9} \u{fc}BER\n".as_bytes(),
+        ),
+        (b"\x00\x7f\x80\xff\tx\n", b"\x00\x7f\x80\xff\tX\n"),
+    ]);
+}
+
+#[test]
+fn echo_sends_a_final_line_without_newline_then_closes() {
+    check_line_echo(&[
+        (b"last line", b"LAST LINE"),
+        (b"a\nb", b"A\nB"),
+        (b"crlf then\r\nrest\r", b"CRLF THEN\r\nREST\r"),
+        (b"", b""),
+    ]);
+}
+
+#[test]
+fn echo_accepts_a_line_of_exactly_64_kib() {
+    let server = Server::start("echo", &[]);
+    let mut line = vec![b'q'; 64 * 1024];
+    line.push(b'\n');
+    let got = exchange_large(&server, line.clone());
+    assert_same_bytes(&got, &line.to_ascii_uppercase());
+}
+
+#[test]
+fn echo_closes_a_line_over_64_kib() {
+    let server = Server::start("echo", &[]);
+    let with_newline = [vec![b'a'; 64 * 1024 + 1], b"\n".to_vec()].concat();
+    let without_newline = vec![b'b'; 100 * 1024];
+    for input in [with_newline, without_newline] {
+        let mut s = server.connect();
+        // Start with a short line to see that only the long one is refused.
+        s.write_all(b"ok\n").unwrap();
+        expect_reply(&mut s, b"OK\n");
+        write_tolerating_close(&mut s, &input);
+        let got = read_until_closed(&mut s);
+        assert!(got.is_empty(), "got {} bytes back", got.len());
+    }
+    // The server itself is unharmed.
+    assert_eq!(exchange(&server, b"still here\n"), b"STILL HERE\n");
+}
+
+#[test]
+fn echo_returns_many_lines_byte_exact() {
+    let server = Server::start("echo", &[]);
+    // Lines of varied lengths and endings, 2 MiB in all: far more than the socket
+    // buffers and the write watermarks, so the server must pause and resume.
+    let mut payload = Vec::new();
+    for i in 0..40_000u32 {
+        let ending: &[u8] = if i % 3 == 0 { b"\r\n" } else { b"\n" };
+        payload.extend_from_slice(
+            format!("line {i} of many: {}", "xY".repeat((i % 20) as usize)).as_bytes(),
+        );
+        payload.extend_from_slice(ending);
+    }
+    let got = exchange_large(&server, payload.clone());
+    assert_same_bytes(&got, &payload.to_ascii_uppercase());
+}
+
+#[test]
+fn echo_raw_returns_a_large_payload_upper_cased_byte_exact() {
+    let server = Server::start("echo", &["--raw"]);
+    // Every byte value, in a pattern that does not line up with any buffer size.
+    let payload: Vec<u8> = (0..1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(7) % 251) as u8)
+        .collect();
+    let got = exchange_large(&server, payload.clone());
+    assert_same_bytes(&got, &payload.to_ascii_uppercase());
+}
+
+#[test]
+fn echo_raw_has_no_line_framing() {
+    let server = Server::start("echo", &["--raw"]);
+    let mut s = server.connect();
+    // No newline: the line echo would wait, the raw echo answers at once.
+    s.write_all(b"no newline \r here").unwrap();
+    expect_reply(&mut s, b"NO NEWLINE \r HERE");
+}
+
+/// Several clients connected at once are served independently, in any order.
+fn check_concurrent_clients(extra: &[&str]) {
+    let server = Server::start("echo", extra);
+    let mut clients: Vec<TcpStream> = (0..8).map(|_| server.connect()).collect();
+    for (i, s) in clients.iter_mut().enumerate() {
+        s.write_all(format!("client {i} says hi\n").as_bytes())
+            .unwrap();
+    }
+    for (i, s) in clients.iter_mut().enumerate().rev() {
+        expect_reply(s, format!("CLIENT {i} SAYS HI\n").as_bytes());
+    }
+}
+
+#[test]
+fn echo_serves_several_clients_at_once() {
+    check_concurrent_clients(&[]);
+}
+
+#[test]
+fn echo_raw_serves_several_clients_at_once() {
+    check_concurrent_clients(&["--raw"]);
+}
+
+/// `signal` stops the server gracefully: connected clients get EOF, exit status 0.
+fn check_graceful_stop(extra: &[&str], signal: &str) {
+    let mut server = Server::start("echo", extra);
+    let mut clients: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
+    // A round trip on each proves the server has accepted it before the signal.
+    for s in &mut clients {
+        s.write_all(b"ping\n").unwrap();
+        expect_reply(s, b"PING\n");
+    }
+    server.signal(signal);
+    for s in &mut clients {
+        let mut buf = [0; 16];
+        assert_eq!(s.read(&mut buf).expect("clean EOF"), 0);
+    }
+    let status = server.wait();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn echo_stops_gracefully_on_sigint() {
+    check_graceful_stop(&[], "INT");
+}
+
+#[test]
+fn echo_stops_gracefully_on_sigterm() {
+    check_graceful_stop(&[], "TERM");
+}
+
+#[test]
+fn echo_raw_stops_gracefully_on_sigterm() {
+    check_graceful_stop(&["--raw"], "TERM");
+}
+
+#[test]
+fn echo_help_lists_flags_and_exits_0() {
+    let out = run_example("echo", &["--help"]);
+    assert!(out.status.success(), "exit status {}", out.status);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--listen", "--raw", "--help"] {
+        assert!(
+            help.contains(flag),
+            "--help does not mention {flag}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn echo_refuses_an_unknown_flag() {
+    let out = run_example("echo", &["--bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bogus"));
+    assert!(out.stdout.is_empty(), "nothing may reach stdout");
+}
+
+// ----- logger -----
+
+#[test]
+fn logger_prints_connection_lines_and_disconnect() {
+    let server = Server::start("logger", &[]);
+    let mut s = server.connect();
+    let addr = s.local_addr().unwrap();
+    assert_eq!(server.next_line(), format!("Got connection from {addr}"));
+    s.write_all(b"first line\r\nsecond: line\n").unwrap();
+    assert_eq!(server.next_line(), format!("{addr}: first line"));
+    assert_eq!(server.next_line(), format!("{addr}: second: line"));
+    s.shutdown(Shutdown::Write).unwrap();
+    // The logger sends nothing back, and closes once the client is done.
+    assert!(read_until_closed(&mut s).is_empty());
+    assert_eq!(server.next_line(), format!("{addr} disconnected"));
+}
+
+#[test]
+fn logger_keeps_clients_apart() {
+    let server = Server::start("logger", &[]);
+    let mut a = server.connect();
+    let a_addr = a.local_addr().unwrap();
+    assert_eq!(server.next_line(), format!("Got connection from {a_addr}"));
+    let b = server.connect();
+    let b_addr = b.local_addr().unwrap();
+    assert_eq!(server.next_line(), format!("Got connection from {b_addr}"));
+    a.write_all(b"from a\n").unwrap();
+    assert_eq!(server.next_line(), format!("{a_addr}: from a"));
+    drop(b);
+    assert_eq!(server.next_line(), format!("{b_addr} disconnected"));
+    // A last line without a newline is still logged when the client leaves.
+    a.write_all(b"bye").unwrap();
+    a.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(server.next_line(), format!("{a_addr}: bye"));
+    assert_eq!(server.next_line(), format!("{a_addr} disconnected"));
+}
+
+#[test]
+fn logger_stops_gracefully_on_sigint() {
+    let mut server = Server::start("logger", &[]);
+    let mut s = server.connect();
+    let addr = s.local_addr().unwrap();
+    assert_eq!(server.next_line(), format!("Got connection from {addr}"));
+    server.signal("INT");
+    assert!(read_until_closed(&mut s).is_empty());
+    assert_eq!(server.next_line(), format!("{addr} disconnected"));
+    let status = server.wait();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn logger_help_exits_0() {
+    let out = run_example("logger", &["--help"]);
+    assert!(out.status.success(), "exit status {}", out.status);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--listen"));
+}
