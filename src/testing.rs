@@ -13,7 +13,7 @@
 //! use twistor::testing::Harness;
 //! use twistor::{Context, Protocol, Reason};
 //!
-//! /// Echoes bytes back and hangs up on a peer that stays silent for 10 s.
+//! /// Echoes bytes back; a session lasts 10 s.
 //! struct Echo;
 //!
 //! impl Protocol for Echo {
@@ -33,7 +33,7 @@
 //!
 //! h.advance(Duration::from_secs(9));
 //! assert!(h.is_open());
-//! h.advance(Duration::from_secs(1));
+//! h.advance(Duration::from_secs(1)); // on the manual clock: nothing sleeps
 //! assert!(matches!(h.lost(), Some(Reason::Done)));
 //! ```
 //!
@@ -129,7 +129,7 @@ use std::time::{Duration, Instant};
 use crate::protocol::{Addr, Protocol, Reason};
 use crate::reactor::{panic_message, reason_copy, Builder, ConnId};
 use crate::timer::{TimerId, TimerQueue};
-use crate::transport::{unwritten, BoundCall, ConnSettings, Context, Driver, Queued, WriteQueue};
+use crate::transport::{unwritten, BoundCall, ConnSettings, Context, Driver, Push, WriteQueue};
 
 /// The protocol's own connection: always the first slot.
 const MAIN: ConnId = ConnId {
@@ -159,7 +159,7 @@ const DEFAULT_LOCAL_ADDR: &str = "127.0.0.1:8000";
 /// # Examples
 ///
 /// ```
-/// use twistor::testing::Harness;
+/// use twistor::testing::HarnessBuilder;
 /// use twistor::{Context, Protocol, Reactor};
 ///
 /// struct Sink;
@@ -167,10 +167,13 @@ const DEFAULT_LOCAL_ADDR: &str = "127.0.0.1:8000";
 ///     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
 /// }
 ///
-/// let h = Harness::builder().write_watermarks(1024, 256).write_cap_bytes(4096).build(Sink);
-/// // Or exactly the settings the server uses:
+/// let h = HarnessBuilder::new()
+///     .write_watermarks(1024, 256)
+///     .write_cap_bytes(4096)
+///     .build(Sink);
+/// // Or exactly the settings the server is built with:
 /// let settings = Reactor::builder().write_watermarks(32 * 1024, 8 * 1024);
-/// let h2 = twistor::testing::HarnessBuilder::from(settings).build(Sink);
+/// let h2 = HarnessBuilder::from(settings).build(Sink);
 /// # let _ = (h, h2);
 /// ```
 #[derive(Clone, Debug)]
@@ -199,6 +202,11 @@ impl From<Builder> for HarnessBuilder {
 }
 
 impl HarnessBuilder {
+    /// Starts configuring a harness, with the reactor's defaults.
+    pub fn new() -> HarnessBuilder {
+        HarnessBuilder::default()
+    }
+
     /// Write-buffer watermarks, as [`Builder::write_watermarks`].
     pub fn write_watermarks(mut self, high: usize, low: usize) -> Self {
         self.settings = self.settings.write_watermarks(high, low);
@@ -278,6 +286,44 @@ impl HarnessBuilder {
 /// Methods panic on misuse by the test, never because of what the protocol does:
 /// feeding before [`connect`](Self::connect) or after [`eof`](Self::eof), connecting
 /// twice, or passing a `ConnId` that is not from this harness.
+///
+/// # Examples
+///
+/// A plain [`Protocol`], a peer that reads slowly, and the watermark notices:
+///
+/// ```
+/// use twistor::testing::{Harness, HarnessBuilder};
+/// use twistor::{Context, Protocol};
+///
+/// #[derive(Default)]
+/// struct Echo {
+///     paused: bool,
+/// }
+///
+/// impl Protocol for Echo {
+///     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+///         cx.write(data);
+///     }
+///     fn pause_producing(&mut self, _: &mut Context<'_>) {
+///         self.paused = true;
+///     }
+///     fn resume_producing(&mut self, _: &mut Context<'_>) {
+///         self.paused = false;
+///     }
+/// }
+///
+/// let mut h = HarnessBuilder::new().write_watermarks(8, 2).build(Echo::default());
+/// h.connect();
+/// h.set_peer_window(Some(4)); // the peer takes 4 bytes, then stops reading
+/// h.feed(b"0123456789abcdef");
+/// assert_eq!(h.take_written(), b"0123");
+/// assert_eq!(h.buffered(), 12);
+/// assert!(h.protocol().paused);
+///
+/// h.peer_reads(10); // down to 2 queued: at the low watermark
+/// assert!(!h.protocol().paused);
+/// assert_eq!(h.take_written(), b"456789abcd");
+/// ```
 pub struct Harness<P: Protocol> {
     protocol: P,
     kit: Kit,
@@ -302,11 +348,6 @@ impl<P: Protocol> Harness<P> {
     /// A harness with the reactor's default settings, not yet connected.
     pub fn new(protocol: P) -> Harness<P> {
         HarnessBuilder::default().build(protocol)
-    }
-
-    /// Starts configuring a harness.
-    pub fn builder() -> HarnessBuilder {
-        HarnessBuilder::default()
     }
 
     /// Makes the connection: `connection_made` (and the idle timer, if configured).
@@ -490,10 +531,9 @@ impl<P: Protocol> Harness<P> {
             generation: index + 1,
         };
         let peer = match &self.kit.conns[0].peer {
-            Addr::Inet(a) => Addr::Inet(SocketAddr::new(
-                a.ip(),
-                a.port().wrapping_add(index as u16),
-            )),
+            Addr::Inet(a) => {
+                Addr::Inet(SocketAddr::new(a.ip(), a.port().wrapping_add(index as u16)))
+            }
             other => other.clone(),
         };
         let local = self.kit.conns[0].local.clone();
@@ -535,9 +575,7 @@ impl<P: Protocol> Harness<P> {
 
     /// Connection `id` is open: neither closing nor lost.
     pub fn is_open_of(&self, id: ConnId) -> bool {
-        self.kit
-            .live(id)
-            .is_some_and(|c| c.made && !c.is_closing())
+        self.kit.live(id).is_some_and(|c| c.made && !c.is_closing())
     }
 
     /// Why connection `id` ended, once it has.
@@ -759,10 +797,12 @@ impl<P: Protocol> Harness<P> {
             return;
         }
         let (window, sent) = (&mut c.window, &mut c.sent);
-        let drained = c.out.drain_into(|bufs| match kernel_take(window, sent, bufs) {
-            0 => Err(io::ErrorKind::WouldBlock.into()),
-            n => Ok(n),
-        });
+        let drained = c
+            .out
+            .drain_into(|bufs| match kernel_take(window, sent, bufs) {
+                0 => Err(io::ErrorKind::WouldBlock.into()),
+                n => Ok(n),
+            });
         debug_assert!(drained.is_ok(), "the fake kernel never fails");
         if c.out
             .resume_after_drain(&limits, &mut c.producer_paused, &mut c.notify_pause)
@@ -984,12 +1024,12 @@ impl Kit {
             return false;
         };
         match c.out.push_limited(parts, &limits, &mut c.producer_paused) {
-            Queued::Queued => {}
-            Queued::PauseOwed => {
+            Push::Queued => {}
+            Push::PauseOwed => {
                 c.notify_pause = true;
                 self.mark_dirty(id);
             }
-            Queued::Overflow => {
+            Push::Overflow => {
                 log::warn!(
                     "{id} {}: write buffer would pass {} bytes; closing",
                     c.peer,
@@ -1112,11 +1152,15 @@ impl Driver for Kit {
     }
 
     fn set_nodelay(&mut self, id: ConnId, _on: bool) -> io::Result<()> {
-        self.live(id).map(drop).ok_or(io::ErrorKind::NotConnected.into())
+        self.live(id)
+            .map(drop)
+            .ok_or(io::ErrorKind::NotConnected.into())
     }
 
     fn set_keepalive(&mut self, id: ConnId, _idle: Option<Duration>) -> io::Result<()> {
-        self.live(id).map(drop).ok_or(io::ErrorKind::NotConnected.into())
+        self.live(id)
+            .map(drop)
+            .ok_or(io::ErrorKind::NotConnected.into())
     }
 
     fn call_later(&mut self, id: ConnId, delay: Duration, call: BoundCall) -> TimerId {
@@ -1163,9 +1207,12 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    /// Records timer firings as (label, elapsed at firing) into a shared log.
+    /// Timer firings: (label, elapsed at firing).
+    type Fired = Rc<RefCell<Vec<(&'static str, Duration)>>>;
+
+    /// Records timer firings into a shared log.
     struct Clocked {
-        log: Rc<RefCell<Vec<(&'static str, Duration)>>>,
+        log: Fired,
         start: Option<Instant>,
     }
 
@@ -1176,7 +1223,7 @@ mod tests {
         fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
     }
 
-    fn clocked() -> (Harness<Clocked>, Rc<RefCell<Vec<(&'static str, Duration)>>>) {
+    fn clocked() -> (Harness<Clocked>, Fired) {
         let log = Rc::new(RefCell::new(Vec::new()));
         let mut h = Harness::new(Clocked {
             log: Rc::clone(&log),
@@ -1195,7 +1242,7 @@ mod tests {
         }
     }
 
-    fn labels(log: &Rc<RefCell<Vec<(&'static str, Duration)>>>) -> Vec<&'static str> {
+    fn labels(log: &Fired) -> Vec<&'static str> {
         log.borrow_mut().drain(..).map(|(l, _)| l).collect()
     }
 
@@ -1233,7 +1280,11 @@ mod tests {
         h.call(at("second", Duration::ZERO));
         h.advance(Duration::ZERO);
         assert_eq!(labels(&log), ["first", "second"]);
-        assert_eq!(h.pending_timers(), 1, "the chained timer waits for the next pass");
+        assert_eq!(
+            h.pending_timers(),
+            1,
+            "the chained timer waits for the next pass"
+        );
         h.advance(Duration::ZERO);
         assert_eq!(labels(&log), ["chained"]);
     }

@@ -422,7 +422,7 @@ pub(crate) struct ConnSettings {
 
 /// What [`WriteQueue::push_limited`] did with the bytes it was given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Queued {
+pub(crate) enum Push {
     /// Queued.
     Queued,
     /// Queued, and the queue passed the high watermark: the producer is now paused and
@@ -442,19 +442,19 @@ impl WriteQueue {
         parts: &[&[u8]],
         limits: &WriteLimits,
         producer_paused: &mut bool,
-    ) -> Queued {
+    ) -> Push {
         let adding: usize = parts.iter().map(|p| p.len()).sum();
         if self.len() + adding > limits.write_cap_bytes {
-            return Queued::Overflow;
+            return Push::Overflow;
         }
         for part in parts {
             self.push(part);
         }
         if !*producer_paused && self.len() > limits.high_watermark_bytes {
             *producer_paused = true;
-            return Queued::PauseOwed;
+            return Push::PauseOwed;
         }
-        Queued::Queued
+        Push::Queued
     }
 
     /// After the kernel took bytes: true if `resume_producing` is due now, because a
@@ -537,18 +537,33 @@ mod tests {
             write_cap_bytes: 20,
         };
         let (mut q, mut paused, mut owed) = (WriteQueue::default(), false, false);
-        assert_eq!(q.push_limited(&[b"0123456789"], &limits, &mut paused), Queued::Queued);
-        assert_eq!(q.push_limited(&[b"a", b"b"], &limits, &mut paused), Queued::PauseOwed);
+        assert_eq!(
+            q.push_limited(&[b"0123456789"], &limits, &mut paused),
+            Push::Queued
+        );
+        assert_eq!(
+            q.push_limited(&[b"a", b"b"], &limits, &mut paused),
+            Push::PauseOwed
+        );
         assert!(paused);
-        assert_eq!(q.push_limited(&[b"c"], &limits, &mut paused), Queued::Queued);
-        assert_eq!(q.push_limited(&[&[0; 8]], &limits, &mut paused), Queued::Overflow);
+        assert_eq!(q.push_limited(&[b"c"], &limits, &mut paused), Push::Queued);
+        assert_eq!(
+            q.push_limited(&[&[0; 8]], &limits, &mut paused),
+            Push::Overflow
+        );
         assert_eq!(q.len(), 13, "an overflowing write queues nothing");
         q.consume(8);
-        assert!(!q.resume_after_drain(&limits, &mut paused, &mut owed), "5 > low");
+        assert!(
+            !q.resume_after_drain(&limits, &mut paused, &mut owed),
+            "5 > low"
+        );
         q.consume(1);
         assert!(q.resume_after_drain(&limits, &mut paused, &mut owed));
         assert!(!paused);
-        assert!(!q.resume_after_drain(&limits, &mut paused, &mut owed), "only once");
+        assert!(
+            !q.resume_after_drain(&limits, &mut paused, &mut owed),
+            "only once"
+        );
     }
 
     #[test]
@@ -559,7 +574,7 @@ mod tests {
             write_cap_bytes: 100,
         };
         let (mut q, mut paused) = (WriteQueue::default(), false);
-        let mut owed = q.push_limited(&[b"abc"], &limits, &mut paused) == Queued::PauseOwed;
+        let mut owed = q.push_limited(&[b"abc"], &limits, &mut paused) == Push::PauseOwed;
         assert!(owed);
         q.consume(3);
         assert!(!q.resume_after_drain(&limits, &mut paused, &mut owed));

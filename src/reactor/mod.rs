@@ -35,7 +35,7 @@ use crate::net::{self, ListenOptions};
 use crate::protocol::{Addr, Factory, Protocol, Reason};
 use crate::timer::{TimerId, TimerQueue};
 use crate::transport::{
-    bind, unwritten, BoundCall, ConnSettings, Context, Driver, Queued, WriteLimits,
+    bind, unwritten, BoundCall, ConnSettings, Context, Driver, Push, WriteLimits,
 };
 use handle::Shared;
 use table::{
@@ -1220,12 +1220,12 @@ impl Core {
             return false;
         };
         match c.out.push_limited(parts, &limits, &mut c.producer_paused) {
-            Queued::Queued => {}
-            Queued::PauseOwed => {
+            Push::Queued => {}
+            Push::PauseOwed => {
                 c.notify_pause = true;
                 self.mark_dirty(id);
             }
-            Queued::Overflow => {
+            Push::Overflow => {
                 log::warn!(
                     "{id} {}: write buffer would pass {} bytes; closing",
                     c.peer,
