@@ -203,3 +203,36 @@ fn run_after_stop_is_not_aborted_by_the_old_shutdown_deadline() {
     assert_eq!(log.lost(log.made()[1]), Some(Why::Done));
     log.check_lifecycles();
 }
+
+/// A stop while an outgoing connect is still pending reports `connection_failed` for
+/// it (never `connection_made`) and then finishes.
+#[test]
+fn stop_with_a_pending_connect_reports_it_failed_and_finishes() {
+    let full = full_listener();
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let id = r.connect_tcp_timeout(full.addr, None, Rec::new(&log));
+    r.run_once(Some(Duration::ZERO)).unwrap();
+    assert!(log.events().is_empty(), "{:?}", log.events());
+    r.stop();
+    run_until_stopped(&mut r);
+    assert_eq!(log.events(), [Ev::Failed(id, io::ErrorKind::Interrupted)]);
+    assert_eq!((r.connection_count(), r.timer_count()), (0, 0));
+}
+
+/// Dropping a reactor that still has connections aborts them, each with exactly one
+/// `connection_lost`; their peers see the connection end.
+#[test]
+fn dropping_the_reactor_aborts_each_connection_once() {
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let addr = listen(&mut r, Rec::echo(&log));
+    let mut clients: Vec<_> = (0..3).map(|_| connect(addr)).collect();
+    run_until(&mut r, |_| log.made().len() == 3);
+    drop(r);
+    assert_eq!(log.count(|e| matches!(e, Ev::Lost(_, Why::Aborted))), 3);
+    log.check_lifecycles();
+    for s in &mut clients {
+        assert_closed_by_server(s);
+    }
+}

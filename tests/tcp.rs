@@ -278,7 +278,8 @@ fn slow_reader_pauses_and_resumes_producer_alternately_and_gets_every_byte() {
 }
 
 /// `pause_reading` inside `connection_made` (twice: it is idempotent) holds every byte
-/// back until `resume_reading`; then all arrive once, after `reading_resumed`.
+/// back, and the peer's EOF behind them, until `resume_reading`; then all arrive once,
+/// after `reading_resumed`, and the EOF after them.
 #[test]
 fn pause_reading_in_connection_made_holds_data_until_resumed() {
     let log = Log::default();
@@ -291,12 +292,12 @@ fn pause_reading_in_connection_made_holds_data_until_resumed() {
     let addr = listen(&mut r, server);
     let data = pattern(200 * 1024);
     let (written_tx, written) = mpsc::channel::<()>();
-    let (release, released) = mpsc::channel::<()>();
     let sent = data.clone();
     let c = client(addr, move |mut s| {
         s.write_all(&sent).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
         written_tx.send(()).unwrap();
-        released.recv_timeout(WATCHDOG).unwrap();
+        read_to_eof(&mut s)
     });
     let mut client_wrote = false;
     run_until(&mut r, |_| {
@@ -309,25 +310,24 @@ fn pause_reading_in_connection_made_holds_data_until_resumed() {
         r.run_once(Some(Duration::from_millis(20))).unwrap();
     }
     let id = log.made()[0];
-    assert_eq!(log.received(id), b"", "data delivered while paused");
+    assert_eq!(log.events(), [Ev::Made(id)], "delivered while paused");
     assert!(r.call_protocol(id, |_: &mut Rec, cx| {
         cx.resume_reading();
         cx.resume_reading();
         assert!(cx.is_reading());
     }));
-    run_until(&mut r, |_| log.received(id).len() >= data.len());
+    let (got, err) = drive(&mut r, c);
+    assert_eq!((got, err.map(|e| e.kind())), (vec![], None));
+    run_until(&mut r, |_| log.lost_count() == 1);
     assert!(log.received(id) == data, "bytes lost or duplicated");
     let events = log.events();
-    let resumed = events.iter().position(|e| *e == Ev::ReadingResumed(id));
-    let first_data = events.iter().position(|e| matches!(e, Ev::Data(..)));
-    assert!(
-        resumed.is_some() && resumed < first_data,
-        "{resumed:?} {first_data:?}"
+    assert_eq!(events[1], Ev::ReadingResumed(id));
+    assert!(matches!(events[2], Ev::Data(..)));
+    assert_eq!(
+        events[events.len() - 2..],
+        [Ev::Eof(id), Ev::Lost(id, Why::Done)]
     );
     assert_eq!(log.count(|e| matches!(e, Ev::ReadingResumed(_))), 1);
-    release.send(()).unwrap();
-    drive(&mut r, c);
-    run_until(&mut r, |_| log.lost_count() == 1);
     log.check_lifecycles();
 }
 
@@ -575,6 +575,24 @@ fn panicking_callback_closes_only_its_connection() {
     let panicked = log.count(|e| matches!(e, Ev::Lost(_, Why::Panic(m)) if m.contains("boom")));
     assert_eq!(panicked, 1, "{:#?}", log.events());
     assert_eq!(log.count(|e| matches!(e, Ev::Lost(_, Why::Done))), 1);
+    log.check_lifecycles();
+}
+
+/// A panic in `connection_made` closes that connection, and it still gets its one
+/// `connection_lost`.
+#[test]
+fn panic_in_connection_made_closes_it_with_one_connection_lost() {
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let addr = listen(&mut r, Rec::new(&log).on_made(|_| panic!("made boom")));
+    let (got, err) = drive(&mut r, client(addr, |mut s| read_to_eof(&mut s)));
+    assert_eq!(got, b"");
+    if let Some(e) = err {
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+    }
+    run_until(&mut r, |_| log.lost_count() == 1);
+    let id = log.made()[0];
+    assert_eq!(log.lost(id), Some(Why::Panic("made boom".into())));
     log.check_lifecycles();
 }
 
