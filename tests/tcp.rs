@@ -149,14 +149,13 @@ fn firehose_client_does_not_starve_another_client_or_a_timer() {
 
 // ----- flow control -----
 
-/// High and low watermarks of the producer test.
-const HIGH: usize = 16 * 1024;
-const LOW: usize = 4 * 1024;
-
 /// Writes `pattern` bytes while not paused, until it has been paused once and then
 /// sent `after_first_pause` more bytes; then closes gracefully.
 struct Producer {
     log: Log,
+    /// The reactor's watermarks.
+    high: usize,
+    low: usize,
     sent: usize,
     paused: bool,
     limit: Option<usize>,
@@ -170,9 +169,9 @@ impl Producer {
         // Safety net: a producer that is never paused stops at the pattern's end.
         let limit = self.limit.unwrap_or(self.pattern.len());
         while !self.paused && self.sent < limit {
-            // A write that leaves more than HIGH queued owes us a pause_producing,
+            // A write that leaves more than `high` queued owes us a pause_producing,
             // delivered when this callback returns.
-            if cx.buffered() > HIGH {
+            if cx.buffered() > self.high {
                 return;
             }
             let end = (self.sent + CHUNK).min(limit);
@@ -197,6 +196,7 @@ impl Protocol for Producer {
     fn pause_producing(&mut self, cx: &mut Context<'_>) {
         self.log.push(Ev::Paused(cx.id()));
         assert!(!self.paused, "pause_producing twice");
+        assert!(cx.buffered() > self.high, "paused at {}", cx.buffered());
         self.paused = true;
         self.limit.get_or_insert(self.sent + self.after_first_pause);
     }
@@ -204,6 +204,7 @@ impl Protocol for Producer {
     fn resume_producing(&mut self, cx: &mut Context<'_>) {
         self.log.push(Ev::Resumed(cx.id()));
         assert!(self.paused, "resume_producing without a pause");
+        assert!(cx.buffered() <= self.low, "resumed at {}", cx.buffered());
         self.paused = false;
         self.produce(cx);
     }
@@ -215,14 +216,21 @@ impl Protocol for Producer {
 
 /// A peer that reads slowly: the producer is paused above the high watermark and
 /// resumed at the low one, strictly alternately, and every byte arrives in order.
+/// Watermarks far apart, equal, and both zero.
 #[test]
 fn slow_reader_pauses_and_resumes_producer_alternately_and_gets_every_byte() {
+    for (high, low) in [(16 * 1024, 4 * 1024), (8 * 1024, 8 * 1024), (0, 0)] {
+        check_slow_reader(high, low);
+    }
+}
+
+fn check_slow_reader(high: usize, low: usize) {
     let log = Log::default();
     // Larger than loopback's buffers can absorb (about 4 MB here), so that the first
     // pause comes before the pattern runs out.
     let pattern = Rc::new(pattern(12 << 20));
     let mut r = Reactor::builder()
-        .write_watermarks(HIGH, LOW)
+        .write_watermarks(high, low)
         .build()
         .unwrap();
     let (p_log, p) = (log.clone(), pattern.clone());
@@ -230,6 +238,8 @@ fn slow_reader_pauses_and_resumes_producer_alternately_and_gets_every_byte() {
         .listen_tcp(localhost(), move |_: &_| {
             Some(Producer {
                 log: p_log.clone(),
+                high,
+                low,
                 sent: 0,
                 paused: false,
                 limit: None,
@@ -268,7 +278,7 @@ fn slow_reader_pauses_and_resumes_producer_alternately_and_gets_every_byte() {
         .into_iter()
         .filter(|e| matches!(e, Ev::Paused(_) | Ev::Resumed(_)))
         .collect();
-    assert!(flow.len() >= 2, "{flow:?}");
+    assert!(flow.len() >= 2, "({high}, {low}): {flow:?}");
     for (i, e) in flow.iter().enumerate() {
         let want_pause = i % 2 == 0;
         assert_eq!(matches!(e, Ev::Paused(_)), want_pause, "{i}th of {flow:?}");
