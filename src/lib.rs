@@ -50,6 +50,7 @@
 
 pub mod framing;
 mod net;
+mod pool;
 mod protocol;
 mod reactor;
 pub mod testing;
@@ -57,6 +58,7 @@ mod timer;
 mod transport;
 
 pub use net::ListenOptions;
+pub use pool::{InOrder, JobError, PoolBusy};
 pub use protocol::{Addr, Factory, Protocol, Reason};
 pub use reactor::{Builder, ConnId, Handle, ListenerId, Listening, Reactor, ReactorGone};
 pub use timer::TimerId;

@@ -14,12 +14,22 @@ use std::fmt;
 use std::io::{self, IoSlice};
 use std::time::{Duration, Instant};
 
+use crate::pool::{JobError, PoolBusy};
 use crate::protocol::{Addr, Protocol};
 use crate::reactor::ConnId;
 use crate::timer::TimerId;
 
 /// A callback bound to one connection, run with that connection's protocol.
 pub(crate) type BoundCall = Box<dyn FnOnce(&mut dyn Protocol, &mut Context<'_>)>;
+
+/// A pool job's result, its type erased until it is back on the reactor thread.
+pub(crate) type JobResult = Result<Box<dyn Any + Send>, JobError>;
+
+/// A job for the pool, its result type erased.
+pub(crate) type JobFn = Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>;
+
+/// What runs on the reactor thread with a job's result, for one connection.
+pub(crate) type BoundDone = Box<dyn FnOnce(&mut dyn Protocol, &mut Context<'_>, JobResult)>;
 
 /// What a [`Context`] needs from whoever runs the protocol: the reactor, or the
 /// testing kit. Every method takes the connection it acts on, so one context can reach
@@ -43,6 +53,10 @@ pub(crate) trait Driver {
     fn reset_timer(&mut self, timer: TimerId, delay: Duration) -> bool;
     fn now(&self) -> Instant;
     fn stop(&mut self);
+    fn defer_to_thread(&mut self, id: ConnId, job: JobFn, done: BoundDone) -> Result<(), PoolBusy> {
+        let _ = (id, job, done);
+        Err(PoolBusy)
+    }
 }
 
 /// A protocol callback's handle on its connection and on the reactor.
@@ -214,6 +228,64 @@ impl<'a> Context<'a> {
     /// Cancels a timer; false if it already fired or was cancelled.
     pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
         self.driver.cancel_timer(timer)
+    }
+
+    /// Runs `job` on the reactor's thread pool, then `done` with its result and this
+    /// connection's protocol, back on the reactor thread (Twisted's `deferToThread`).
+    ///
+    /// Results come back in completion order; a connection that must answer in
+    /// request order puts them back in order with [`InOrder`](crate::InOrder). If the
+    /// connection is lost before the job ends, the result is dropped (logged at debug)
+    /// and `done` never runs. A job that panics gives `done` a
+    /// [`JobError::Panicked`]; a job still queued when the reactor stops never runs
+    /// and gives `done` a [`JobError::Cancelled`].
+    ///
+    /// # Errors
+    /// [`PoolBusy`] if the pool's queue is full: answer "busy", pause reading until
+    /// results drain, or retry later. Neither `job` nor `done` will run.
+    ///
+    /// # Panics
+    /// If `P` is not the type of this connection's protocol, as
+    /// [`call_later`](Self::call_later).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use twistor::{Context, Protocol};
+    ///
+    /// struct Hasher;
+    /// impl Protocol for Hasher {
+    ///     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+    ///         let data = data.to_vec();
+    ///         let job = move || data.iter().map(|&b| u64::from(b)).sum::<u64>();
+    ///         let queued = cx.defer_to_thread(job, |_: &mut Hasher, cx, sum| match sum {
+    ///             Ok(sum) => drop(cx.write(format!("{sum}\n").as_bytes())),
+    ///             Err(e) => drop(cx.write(format!("error: {e}\n").as_bytes())),
+    ///         });
+    ///         if queued.is_err() {
+    ///             cx.write(b"busy\n");
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn defer_to_thread<P, T, J, D>(&mut self, job: J, done: D) -> Result<(), PoolBusy>
+    where
+        P: Protocol,
+        T: Send + 'static,
+        J: FnOnce() -> T + Send + 'static,
+        D: FnOnce(&mut P, &mut Context<'_>, Result<T, JobError>) + 'static,
+    {
+        assert!(
+            self.protocol_type == TypeId::of::<P>(),
+            "defer_to_thread: the callback takes {} but this connection runs another protocol type",
+            std::any::type_name::<P>()
+        );
+        let job: JobFn = Box::new(move || Box::new(job()) as Box<dyn Any + Send>);
+        let done: BoundDone = Box::new(move |p, cx, result| {
+            let result = result.map(|r| *r.downcast::<T>().expect("job result type"));
+            bind(move |p: &mut P, cx| done(p, cx, result))(p, cx)
+        });
+        self.driver.defer_to_thread(self.id, job, done)
     }
 
     /// Moves a pending timer to `delay` from now; false if it already fired or was

@@ -32,10 +32,12 @@ use mio::{Events, Interest, Poll, Waker};
 use slab::Slab;
 
 use crate::net::{self, ListenOptions};
+use crate::pool::{JobError, Pool, PoolBusy, Work};
 use crate::protocol::{Addr, Factory, Protocol, Reason};
 use crate::timer::{TimerId, TimerQueue};
 use crate::transport::{
-    bind, unwritten, BoundCall, ConnSettings, Context, Driver, Push, WriteLimits,
+    bind, unwritten, BoundCall, BoundDone, ConnSettings, Context, Driver, JobFn, JobResult, Push,
+    WriteLimits,
 };
 use handle::Shared;
 use table::{
@@ -59,6 +61,9 @@ struct Config {
     connect_timeout: Option<Duration>,
     listen: ListenOptions,
     events_capacity: usize,
+    pool_threads: usize,
+    pool_queue_jobs: usize,
+    wait_for_jobs: bool,
 }
 
 impl Default for Config {
@@ -77,6 +82,9 @@ impl Default for Config {
             connect_timeout: Some(Duration::from_secs(30)),
             listen: ListenOptions::default(),
             events_capacity: 1024,
+            pool_threads: std::thread::available_parallelism().map_or(4, |n| n.get()),
+            pool_queue_jobs: DEFAULT_POOL_QUEUE_JOBS,
+            wait_for_jobs: true,
         }
     }
 }
@@ -90,6 +98,11 @@ impl Config {
         }
     }
 }
+
+/// Default bound on jobs waiting for a pool thread: deep enough to absorb a burst,
+/// shallow enough that a flood of work is refused (`PoolBusy`) within milliseconds of
+/// work rather than queued for minutes.
+const DEFAULT_POOL_QUEUE_JOBS: usize = 4096;
 
 /// Default cap on open connections: well above what one thread serves well, low enough
 /// that a connection flood meets a limit before it meets the descriptor table.
@@ -191,6 +204,29 @@ impl Builder {
         self
     }
 
+    /// Threads in the pool behind `defer_to_thread` (default: the number of CPUs).
+    /// They start on first use.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.config.pool_threads = n.max(1);
+        self
+    }
+
+    /// Jobs that may wait for a pool thread before `defer_to_thread` refuses more with
+    /// [`PoolBusy`](crate::PoolBusy) (default 4096).
+    pub fn pool_queue_jobs(mut self, n: usize) -> Self {
+        self.config.pool_queue_jobs = n.max(1);
+        self
+    }
+
+    /// Whether a stop waits (up to the shutdown timeout) for pool jobs that are
+    /// running (default true). With false, running jobs are left to finish on their
+    /// own threads, like socketserver's `daemon_threads`. Queued jobs never run after
+    /// a stop either way.
+    pub fn wait_for_jobs_on_stop(mut self, wait: bool) -> Self {
+        self.config.wait_for_jobs = wait;
+        self
+    }
+
     /// Options for listeners opened with [`Reactor::listen_tcp`].
     pub fn listen_options(mut self, opts: ListenOptions) -> Self {
         self.config.listen = opts;
@@ -233,6 +269,10 @@ impl Builder {
                 stopping: Stopping::No,
                 accept_backoff: ACCEPT_BACKOFF_MIN,
                 shutdown_deadline: None,
+                stop_deadline: None,
+                pool: None,
+                jobs: Slab::new(),
+                next_job_generation: 0,
                 signals: None,
                 config,
             },
@@ -368,7 +408,29 @@ pub(crate) struct Core {
     /// The graceful stop's deadline, cancelled when the stop finishes sooner (else it
     /// would abort the connections of a later `run`).
     shutdown_deadline: Option<TimerId>,
+    /// When the graceful stop in progress must be over.
+    stop_deadline: Option<Instant>,
+    /// Started on the first `defer_to_thread`.
+    pool: Option<Pool>,
+    /// Jobs handed to the pool whose results are not back yet.
+    jobs: Slab<PendingJob>,
+    next_job_generation: u32,
     signals: Option<signal_hook::iterator::Handle>,
+}
+
+/// What to do with a pool job's result.
+enum JobDone {
+    /// Run with this connection's protocol, if it is still there.
+    Bound(ConnId, BoundDone),
+    /// Run with the reactor.
+    Reactor(Box<dyn FnOnce(&mut Reactor, JobResult)>),
+    /// Nothing: `call_in_thread`.
+    Nothing,
+}
+
+struct PendingJob {
+    generation: u32,
+    done: JobDone,
 }
 
 impl Reactor {
@@ -591,6 +653,87 @@ impl Reactor {
         }
     }
 
+    /// Runs `job` on the thread pool, then `done` with its result on the reactor
+    /// thread. See [`Context::defer_to_thread`] for the connection-bound form.
+    ///
+    /// # Errors
+    /// [`PoolBusy`] if the pool's queue is full; neither closure will run.
+    pub fn defer_to_thread<T, J, D>(&mut self, job: J, done: D) -> Result<(), PoolBusy>
+    where
+        T: Send + 'static,
+        J: FnOnce() -> T + Send + 'static,
+        D: FnOnce(&mut Reactor, Result<T, JobError>) + 'static,
+    {
+        let job: JobFn = Box::new(move || Box::new(job()) as Box<dyn std::any::Any + Send>);
+        let done = JobDone::Reactor(Box::new(move |r: &mut Reactor, result: JobResult| {
+            done(
+                r,
+                result.map(|v| *v.downcast::<T>().expect("job result type")),
+            )
+        }));
+        self.core.submit_job(job, done)
+    }
+
+    /// Runs `job` on the thread pool and forgets it (Twisted's `callInThread`). A
+    /// panic in it is logged. To get back to the reactor, send a closure through a
+    /// [`Handle`].
+    ///
+    /// # Errors
+    /// [`PoolBusy`] if the pool's queue is full.
+    pub fn call_in_thread<J>(&mut self, job: J) -> Result<(), PoolBusy>
+    where
+        J: FnOnce() + Send + 'static,
+    {
+        let job: JobFn = Box::new(move || {
+            job();
+            Box::new(()) as Box<dyn std::any::Any + Send>
+        });
+        self.core.submit_job(job, JobDone::Nothing)
+    }
+
+    /// Pool jobs queued or running whose results are not back yet.
+    pub fn pending_jobs(&self) -> usize {
+        self.core.jobs.len()
+    }
+
+    /// A job's result is back (run from the inbox).
+    fn job_finished(&mut self, key: u64, result: JobResult) {
+        let Some(job) = self.core.take_job(key) else {
+            return;
+        };
+        match job.done {
+            JobDone::Bound(id, done) => {
+                if self.core.conn(id).is_some_and(|c| c.made) {
+                    self.core.invoke(id, move |p, cx| done(p, cx, result));
+                } else {
+                    log::debug!("{id}: dropping a pool result: the connection is gone");
+                }
+            }
+            JobDone::Reactor(done) => {
+                if let Err(panic) = catch_unwind(AssertUnwindSafe(|| done(self, result))) {
+                    log::error!("pool result callback panicked: {}", panic_message(&*panic));
+                }
+            }
+            JobDone::Nothing => {
+                if let Err(e) = result {
+                    log::error!("call_in_thread: {e}");
+                }
+            }
+        }
+        self.core.settle();
+    }
+
+    /// A stop begins: jobs that have not started never will; their callbacks get
+    /// `Cancelled` now, while their connections are still open.
+    fn cancel_queued_jobs(&mut self) {
+        let Some(pool) = self.core.pool.as_mut() else {
+            return;
+        };
+        for key in pool.close() {
+            self.job_finished(key, Err(JobError::Cancelled));
+        }
+    }
+
     /// One turn, waiting at most `timeout` for events (`None`: until something
     /// happens): socketserver's `handle_request`. Returns true while the reactor has
     /// not finished a requested stop.
@@ -635,6 +778,7 @@ impl Reactor {
 
     fn turn(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         if self.core.stopping == Stopping::Requested {
+            self.cancel_queued_jobs();
             self.core.begin_shutdown();
         }
         let timeout = self.core.poll_timeout(timeout);
@@ -746,9 +890,13 @@ impl Drop for Reactor {
         for id in listeners {
             self.core.remove_listener(id);
         }
+        self.cancel_queued_jobs();
         self.core.abort_all(Reason::Aborted);
         self.core.settle();
         self.core.report_failed();
+        if let Some(mut pool) = self.core.pool.take() {
+            pool.join(None);
+        }
     }
 }
 
@@ -1420,6 +1568,44 @@ impl Core {
         }
     }
 
+    // ----- the thread pool -----
+
+    fn submit_job(&mut self, job: JobFn, done: JobDone) -> Result<(), PoolBusy> {
+        if self.stopping != Stopping::No {
+            return Err(PoolBusy);
+        }
+        let config = &self.config;
+        let pool = self
+            .pool
+            .get_or_insert_with(|| Pool::new(config.pool_threads, config.pool_queue_jobs));
+        self.next_job_generation = self.next_job_generation.wrapping_add(1);
+        let generation = self.next_job_generation;
+        let index = self.jobs.insert(PendingJob { generation, done });
+        let key = ((generation as u64) << 32) | index as u64;
+        let shared = Arc::clone(&self.shared);
+        let work: Work = Box::new(move || {
+            let result = catch_unwind(AssertUnwindSafe(job))
+                .map_err(|panic| JobError::Panicked(panic_message(&*panic)));
+            // Through the inbox, so the result wakes the reactor and runs on its
+            // thread; a reactor that is gone simply drops it.
+            let _ = shared.push(Box::new(move |r: &mut Reactor| r.job_finished(key, result)));
+        });
+        if let Err(busy) = pool.submit(key, work) {
+            self.jobs.remove(index);
+            return Err(busy);
+        }
+        Ok(())
+    }
+
+    fn take_job(&mut self, key: u64) -> Option<PendingJob> {
+        let index = (key & 0xFFFF_FFFF) as usize;
+        let generation = (key >> 32) as u32;
+        self.jobs
+            .get(index)
+            .is_some_and(|j| j.generation == generation)
+            .then(|| self.jobs.remove(index))
+    }
+
     // ----- stopping -----
 
     fn stop(&mut self) {
@@ -1430,6 +1616,7 @@ impl Core {
 
     fn begin_shutdown(&mut self) {
         self.stopping = Stopping::Draining;
+        self.stop_deadline = Some(Instant::now() + self.config.shutdown_timeout);
         let listeners: Vec<ListenerId> = self
             .listeners
             .iter()
@@ -1470,6 +1657,14 @@ impl Core {
             self.stopping = Stopping::No;
             if let Some(t) = self.shutdown_deadline.take() {
                 self.timers.cancel(t);
+            }
+            let deadline = self.stop_deadline.take().unwrap_or_else(Instant::now);
+            if let Some(mut pool) = self.pool.take() {
+                let wait = self
+                    .config
+                    .wait_for_jobs
+                    .then(|| deadline.saturating_duration_since(Instant::now()));
+                pool.join(wait);
             }
         }
         done
@@ -1679,5 +1874,12 @@ impl Driver for Core {
 
     fn stop(&mut self) {
         Core::stop(self)
+    }
+
+    fn defer_to_thread(&mut self, id: ConnId, job: JobFn, done: BoundDone) -> Result<(), PoolBusy> {
+        if self.conn(id).is_none() {
+            return Err(PoolBusy);
+        }
+        self.submit_job(job, JobDone::Bound(id, done))
     }
 }

@@ -1,0 +1,407 @@
+//! Worker threads that take CPU-heavy or blocking work off the reactor thread.
+//!
+//! The pool knows nothing about the reactor: it runs boxed closures on std threads from
+//! a bounded FIFO queue. The reactor wraps each job so that its result (or its panic)
+//! comes back through the reactor's inbox and wakes the poller; see
+//! `Context::defer_to_thread`.
+//!
+//! Guarantees: a full queue refuses new work instead of growing; threads start on first
+//! use; shutdown drops the jobs not yet started (returning their keys so that their
+//! owners can be told) and waits, up to a deadline, for the running ones.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A job as the pool sees it.
+pub(crate) type Work = Box<dyn FnOnce() + Send>;
+
+/// Why a job handed to the pool produced no result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JobError {
+    /// The job panicked; the message is the panic's. The worker thread survives.
+    Panicked(String),
+    /// The reactor stopped before the job started; it never ran.
+    Cancelled,
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobError::Panicked(m) => write!(f, "job panicked: {m}"),
+            JobError::Cancelled => f.write_str("job cancelled: the reactor stopped"),
+        }
+    }
+}
+
+impl std::error::Error for JobError {}
+
+/// The pool's queue is full: the job was not accepted.
+///
+/// The caller decides what to do: answer "busy", pause reading until results drain,
+/// or retry later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolBusy;
+
+impl fmt::Display for PoolBusy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the thread pool's queue is full")
+    }
+}
+
+impl std::error::Error for PoolBusy {}
+
+struct State {
+    queue: VecDeque<(u64, Work)>,
+    running: usize,
+    shutdown: bool,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// Signalled when work is queued or shutdown begins.
+    work: Condvar,
+    /// Signalled when a job finishes.
+    finished: Condvar,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Jobs run outside the lock, so a poisoned lock only means a panic in our own
+        // short critical sections, which leave the state consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A fixed set of worker threads over one bounded queue.
+pub(crate) struct Pool {
+    inner: Arc<Inner>,
+    threads: Vec<JoinHandle<()>>,
+    size: usize,
+    capacity: usize,
+}
+
+impl Pool {
+    /// A pool of `size` threads (started on first use) and a queue of `capacity` jobs.
+    pub(crate) fn new(size: usize, capacity: usize) -> Pool {
+        Pool {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    queue: VecDeque::new(),
+                    running: 0,
+                    shutdown: false,
+                }),
+                work: Condvar::new(),
+                finished: Condvar::new(),
+            }),
+            threads: Vec::new(),
+            size: size.max(1),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Jobs waiting for a thread.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.inner.lock().queue.len()
+    }
+
+    /// Jobs running now.
+    #[cfg(test)]
+    pub(crate) fn running(&self) -> usize {
+        self.inner.lock().running
+    }
+
+    /// Queues `work`, tagged with `key`.
+    pub(crate) fn submit(&mut self, key: u64, work: Work) -> Result<(), PoolBusy> {
+        {
+            let mut state = self.inner.lock();
+            if state.shutdown || state.queue.len() >= self.capacity {
+                return Err(PoolBusy);
+            }
+            state.queue.push_back((key, work));
+        }
+        self.inner.work.notify_one();
+        self.start_threads();
+        Ok(())
+    }
+
+    fn start_threads(&mut self) {
+        while self.threads.len() < self.size {
+            let inner = Arc::clone(&self.inner);
+            let name = format!("twistor-pool-{}", self.threads.len());
+            match std::thread::Builder::new()
+                .name(name)
+                .spawn(move || worker(&inner))
+            {
+                Ok(t) => self.threads.push(t),
+                Err(e) => {
+                    // Fewer threads than asked still run every job; none at all is
+                    // caught by the caller when no result ever comes.
+                    log::error!("starting a pool thread failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Stops the pool: drops the queued jobs and returns their keys, then waits up to
+    /// `wait` for running jobs (see [`join`](Self::join)).
+    pub(crate) fn shutdown(&mut self, wait: Option<Duration>) -> Vec<u64> {
+        let keys = self.close();
+        self.join(wait);
+        keys
+    }
+
+    /// Refuses new work and drops the queued jobs, returning their keys. Running jobs
+    /// go on.
+    pub(crate) fn close(&mut self) -> Vec<u64> {
+        let dropped: Vec<(u64, Work)> = {
+            let mut state = self.inner.lock();
+            state.shutdown = true;
+            state.queue.drain(..).collect()
+        };
+        self.inner.work.notify_all();
+        dropped.into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// After [`close`](Self::close): waits up to `wait` for running jobs (not at all
+    /// with `None`) and joins the threads. Threads still busy after the deadline are
+    /// left to finish on their own.
+    pub(crate) fn join(&mut self, wait: Option<Duration>) {
+        if let Some(wait) = wait {
+            let deadline = Instant::now() + wait;
+            let mut state = self.inner.lock();
+            while state.running > 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    log::warn!("{} pool jobs still running at shutdown", state.running);
+                    break;
+                }
+                state = self
+                    .inner
+                    .finished
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            let all_done = state.running == 0;
+            drop(state);
+            if all_done {
+                for t in self.threads.drain(..) {
+                    let _ = t.join();
+                }
+            }
+        }
+        // Threads not joined are detached: they exit once their job ends.
+        self.threads.clear();
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if !self.inner.lock().shutdown {
+            self.shutdown(None);
+        }
+    }
+}
+
+fn worker(inner: &Inner) {
+    let mut state = inner.lock();
+    loop {
+        if let Some((_, work)) = state.queue.pop_front() {
+            state.running += 1;
+            drop(state);
+            // The reactor's wrapper catches the job's panic; this guards against a
+            // panic in the wrapper itself so that the thread and the count survive.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            state = inner.lock();
+            state.running -= 1;
+            inner.finished.notify_all();
+        } else if state.shutdown {
+            return;
+        } else {
+            state = inner.work.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Puts results that complete out of order back into request order.
+///
+/// Pool jobs finish in completion order. A connection that must answer in request
+/// order (a pipelined protocol) takes a ticket per request with [`next`](Self::next),
+/// hands each result to [`complete`](Self::complete), and writes what
+/// [`pop_ready`](Self::pop_ready) returns. Replies that need no job (`ping`) take a
+/// ticket too and complete at once, so they wait their turn.
+///
+/// # Examples
+///
+/// ```
+/// use twistor::InOrder;
+///
+/// let mut order = InOrder::new();
+/// let a = order.next();
+/// let b = order.next();
+/// order.complete(b, "second");
+/// assert_eq!(order.pop_ready(), None); // `a` is not back yet
+/// order.complete(a, "first");
+/// assert_eq!(order.pop_ready(), Some("first"));
+/// assert_eq!(order.pop_ready(), Some("second"));
+/// ```
+#[derive(Debug)]
+pub struct InOrder<T> {
+    next_ticket: u64,
+    next_out: u64,
+    done: BTreeMap<u64, T>,
+}
+
+impl<T> Default for InOrder<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> InOrder<T> {
+    /// An empty sequence.
+    pub fn new() -> Self {
+        InOrder {
+            next_ticket: 0,
+            next_out: 0,
+            done: BTreeMap::new(),
+        }
+    }
+
+    /// A ticket for the next request.
+    pub fn next(&mut self) -> u64 {
+        let t = self.next_ticket;
+        self.next_ticket += 1;
+        t
+    }
+
+    /// Records the result for `ticket`.
+    pub fn complete(&mut self, ticket: u64, value: T) {
+        self.done.insert(ticket, value);
+    }
+
+    /// The next result in request order, if it is back.
+    pub fn pop_ready(&mut self) -> Option<T> {
+        let v = self.done.remove(&self.next_out)?;
+        self.next_out += 1;
+        Some(v)
+    }
+
+    /// Requests ticketed but not yet handed out by `pop_ready`.
+    pub fn pending(&self) -> u64 {
+        self.next_ticket - self.next_out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn runs_jobs_on_worker_threads() {
+        let mut pool = Pool::new(2, 16);
+        let (tx, rx) = mpsc::channel();
+        for i in 0..10u64 {
+            let tx = tx.clone();
+            pool.submit(i, Box::new(move || tx.send(i).unwrap()))
+                .unwrap();
+        }
+        let mut got: Vec<u64> = (0..10).map(|_| rx.recv().unwrap()).collect();
+        got.sort();
+        assert_eq!(got, (0..10).collect::<Vec<_>>());
+        assert!(pool.shutdown(Some(Duration::from_secs(10))).is_empty());
+    }
+
+    #[test]
+    fn full_queue_refuses_work() {
+        let mut pool = Pool::new(1, 2);
+        let (block_tx, block_rx) = mpsc::channel::<()>();
+        let (started_tx, started_rx) = mpsc::channel();
+        pool.submit(
+            0,
+            Box::new(move || {
+                started_tx.send(()).unwrap();
+                let _ = block_rx.recv();
+            }),
+        )
+        .unwrap();
+        started_rx.recv().unwrap(); // the one thread is now busy
+        pool.submit(1, Box::new(|| {})).unwrap();
+        pool.submit(2, Box::new(|| {})).unwrap();
+        assert_eq!(pool.submit(3, Box::new(|| {})), Err(PoolBusy));
+        assert_eq!(pool.queued(), 2);
+        drop(block_tx);
+        pool.shutdown(Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn shutdown_drops_queued_and_waits_for_running() {
+        let mut pool = Pool::new(1, 8);
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (started_tx, started_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        pool.submit(
+            7,
+            Box::new(move || {
+                started_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                done_tx.send(()).unwrap();
+            }),
+        )
+        .unwrap();
+        started_rx.recv().unwrap();
+        pool.submit(8, Box::new(|| panic!("must never run")))
+            .unwrap();
+        pool.submit(9, Box::new(|| panic!("must never run")))
+            .unwrap();
+        // Let the running job finish only once shutdown has dropped the queue, so the
+        // worker cannot pick up the queued jobs first.
+        let inner = Arc::clone(&pool.inner);
+        let stopper = std::thread::spawn(move || {
+            let dropped = pool.shutdown(Some(Duration::from_secs(30)));
+            (pool, dropped)
+        });
+        while !inner.lock().shutdown {
+            std::thread::yield_now();
+        }
+        go_tx.send(()).unwrap();
+        let (mut pool, dropped) = stopper.join().unwrap();
+        assert_eq!(dropped, [8, 9]);
+        done_rx.recv().unwrap();
+        assert_eq!(pool.running(), 0);
+        assert_eq!(pool.submit(10, Box::new(|| {})), Err(PoolBusy));
+    }
+
+    #[test]
+    fn a_panicking_wrapper_does_not_kill_the_thread() {
+        let mut pool = Pool::new(1, 8);
+        let (tx, rx) = mpsc::channel();
+        pool.submit(0, Box::new(|| panic!("boom"))).unwrap();
+        pool.submit(1, Box::new(move || tx.send(()).unwrap()))
+            .unwrap();
+        rx.recv().unwrap();
+        pool.shutdown(Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn in_order_releases_in_request_order() {
+        let mut o = InOrder::new();
+        let t: Vec<u64> = (0..4).map(|_| o.next()).collect();
+        o.complete(t[2], 'c');
+        o.complete(t[1], 'b');
+        assert_eq!(o.pop_ready(), None);
+        o.complete(t[0], 'a');
+        assert_eq!(o.pop_ready(), Some('a'));
+        assert_eq!(o.pop_ready(), Some('b'));
+        assert_eq!(o.pop_ready(), Some('c'));
+        assert_eq!(o.pop_ready(), None);
+        assert_eq!(o.pending(), 1);
+    }
+}
