@@ -60,7 +60,10 @@ mod transport;
 pub use net::ListenOptions;
 pub use pool::{InOrder, JobError, PoolBusy};
 pub use protocol::{Addr, Factory, Protocol, Reason};
-pub use reactor::{Builder, ConnId, Handle, ListenerId, Listening, Reactor, ReactorGone};
+pub use reactor::{
+    Builder, ConnId, DatagramContext, DatagramId, DatagramProtocol, Handle, ListenerId, Listening,
+    Reactor, ReactorGone, DEFAULT_MAX_DATAGRAM_BYTES,
+};
 pub use timer::TimerId;
 pub use transport::Context;
 

@@ -232,7 +232,7 @@ fn worker(inner: &Inner) {
 /// Puts results that complete out of order back into request order.
 ///
 /// Pool jobs finish in completion order. A connection that must answer in request
-/// order (a pipelined protocol) takes a ticket per request with [`next`](Self::next),
+/// order (a pipelined protocol) takes a ticket per request with [`ticket`](Self::ticket),
 /// hands each result to [`complete`](Self::complete), and writes what
 /// [`pop_ready`](Self::pop_ready) returns. Replies that need no job (`ping`) take a
 /// ticket too and complete at once, so they wait their turn.
@@ -243,8 +243,8 @@ fn worker(inner: &Inner) {
 /// use twistor::InOrder;
 ///
 /// let mut order = InOrder::new();
-/// let a = order.next();
-/// let b = order.next();
+/// let a = order.ticket();
+/// let b = order.ticket();
 /// order.complete(b, "second");
 /// assert_eq!(order.pop_ready(), None); // `a` is not back yet
 /// order.complete(a, "first");
@@ -275,7 +275,7 @@ impl<T> InOrder<T> {
     }
 
     /// A ticket for the next request.
-    pub fn next(&mut self) -> u64 {
+    pub fn ticket(&mut self) -> u64 {
         let t = self.next_ticket;
         self.next_ticket += 1;
         t
@@ -393,7 +393,7 @@ mod tests {
     #[test]
     fn in_order_releases_in_request_order() {
         let mut o = InOrder::new();
-        let t: Vec<u64> = (0..4).map(|_| o.next()).collect();
+        let t: Vec<u64> = (0..4).map(|_| o.ticket()).collect();
         o.complete(t[2], 'c');
         o.complete(t[1], 'b');
         assert_eq!(o.pop_ready(), None);

@@ -482,14 +482,16 @@ pub(crate) struct WriteLimits {
     pub(crate) write_cap_bytes: usize,
 }
 
-/// The per-connection settings that a reactor and a testing harness built from the
-/// same [`Builder`](crate::Builder) share.
+/// The settings that a reactor and a testing harness built from the same
+/// [`Builder`](crate::Builder) share: what one connection meets.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnSettings {
     pub(crate) limits: WriteLimits,
     pub(crate) read_buffer_bytes: usize,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) close_timeout: Duration,
+    /// Pool jobs that may wait before `defer_to_thread` answers `PoolBusy`.
+    pub(crate) pool_queue_jobs: usize,
 }
 
 /// What [`WriteQueue::push_limited`] did with the bytes it was given.

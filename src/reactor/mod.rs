@@ -15,11 +15,13 @@
 // the connection and put it in `dirty`; `settle` carries them out after the callback
 // returns. Only `settle`, the event handlers and the timer phase invoke callbacks.
 
+mod datagram;
 mod handle;
 mod table;
 
+pub use datagram::{DatagramContext, DatagramProtocol, DEFAULT_MAX_DATAGRAM_BYTES};
 pub use handle::{Handle, ReactorGone};
-pub use table::{ConnId, ListenerId};
+pub use table::{ConnId, DatagramId, ListenerId};
 
 use std::any::{Any, TypeId};
 use std::io::{self, IoSlice};
@@ -241,6 +243,7 @@ impl Builder {
             read_buffer_bytes: self.config.read_buffer_bytes,
             idle_timeout: self.config.idle_timeout,
             close_timeout: self.config.close_timeout,
+            pool_queue_jobs: self.config.pool_queue_jobs,
         }
     }
 
@@ -259,6 +262,7 @@ impl Builder {
                 read_buf: vec![0; config.read_buffer_bytes],
                 conns: Slab::new(),
                 listeners: Slab::new(),
+                datagrams: Slab::new(),
                 timers: TimerQueue::new(),
                 shared: Arc::new(Shared::new(waker)),
                 dirty: Vec::new(),
@@ -391,6 +395,7 @@ pub(crate) struct Core {
     config: Config,
     conns: Slab<Conn>,
     listeners: Slab<Listener>,
+    datagrams: Slab<datagram::Datagram>,
     timers: TimerQueue<Task>,
     /// Shared by every connection: an idle connection holds no read buffer.
     read_buf: Vec<u8>,
@@ -418,12 +423,15 @@ pub(crate) struct Core {
     signals: Option<signal_hook::iterator::Handle>,
 }
 
+/// A reactor-level callback for a pool job's result.
+type ReactorDone = Box<dyn FnOnce(&mut Reactor, JobResult)>;
+
 /// What to do with a pool job's result.
 enum JobDone {
     /// Run with this connection's protocol, if it is still there.
     Bound(ConnId, BoundDone),
     /// Run with the reactor.
-    Reactor(Box<dyn FnOnce(&mut Reactor, JobResult)>),
+    Reactor(ReactorDone),
     /// Nothing: `call_in_thread`.
     Nothing,
 }
@@ -794,6 +802,10 @@ impl Reactor {
             match decode(event.token()) {
                 Source::Waker => woken = true,
                 Source::Listener(id) => core.accept(id),
+                Source::Datagram(id) => {
+                    core.datagram_ready(id);
+                    core.settle_datagrams();
+                }
                 Source::Conn(id) => {
                     let error = event.is_error();
                     if event.is_writable() || error {
@@ -890,6 +902,10 @@ impl Drop for Reactor {
         for id in listeners {
             self.core.remove_listener(id);
         }
+        for id in self.core.datagram_ids() {
+            self.core.close_datagram(id);
+        }
+        self.core.settle_datagrams();
         self.cancel_queued_jobs();
         self.core.abort_all(Reason::Aborted);
         self.core.settle();
@@ -1628,6 +1644,10 @@ impl Core {
         for id in listeners {
             self.remove_listener(id);
         }
+        for id in self.datagram_ids() {
+            self.close_datagram(id);
+        }
+        self.settle_datagrams();
         if !self.conns.is_empty() {
             log::info!("stopping: closing {} connections", self.conns.len());
             let deadline = Instant::now() + self.config.shutdown_timeout;
@@ -1682,6 +1702,12 @@ impl Core {
                 Source::Listener(id) => {
                     if self.listener_mut(id).is_some_and(|l| l.in_ready) {
                         self.accept(id);
+                    }
+                }
+                Source::Datagram(id) => {
+                    if self.datagram(id).is_some_and(|d| d.in_ready) {
+                        self.datagram_ready(id);
+                        self.settle_datagrams();
                     }
                 }
                 Source::Waker => {}

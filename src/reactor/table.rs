@@ -57,12 +57,20 @@ pub struct ListenerId {
     pub(crate) generation: u32,
 }
 
+/// Identifies a datagram socket (UDP or Unix datagram).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct DatagramId {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
+}
+
 // Token layout: kind in the low 2 bits, slab index in the next 30, generation in the
 // high 32 (tokens are 64-bit on every platform twistor targets).
 const KIND_BITS: u32 = 2;
 const KIND_WAKER: usize = 0;
 const KIND_CONN: usize = 1;
 const KIND_LISTENER: usize = 2;
+const KIND_DATAGRAM: usize = 3;
 
 /// The most slots a table can have, so that an index fits its 30 token bits.
 pub(crate) const MAX_SLOTS: usize = 1 << 30;
@@ -81,12 +89,17 @@ pub(crate) fn listener_token(id: ListenerId) -> Token {
     token(KIND_LISTENER, id.index, id.generation)
 }
 
+pub(crate) fn datagram_token(id: DatagramId) -> Token {
+    token(KIND_DATAGRAM, id.index, id.generation)
+}
+
 /// What an event's token points at.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Source {
     Waker,
     Conn(ConnId),
     Listener(ListenerId),
+    Datagram(DatagramId),
 }
 
 pub(crate) fn decode(token: Token) -> Source {
@@ -95,6 +108,7 @@ pub(crate) fn decode(token: Token) -> Source {
     match token.0 & ((1 << KIND_BITS) - 1) {
         KIND_CONN => Source::Conn(ConnId { index, generation }),
         KIND_LISTENER => Source::Listener(ListenerId { index, generation }),
+        KIND_DATAGRAM => Source::Datagram(DatagramId { index, generation }),
         _ => Source::Waker,
     }
 }
@@ -344,6 +358,11 @@ mod tests {
         };
         assert_eq!(decode(listener_token(l)), Source::Listener(l));
         assert_eq!(decode(WAKER_TOKEN), Source::Waker);
+        let d = DatagramId {
+            index: 7,
+            generation: 3,
+        };
+        assert_eq!(decode(datagram_token(d)), Source::Datagram(d));
         let older = ConnId {
             index: 7,
             generation: 2,
