@@ -21,13 +21,9 @@ mod common;
 
 use std::process::ExitCode;
 
+use common::echo::{line_echo, RawEcho};
 use common::{announce, exit_status, init_logging, serve, Cli};
-use twistor::framing::{LineContext, LineHandler, LineReceiver};
-use twistor::{Addr, Context, Protocol, Reactor};
-
-/// The longest line echoed; a longer one closes the connection, so that a client
-/// that never sends a newline cannot make the server buffer without bound.
-const MAX_LINE_BYTES: usize = 64 * 1024;
+use twistor::{Addr, Reactor};
 
 fn main() -> ExitCode {
     init_logging();
@@ -46,82 +42,4 @@ fn run(addr: std::net::SocketAddr, raw: bool) -> std::io::Result<()> {
     };
     announce(port.local_addr);
     serve(&mut reactor)
-}
-
-/// Copies `data` into `scratch`, upper-cased. `scratch` is reused from call to call,
-/// so a busy connection allocates only while its largest chunk grows.
-fn upper_into(scratch: &mut Vec<u8>, data: &[u8]) {
-    scratch.clear();
-    scratch.extend_from_slice(data);
-    scratch.make_ascii_uppercase();
-}
-
-/// `--raw`: echoes bytes upper-cased as they arrive, with no framing.
-#[derive(Default)]
-struct RawEcho {
-    scratch: Vec<u8>,
-}
-
-impl Protocol for RawEcho {
-    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
-        upper_into(&mut self.scratch, data);
-        cx.write(&self.scratch);
-    }
-
-    // A client that sends faster than it reads would make our write buffer grow:
-    // stop reading from it until it has caught up, so the kernel pushes back on it.
-    fn pause_producing(&mut self, cx: &mut Context<'_>) {
-        cx.pause_reading();
-    }
-
-    fn resume_producing(&mut self, cx: &mut Context<'_>) {
-        cx.resume_reading();
-    }
-}
-
-fn line_echo() -> LineReceiver<LineEcho> {
-    LineReceiver::new(LineEcho::default())
-        .delimiter(b"\n")
-        .max_length(MAX_LINE_BYTES)
-}
-
-/// The default mode: echoes each `\n`-terminated line upper-cased.
-///
-/// The delimiter is `\n` alone, so the `\r` of a `\r\n` line stays in the line and
-/// comes back unchanged: the client gets its own line ending back.
-#[derive(Default)]
-struct LineEcho {
-    scratch: Vec<u8>,
-}
-
-impl LineEcho {
-    fn echo(&mut self, cx: &mut LineContext<'_, '_>, line: &[u8], ending: &[u8]) {
-        upper_into(&mut self.scratch, line);
-        self.scratch.extend_from_slice(ending);
-        cx.write(&self.scratch);
-    }
-}
-
-impl LineHandler for LineEcho {
-    fn line_received(&mut self, cx: &mut LineContext<'_, '_>, line: &[u8]) {
-        self.echo(cx, line, b"\n");
-    }
-
-    /// The client is done sending: echo a final line that had no newline, then close.
-    fn read_eof(&mut self, cx: &mut LineContext<'_, '_>) {
-        let rest = cx.clear_line_buffer();
-        if !rest.is_empty() {
-            self.echo(cx, &rest, b"");
-        }
-        cx.lose_connection();
-    }
-
-    // Same back-pressure as `--raw`: a client that does not read stops being read.
-    fn pause_producing(&mut self, cx: &mut LineContext<'_, '_>) {
-        cx.pause_reading();
-    }
-
-    fn resume_producing(&mut self, cx: &mut LineContext<'_, '_>) {
-        cx.resume_reading();
-    }
 }

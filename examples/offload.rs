@@ -113,7 +113,7 @@ type Conn = LineReceiver<Offload>;
 impl LineHandler for Offload {
     fn line_received(&mut self, cx: &mut LineContext<'_, '_>, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let ticket = self.order.next();
+        let ticket = self.order.ticket();
         match parse(line) {
             Ok(Command::Ping) => self.answer(cx, ticket, "pong".to_owned()),
             Ok(Command::Factor(n)) => self.factor_on_pool(cx, ticket, n),

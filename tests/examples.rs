@@ -6,7 +6,8 @@
 //! a broken server fails a test instead of hanging it, and the child is killed on drop.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 const WATCHDOG: Duration = Duration::from_secs(10);
 
 /// The examples this file drives, built together with one `cargo build`.
-const EXAMPLES: &[&str] = &["echo", "logger"];
+const EXAMPLES: &[&str] = &["echo", "logger", "unix_echo", "udp_echo"];
 
 // ----- harness -----
 
@@ -112,26 +113,36 @@ struct Server {
     stdout: Receiver<String>,
 }
 
+/// Starts example `name` with `--listen listen` and waits for its `listening on`
+/// line; returns the process, what it announced, and the rest of its stdout.
+fn spawn_server(name: &str, listen: &str, extra: &[&str]) -> (Proc, String, Receiver<String>) {
+    let child = Command::new(example_bin(name))
+        .args(["--listen", listen])
+        .args(extra)
+        // Warnings and errors still reach the test output; info chatter does not.
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn example");
+    let mut proc = Proc(Some(child));
+    let stdout = lines_of(proc.child().stdout.take().expect("piped stdout"));
+    let first = next_line(&stdout);
+    let announced = first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+    (proc, announced, stdout)
+}
+
 impl Server {
     /// Starts example `name` on a free loopback port and waits until it listens.
     fn start(name: &str, extra: &[&str]) -> Server {
-        let child = Command::new(example_bin(name))
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            // Warnings and errors still reach the test output; info chatter does not.
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn example");
-        let mut proc = Proc(Some(child));
-        let stdout = lines_of(proc.child().stdout.take().expect("piped stdout"));
-        let first = next_line(&stdout);
-        let addr = first
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        let (proc, announced, stdout) = spawn_server(name, "127.0.0.1:0", extra);
+        let addr = announced
+            .parse()
+            .unwrap_or_else(|_| panic!("not an address: {announced:?}"));
         Server { proc, addr, stdout }
     }
 
@@ -515,4 +526,84 @@ fn logger_help_exits_0() {
     let out = run_example("logger", &["--help"]);
     assert!(out.status.success(), "exit status {}", out.status);
     assert!(String::from_utf8_lossy(&out.stdout).contains("--listen"));
+}
+
+// ----- unix_echo -----
+
+/// A fresh, empty directory for socket files, unique to this test.
+fn socket_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("twistor-ex-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn unix_client(path: &std::path::Path) -> UnixStream {
+    let s = UnixStream::connect(path).expect("connect to unix_echo");
+    s.set_read_timeout(Some(WATCHDOG)).unwrap();
+    s
+}
+
+#[test]
+fn unix_echo_echoes_lines_replaces_a_stale_file_and_removes_it_on_exit() {
+    let dir = socket_dir("unix-echo");
+    let path = dir.join("echo.sock");
+    // A stale socket file: bound by a listener that is gone.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let (mut proc, announced, _stdout) = spawn_server("unix_echo", path.to_str().unwrap(), &[]);
+    assert_eq!(announced, path.to_str().unwrap());
+
+    let mut s = unix_client(&path);
+    s.write_all(b"hello SocketServer\nover unix\r\nlast")
+        .unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"HELLO SOCKETSERVER\nOVER UNIX\r\nLAST");
+
+    // A second server on the same path finds a live one and refuses, exit status 1.
+    let out = run_example("unix_echo", &["--listen", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "second server on a live path");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already listening"));
+
+    let pid = proc.child().id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(proc.wait_timeout().success());
+    assert!(!path.exists(), "the socket file is removed on exit");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ----- udp_echo -----
+
+#[test]
+fn udp_echo_upper_cases_datagrams_and_drops_oversized_ones() {
+    let (mut proc, announced, _stdout) =
+        spawn_server("udp_echo", "127.0.0.1:0", &["--max-datagram", "1000"]);
+    let server: SocketAddr = announced.parse().unwrap();
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(WATCHDOG)).unwrap();
+    let mut buf = [0; 2048];
+
+    c.send_to(b"hello SocketServer", server).unwrap();
+    let (n, from) = c.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"HELLO SOCKETSERVER"[..], server));
+
+    // Over the maximum: dropped, never echoed cut. The next datagram's answer is the
+    // first thing to come back.
+    c.send_to(&[b'a'; 1001], server).unwrap();
+    c.send_to(&[b'b'; 1000], server).unwrap();
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &[b'B'; 1000][..]);
+
+    let pid = proc.child().id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(proc.wait_timeout().success());
 }

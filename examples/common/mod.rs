@@ -30,6 +30,8 @@ use std::str::FromStr;
 
 use twistor::Reactor;
 
+pub mod echo;
+
 /// One flag an example accepts.
 struct Flag {
     name: &'static str,
