@@ -61,7 +61,7 @@ pub use net::ListenOptions;
 pub use pool::{InOrder, JobError, PoolBusy};
 pub use protocol::{Addr, Factory, Protocol, Reason};
 pub use reactor::{
-    Builder, ConnId, DatagramContext, DatagramId, DatagramProtocol, Handle, ListenerId, Listening,
+    Accepted, Builder, ConnId, DatagramContext, DatagramId, DatagramProtocol, Handle, ListenerId, Listening,
     Reactor, ReactorGone, DEFAULT_MAX_DATAGRAM_BYTES,
 };
 pub use timer::TimerId;

@@ -337,6 +337,23 @@ impl Reactor {
         )
     }
 
+    /// Sends one datagram from socket `id` to `to`, as [`DatagramContext::send_to`]:
+    /// for replies computed elsewhere (a pool job, another thread through a
+    /// [`Handle`](crate::Handle)).
+    ///
+    /// # Errors
+    /// The socket is closed, or the send failed.
+    pub fn send_datagram(&mut self, id: DatagramId, data: &[u8], to: &Addr) -> io::Result<()> {
+        if self.core.datagram(id).is_none() {
+            return Err(not_open());
+        }
+        DatagramContext {
+            core: &mut self.core,
+            id,
+        }
+        .send_to(data, to)
+    }
+
     /// The address a datagram socket is bound to.
     pub fn datagram_addr(&self, id: DatagramId) -> Option<Addr> {
         self.core.datagram(id).and_then(|d| d.socket.local_addr())

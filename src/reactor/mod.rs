@@ -21,7 +21,7 @@ mod table;
 
 pub use datagram::{DatagramContext, DatagramProtocol, DEFAULT_MAX_DATAGRAM_BYTES};
 pub use handle::{Handle, ReactorGone};
-pub use table::{ConnId, DatagramId, ListenerId};
+pub use table::{Accepted, ConnId, DatagramId, ListenerId};
 
 use std::any::{Any, TypeId};
 use std::io::{self, IoSlice};
@@ -43,7 +43,8 @@ use crate::transport::{
 };
 use handle::Shared;
 use table::{
-    conn_token, decode, listener_token, AnyFactory, Conn, ListenSocket, Listener, Source, Stream,
+    conn_token, decode, listener_token, AnyFactory, Conn, Handoff, ListenSocket, Listener, Source,
+    Stream,
     MAX_SLOTS, WAKER_TOKEN,
 };
 
@@ -531,6 +532,58 @@ impl Reactor {
         let timeout = self.core.config.connect_timeout;
         let peer = Addr::Unix(Some(path.to_path_buf()));
         self.core.connect(stream, peer, timeout, Box::new(protocol))
+    }
+
+    /// Listens on `addr` and hands each accepted socket, in blocking mode, to
+    /// `on_accept` instead of a protocol: for code that serves connections with
+    /// blocking I/O on other threads (the `socketserver` module). The reactor keeps
+    /// no track of handed-over sockets; `max_connections` does not count them.
+    ///
+    /// # Errors
+    /// Binding or listening failed.
+    pub fn listen_tcp_handoff<F>(
+        &mut self,
+        addr: SocketAddr,
+        opts: &ListenOptions,
+        on_accept: F,
+    ) -> io::Result<Listening>
+    where
+        F: FnMut(Accepted, &Addr) + 'static,
+    {
+        let socket = net::bind_tcp(addr, opts)?;
+        let local_addr = socket.local_addr()?;
+        let id = self.core.add_listener(
+            ListenSocket::Tcp(socket),
+            Addr::Inet(local_addr),
+            Box::new(Handoff(on_accept)),
+        )?;
+        Ok(Listening { id, local_addr })
+    }
+
+    /// [`listen_tcp_handoff`](Self::listen_tcp_handoff) on a Unix-domain stream socket,
+    /// with the stale-file rules of [`listen_unix`](Self::listen_unix).
+    ///
+    /// # Errors
+    /// A live server owns `path`, or binding failed.
+    pub fn listen_unix_handoff<F>(
+        &mut self,
+        path: impl AsRef<std::path::Path>,
+        opts: &ListenOptions,
+        on_accept: F,
+    ) -> io::Result<ListenerId>
+    where
+        F: FnMut(Accepted, &Addr) + 'static,
+    {
+        let path = path.as_ref();
+        let socket = net::bind_unix(path, opts)?;
+        let local = Addr::Unix(Some(path.to_path_buf()));
+        let added = self
+            .core
+            .add_listener(ListenSocket::Unix(socket), local, Box::new(Handoff(on_accept)));
+        if added.is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        added
     }
 
     /// Closes a listener; its factory's `stopped` runs. Connections it accepted go on.
@@ -1129,6 +1182,15 @@ impl Core {
             return; // dropping the stream closes it
         }
         let l = &mut self.listeners[listener.index as usize];
+        let kept = catch_unwind(AssertUnwindSafe(|| l.factory.handoff(stream, &peer)));
+        let stream = match kept {
+            Ok(Some(stream)) => stream,
+            Ok(None) => return, // handed over
+            Err(panic) => {
+                log::error!("accept handler panicked for {peer}: {}", panic_message(&*panic));
+                return;
+            }
+        };
         let built = catch_unwind(AssertUnwindSafe(|| l.factory.build(&peer)));
         let protocol = match built {
             Ok(Some(p)) => p,

@@ -277,9 +277,53 @@ impl Conn {
 /// A factory with its protocol type erased, so that listeners of different protocols
 /// share one table.
 pub(crate) trait AnyFactory {
+    /// Takes an accepted socket away from the reactor; `None` if it was taken.
+    fn handoff(&mut self, stream: Stream, peer: &Addr) -> Option<Stream> {
+        let _ = peer;
+        Some(stream)
+    }
     fn build(&mut self, peer: &Addr) -> Option<Box<dyn Protocol>>;
     fn started(&mut self);
     fn stopped(&mut self);
+}
+
+/// An accepted socket handed over to its owner, out of the reactor's hands and in
+/// blocking mode (see `Reactor::listen_tcp_handoff`).
+#[derive(Debug)]
+pub enum Accepted {
+    /// A TCP connection.
+    Tcp(std::net::TcpStream),
+    /// A Unix-domain stream connection.
+    Unix(std::os::unix::net::UnixStream),
+}
+
+/// A listener whose accepted sockets go to a closure instead of a protocol.
+pub(crate) struct Handoff<F>(pub(crate) F);
+
+impl<F: FnMut(Accepted, &Addr) + 'static> AnyFactory for Handoff<F> {
+    fn handoff(&mut self, stream: Stream, peer: &Addr) -> Option<Stream> {
+        let accepted = match stream {
+            Stream::Tcp(s) => Accepted::Tcp(s.into()),
+            Stream::Unix(s) => Accepted::Unix(s.into()),
+        };
+        let blocking = match &accepted {
+            Accepted::Tcp(s) => s.set_nonblocking(false),
+            Accepted::Unix(s) => s.set_nonblocking(false),
+        };
+        match blocking {
+            Ok(()) => (self.0)(accepted, peer),
+            Err(e) => log::warn!("handing over {peer} failed: {e}"),
+        }
+        None
+    }
+
+    fn build(&mut self, _: &Addr) -> Option<Box<dyn Protocol>> {
+        None
+    }
+
+    fn started(&mut self) {}
+
+    fn stopped(&mut self) {}
 }
 
 impl<F: Factory> AnyFactory for F {
