@@ -53,6 +53,7 @@ mod net;
 mod pool;
 mod protocol;
 mod reactor;
+pub mod socketserver;
 pub mod testing;
 mod timer;
 mod transport;

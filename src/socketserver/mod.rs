@@ -1,0 +1,1 @@
+//! Blocking request handlers in the manner of Python's socketserver.
