@@ -214,7 +214,7 @@ impl Client {
                 }
                 Err(e) => {
                     log::debug!("{} {:?}: {e}", reply.cx.id(), reply.cx.peer_addr());
-                    reply.error(format!("ERR {e}").as_bytes());
+                    reply.error(&e.reply_text());
                     reply.flush();
                     reply.cx.lose_connection();
                     self.closing = true;
@@ -667,7 +667,9 @@ fn execute(
         Kind::Select => match resp::parse_i64(args.get(1)) {
             Some(0) => reply.ok(),
             Some(n) if i32::try_from(n).is_ok() => reply.error(b"ERR DB index is out of range"),
-            _ => reply.not_integer(),
+            Some(_) => reply
+                .error(b"ERR value is out of range, value must between -2147483648 and 2147483647"),
+            None => reply.not_integer(),
         },
         Kind::Hello => hello(session, reply, &args),
         Kind::Client => client(session, reply, &args),

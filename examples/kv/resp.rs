@@ -95,6 +95,22 @@ impl fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
+impl ProtocolError {
+    /// The error reply's text, `ERR Protocol error: ...`, byte for byte as Redis
+    /// sends it: the offending byte of [`ExpectedDollar`](Self::ExpectedDollar) is
+    /// quoted raw, not as UTF-8 (CR and LF aside, which become spaces).
+    pub fn reply_text(&self) -> Vec<u8> {
+        match *self {
+            ProtocolError::ExpectedDollar(got) if !got.is_ascii() => {
+                let mut text = b"ERR Protocol error: expected '$', got '".to_vec();
+                text.extend_from_slice(&[got, b'\'']);
+                text
+            }
+            _ => format!("ERR {self}").into_bytes(),
+        }
+    }
+}
+
 /// Where the parser stands inside the current request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -142,6 +158,9 @@ pub struct Parser {
     is_inline: bool,
     /// Unescaped arguments of the last inline request.
     inline: Vec<u8>,
+    /// Offset up to which the line being read (inline, or a length line) is known to
+    /// hold no `\n`, so that a line arriving a byte at a time is scanned once.
+    scanned: usize,
 }
 
 impl Default for Parser {
@@ -152,6 +171,7 @@ impl Default for Parser {
             args: Vec::new(),
             is_inline: false,
             inline: Vec::new(),
+            scanned: 0,
         }
     }
 }
@@ -168,6 +188,7 @@ impl Parser {
         if !matches!(result, Ok(None)) {
             self.state = State::Start;
             self.pos = 0;
+            self.scanned = 0;
         }
         result
     }
@@ -181,13 +202,10 @@ impl Parser {
                 Some(b'*') => {}
                 Some(_) => return self.parse_inline(buf),
             }
-            let line = length_line(buf, 0);
-            let Some((digits, next)) = line.filter(|&(_, next)| next <= MAX_INLINE_BYTES + 1)
-            else {
-                return match line.is_some() || buf.len() > MAX_INLINE_BYTES {
-                    true => Err(ProtocolError::TooBigMultibulkCount),
-                    false => Ok(None),
-                };
+            let (digits, next) = match length_line(&mut self.scanned, buf, 0) {
+                Line::Incomplete => return Ok(None),
+                Line::TooLong => return Err(ProtocolError::TooBigMultibulkCount),
+                Line::Complete { digits, next } => (digits, next),
             };
             let count = match digits.and_then(parse_i64) {
                 Some(n) if n <= MAX_MULTIBULK_LEN => n,
@@ -218,13 +236,10 @@ impl Parser {
                     if first != b'$' {
                         return Err(ProtocolError::ExpectedDollar(first));
                     }
-                    let line = length_line(buf, self.pos);
-                    let limit = self.pos + MAX_INLINE_BYTES + 1;
-                    let Some((digits, next)) = line.filter(|&(_, next)| next <= limit) else {
-                        return match line.is_some() || buf.len() - self.pos > MAX_INLINE_BYTES {
-                            true => Err(ProtocolError::TooBigBulkCount),
-                            false => Ok(None),
-                        };
+                    let (digits, next) = match length_line(&mut self.scanned, buf, self.pos) {
+                        Line::Incomplete => return Ok(None),
+                        Line::TooLong => return Err(ProtocolError::TooBigBulkCount),
+                        Line::Complete { digits, next } => (digits, next),
                     };
                     let len = match digits.and_then(parse_i64) {
                         Some(n) if (0..=MAX_BULK_BYTES).contains(&n) => n as usize,
@@ -256,7 +271,7 @@ impl Parser {
     /// An inline request: one line, split into arguments as `redis-cli` would
     /// (Redis's `sdssplitargs`). `\n` alone ends the line too.
     fn parse_inline(&mut self, buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
-        let Some(newline) = buf.iter().position(|&b| b == b'\n') else {
+        let Some(newline) = find_newline(&mut self.scanned, buf, 0) else {
             return match buf.len() > MAX_INLINE_BYTES {
                 true => Err(ProtocolError::TooBigInline),
                 false => Ok(None),
@@ -331,24 +346,53 @@ impl<'a> Args<'a> {
     }
 
     /// All arguments, copied into a `Vec` of slices (for tests and logs).
-    pub fn to_vec(&self) -> Vec<&'a [u8]> {
+    pub fn to_vec(self) -> Vec<&'a [u8]> {
         self.iter_from(0).collect()
     }
 }
 
-/// Finds the `\r\n` that ends a length line (`*COUNT` or `$LEN`) starting at `from`.
-/// Returns the digits after the type byte (`None` if the line ends in a bare `\n`,
-/// which no length can) and the offset just past the line, or `None` if the line is
-/// not complete yet.
-///
-/// A line is refused as too big when its newline comes more than
-/// [`MAX_INLINE_BYTES`] after its start, whether or not the newline has arrived yet,
-/// so that the outcome never depends on how the bytes were split into reads.
-fn length_line(buf: &[u8], from: usize) -> Option<(Option<&[u8]>, usize)> {
-    let rest = buf.get(from + 1..)?;
-    let newline = rest.iter().position(|&b| b == b'\n')?;
-    let digits = rest[..newline].strip_suffix(b"\r");
-    Some((digits, from + 1 + newline + 1))
+/// Finds the `\n` ending the line that starts at `start`, resuming where the last
+/// search for the same line stopped (`scanned`), so that a line arriving a byte at a
+/// time is scanned once rather than once per byte.
+fn find_newline(scanned: &mut usize, buf: &[u8], start: usize) -> Option<usize> {
+    let from = (*scanned).max(start);
+    match buf.get(from..)?.iter().position(|&b| b == b'\n') {
+        Some(i) => {
+            *scanned = 0;
+            Some(from + i)
+        }
+        None => {
+            *scanned = buf.len();
+            None
+        }
+    }
+}
+
+/// A length line (`*COUNT` or `$LEN`), as far as it has arrived.
+enum Line<'b> {
+    Incomplete,
+    /// Its newline comes more than [`MAX_INLINE_BYTES`] after its start, or has not
+    /// come within that many bytes. (Refused even when complete, so that the outcome
+    /// never depends on how the bytes were split into reads.)
+    TooLong,
+    /// The digits after the type byte (`None` if the line ends in a bare `\n`, which
+    /// no length can), and the offset just past the line.
+    Complete {
+        digits: Option<&'b [u8]>,
+        next: usize,
+    },
+}
+
+fn length_line<'b>(scanned: &mut usize, buf: &'b [u8], start: usize) -> Line<'b> {
+    match find_newline(scanned, buf, start + 1) {
+        None if buf.len() - start > MAX_INLINE_BYTES => Line::TooLong,
+        None => Line::Incomplete,
+        Some(newline) if newline - start > MAX_INLINE_BYTES => Line::TooLong,
+        Some(newline) => Line::Complete {
+            digits: buf[start + 1..newline].strip_suffix(b"\r"),
+            next: newline + 1,
+        },
+    }
 }
 
 /// Parses a decimal `i64` as strictly as Redis's `string2ll`: an optional `-`, no `+`,
