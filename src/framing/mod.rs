@@ -1,1 +1,552 @@
 //! Framers: protocol adapters that cut a byte stream into lines or messages.
+//!
+//! These are the framers of Twisted's `twisted.protocols.basic`, with Twisted's
+//! callback names and defaults:
+//!
+//! | framer | handler trait | Twisted class |
+//! |---|---|---|
+//! | [`LineReceiver`] | [`LineHandler`] | `LineReceiver` (lines, and a raw mode) |
+//! | [`LineOnlyReceiver`] | [`LineOnlyHandler`] | `LineOnlyReceiver` |
+//! | [`Int8Receiver`], [`Int16Receiver`], [`Int32Receiver`] | [`StringHandler`] | `Int8StringReceiver`, ... |
+//! | [`NetstringReceiver`] | [`StringHandler`] | `NetstringReceiver` |
+//!
+//! Each framer is a [`Protocol`](crate::Protocol): give it to the reactor as you would
+//! any protocol. It forwards every callback to its handler with a context
+//! ([`LineContext`], [`LineOnlyContext`], [`StringContext`]) that derefs to
+//! [`Context`] and adds the framer's own controls (`send_line`,
+//! `send_string`, `set_raw_mode`, ...).
+//!
+//! Under each framer is a pure parser ([`LineParser`], [`IntNParser`],
+//! [`NetstringParser`]): bytes in, events out, no sockets. It can be driven on its own
+//! (a blocking handler, a benchmark, a test) and it is where the framing rules live.
+//!
+//! # Guarantees
+//!
+//! - Lines and strings are handed out as `&[u8]` slices of the incoming chunk, or of
+//!   the framer's own buffer when a line spans chunks: no allocation per line in steady
+//!   state. Only the unfinished tail of a chunk is copied.
+//! - A framer's memory is bounded: the unfinished line or string it keeps is at most
+//!   `max_length` plus the delimiter (or prefix) long. Data kept back while the handler
+//!   has paused reading is at most what had already arrived: one read.
+//! - Pausing, closing and mode switches take effect between two events of one chunk:
+//!   after each event the framer checks [`Context::is_reading`].
+//!   If the handler paused, the rest is kept and delivered from
+//!   [`Protocol::reading_resumed`](crate::Protocol::reading_resumed) (which may pause
+//!   again); if it closed the connection, the rest is dropped.
+//! - Delivery never recurses: `set_line_mode(extra)` inside a callback only queues
+//!   `extra`, which the framer's loop parses next (Twisted's `test_stackRecursion`).
+//!
+//! # Where twistor differs from Twisted, on purpose
+//!
+//! Twisted's own tests and behaviour are the reference; the points below are the quirks
+//! that twistor does not copy.
+//!
+//! - **Nothing is delivered after `lose_connection`**, in any framer and in raw mode
+//!   too. Twisted's `LineReceiver` stops after a line that closes the connection but not
+//!   after raw data, and its `IntNStringReceiver` and `NetstringReceiver` keep parsing
+//!   the rest of the chunk after a close.
+//! - **Every framer can pause.** Twisted's `LineOnlyReceiver` and `NetstringReceiver`
+//!   ignore a pause; here pausing works the same way for all of them.
+//! - **IntN, after a length over `max_length` that did not close the connection**, skips
+//!   that string's payload as it arrives (without buffering it) and goes on with the next
+//!   string. Twisted re-delivers the strings already parsed from the same chunk and calls
+//!   `lengthLimitExceeded` again on the next chunk.
+//! - **`LineOnlyReceiver`, after a line over `max_length`** that did not close the
+//!   connection, drops that one line and goes on with the next. If the line is unfinished
+//!   when it passes the limit, `line_length_exceeded` gets what has arrived so far, once,
+//!   and the rest of that line is discarded up to its delimiter. Twisted fires again on
+//!   every chunk with a growing buffer, and drops the other lines of the chunk. Like
+//!   `LineReceiver`, an unfinished line only counts as over the limit once it is
+//!   `max_length + delimiter.len()` long (Twisted's `LineOnlyReceiver` uses
+//!   `> max_length`, so a line of exactly `max_length` whose delimiter is split across
+//!   two reads is refused), so the outcome does not depend on how the input is chunked.
+//! - **`set_line_mode(extra)` called from `line_length_exceeded`** is parsed at once.
+//!   Twisted leaves it in the buffer until the next `dataReceived`, which on a real
+//!   connection may never come (the peer waits for an answer).
+//! - **After a netstring error** the framer drops everything it has and all later input
+//!   (the connection is closing). Twisted keeps the bad bytes and calls `loseConnection`
+//!   again on every later chunk.
+//! - Return values are not a control channel: callbacks return `()`.
+//!
+//! What *is* as in Twisted, because programs rely on it: `line_length_exceeded` gets the
+//! overlong line, its delimiter and everything buffered after it (or the whole
+//! unfinished buffer), and the buffer is cleared; a line of exactly `max_length` is
+//! accepted, and so is an unfinished line of `max_length` bytes plus a partial
+//! delimiter; `set_raw_mode` inside `line_received` hands the rest of the chunk to
+//! `raw_data_received` at once, in one piece; `clear_line_buffer` inside `line_received`
+//! also drops the rest of the chunk; empty lines are delivered; a multi-byte delimiter
+//! splits at its first occurrence (`xaaay` with `aa` gives `x`, then `ay...`); IntN
+//! checks the limit on the prefix alone and accepts `max_length` itself; netstrings
+//! reject leading zeros, signs, spaces, a partial length already over the limit, and a
+//! missing comma, and close the connection on any of them.
+
+// Maintainers: each file holds a pure parser (a `*Parser` that owns the buffer, and a
+// `*Feed` that walks one chunk and yields one event at a time with a `*Control` handle
+// to change the parser's state from inside the callback), then the `Protocol` adapter
+// that drives it. Events borrow the parser's buffer while the control handle borrows
+// the parser's other fields, so a handler can switch modes while it holds a line;
+// whatever touches the buffer itself (`set_line_mode(extra)`, `clear_line_buffer`) is
+// recorded and applied when the next event is asked for.
+
+use std::fmt;
+use std::io::IoSlice;
+use std::ops::{Deref, DerefMut};
+
+use crate::{Context, Reason};
+
+mod int_n;
+mod line;
+mod netstring;
+
+pub use int_n::{
+    Int16Parser, Int16Receiver, Int32Parser, Int32Receiver, Int8Parser, Int8Receiver, IntNFeed,
+    IntNParser, IntNReceiver, StringEvent,
+};
+pub use line::{
+    LineContext, LineControl, LineEvent, LineFeed, LineHandler, LineOnlyContext, LineOnlyHandler,
+    LineOnlyReceiver, LineParser, LineReceiver, DEFAULT_DELIMITER, DEFAULT_MAX_LINE_BYTES,
+};
+pub use netstring::{
+    NetstringError, NetstringEvent, NetstringFeed, NetstringParser, NetstringReceiver,
+};
+
+/// Twisted's `MAX_LENGTH` for length-prefixed strings and netstrings: 99999 bytes.
+/// Kept as is, so that peers written against Twisted see the same limit.
+pub const DEFAULT_MAX_STRING_BYTES: usize = 99_999;
+
+/// Capacity an emptied buffer may keep: enough for the unfinished line a chunk usually
+/// ends with, so the next one needs no allocation; a rare larger burst is given back.
+const RETAINED_BUFFER_BYTES: usize = 16 * 1024;
+
+/// The bytes a parser keeps between chunks: `data[start..]` is still to be parsed.
+#[derive(Default)]
+pub(crate) struct Buffer {
+    data: Vec<u8>,
+    start: usize,
+}
+
+impl Buffer {
+    /// The bytes still to be parsed.
+    fn pending(&self) -> &[u8] {
+        &self.data[self.start..]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start == self.data.len()
+    }
+
+    fn len(&self) -> usize {
+        self.data.len() - self.start
+    }
+
+    fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.len());
+        self.start += n;
+    }
+
+    /// Drops the consumed prefix, so appending does not grow the buffer without bound.
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.data.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        if self.is_empty() {
+            self.data.clear();
+            self.start = 0;
+        } else {
+            self.compact();
+        }
+        self.data.extend_from_slice(bytes);
+    }
+
+    /// Empties the buffer, giving back a large allocation.
+    fn reset(&mut self) {
+        self.data.clear();
+        self.start = 0;
+        if self.data.capacity() > RETAINED_BUFFER_BYTES {
+            self.data = Vec::new();
+        }
+    }
+
+    /// Resets the buffer once everything in it was parsed.
+    fn reset_if_consumed(&mut self) {
+        if self.start > 0 && self.is_empty() {
+            self.reset();
+        }
+    }
+
+    /// Takes everything pending out of the buffer.
+    fn take(&mut self) -> Vec<u8> {
+        let out = self.pending().to_vec();
+        self.reset();
+        out
+    }
+
+    /// Makes the first `n` pending bytes of `buffer ++ chunk[*pos..]` contiguous in the
+    /// buffer, moving only what is missing from the chunk. Returns false if fewer than
+    /// `n` bytes are pending; the whole chunk is then in the buffer.
+    fn fill(&mut self, n: usize, chunk: &[u8], pos: &mut usize) -> bool {
+        let have = self.len();
+        if have >= n {
+            return true;
+        }
+        let take = (n - have).min(chunk.len() - *pos);
+        self.extend(&chunk[*pos..*pos + take]);
+        *pos += take;
+        have + take >= n
+    }
+
+    /// Keeps what is left of a chunk that the parser stopped in (reading was paused).
+    fn stash(&mut self, chunk: &[u8], pos: &mut usize) {
+        if *pos < chunk.len() {
+            self.extend(&chunk[*pos..]);
+            *pos = chunk.len();
+        }
+    }
+}
+
+impl fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Buffer")
+            .field("pending_bytes", &self.len())
+            .finish()
+    }
+}
+
+/// Where an event's bytes are: in the parser's buffer or in the current chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Src {
+    Buf,
+    Chunk,
+}
+
+/// Callbacks for the string framers: [`IntNReceiver`] (`Int8Receiver`, ...) and
+/// [`NetstringReceiver`] (Twisted's `IntNStringReceiver` and `NetstringReceiver`).
+///
+/// Only [`string_received`](StringHandler::string_received) has no default.
+///
+/// # Examples
+///
+/// ```
+/// use twistor::framing::{Int32Receiver, NetstringReceiver, StringContext, StringHandler};
+///
+/// /// Answers every string with its length, as a string.
+/// struct Lengths;
+///
+/// impl StringHandler for Lengths {
+///     fn string_received(&mut self, cx: &mut StringContext<'_, '_>, string: &[u8]) {
+///         let answer = string.len().to_string();
+///         cx.send_string(answer.as_bytes()).expect("short enough for any prefix");
+///     }
+/// }
+///
+/// let int32 = Int32Receiver::new(Lengths).max_length(1 << 20);
+/// let netstrings = NetstringReceiver::new(Lengths);
+/// # let _ = (int32, netstrings);
+/// ```
+pub trait StringHandler: 'static {
+    /// The connection is established.
+    fn connection_made(&mut self, cx: &mut StringContext<'_, '_>) {
+        let _ = cx;
+    }
+
+    /// A whole string arrived, framing removed. It may be empty.
+    ///
+    /// `string` borrows the framer's buffer or the reactor's read buffer: copy what you
+    /// keep.
+    fn string_received(&mut self, cx: &mut StringContext<'_, '_>, string: &[u8]);
+
+    /// A length prefix over `max_length` arrived (length-prefixed framers only; a
+    /// netstring error always closes the connection). Called as soon as the prefix is
+    /// in, before any of the payload. The default closes the connection.
+    ///
+    /// If the connection stays open, the framer skips the `length` payload bytes as they
+    /// arrive, without buffering them, and goes on with the next string.
+    fn length_limit_exceeded(&mut self, cx: &mut StringContext<'_, '_>, length: usize) {
+        let _ = length;
+        cx.lose_connection();
+    }
+
+    /// The peer shut its write side. The default closes the connection, as
+    /// [`Protocol::read_eof`](crate::Protocol::read_eof) does.
+    fn read_eof(&mut self, cx: &mut StringContext<'_, '_>) {
+        cx.lose_connection();
+    }
+
+    /// The connection is gone; called exactly once.
+    fn connection_lost(&mut self, cx: &mut StringContext<'_, '_>, reason: Reason) {
+        let _ = (cx, reason);
+    }
+
+    /// The write buffer passed its high watermark: stop producing.
+    fn pause_producing(&mut self, cx: &mut StringContext<'_, '_>) {
+        let _ = cx;
+    }
+
+    /// The write buffer drained below its low watermark: producing may go on.
+    fn resume_producing(&mut self, cx: &mut StringContext<'_, '_>) {
+        let _ = cx;
+    }
+}
+
+/// How a string framer frames what it sends.
+#[derive(Clone, Copy, Debug)]
+enum Framing {
+    /// A big-endian length prefix of this many bytes.
+    Prefix(usize),
+    /// `<len>:<payload>,`
+    Netstring,
+}
+
+/// A string parser's controls, usable from inside a callback.
+///
+/// Handed out with every event by [`IntNFeed::next_event`] and
+/// [`NetstringFeed::next_event`]; [`StringContext`] wraps it for handlers.
+#[derive(Debug)]
+pub struct StringControl<'a> {
+    max_length: &'a mut usize,
+}
+
+impl StringControl<'_> {
+    /// The largest string accepted.
+    pub fn max_length(&self) -> usize {
+        *self.max_length
+    }
+
+    /// Changes the largest string accepted, from the next length parsed on.
+    pub fn set_max_length(&mut self, bytes: usize) {
+        *self.max_length = bytes;
+    }
+}
+
+/// What a [`StringHandler`] callback gets: the connection's [`Context`] (through
+/// `Deref`), plus `send_string` and the framer's limit.
+pub struct StringContext<'a, 'b> {
+    cx: &'a mut Context<'b>,
+    ctl: StringControl<'a>,
+    framing: Framing,
+}
+
+impl<'a, 'b> StringContext<'a, 'b> {
+    fn new(cx: &'a mut Context<'b>, ctl: StringControl<'a>, framing: Framing) -> Self {
+        StringContext { cx, ctl, framing }
+    }
+
+    /// Sends `string` with this framer's framing: a big-endian length prefix, or
+    /// `<len>:` before and `,` after for netstrings (Twisted's `sendString`).
+    ///
+    /// Returns what [`Context::write_vectored`] returns: false if the bytes were dropped
+    /// because the connection is closing or gone.
+    ///
+    /// # Errors
+    ///
+    /// [`StringTooLong`] if the length does not fit the prefix (255 bytes at most for
+    /// `Int8Receiver`, 65535 for `Int16Receiver`, 2³²−1 for `Int32Receiver`); nothing is
+    /// sent.
+    pub fn send_string(&mut self, string: &[u8]) -> Result<bool, StringTooLong> {
+        match self.framing {
+            Framing::Prefix(n) => send_prefixed(self.cx, n, string),
+            Framing::Netstring => Ok(send_netstring(self.cx, string)),
+        }
+    }
+
+    /// The largest string accepted.
+    pub fn max_length(&self) -> usize {
+        self.ctl.max_length()
+    }
+
+    /// Changes the largest string accepted, from the next length parsed on (Twisted's
+    /// `MAX_LENGTH`).
+    pub fn set_max_length(&mut self, bytes: usize) {
+        self.ctl.set_max_length(bytes)
+    }
+}
+
+impl<'b> Deref for StringContext<'_, 'b> {
+    type Target = Context<'b>;
+
+    fn deref(&self) -> &Context<'b> {
+        self.cx
+    }
+}
+
+impl DerefMut for StringContext<'_, '_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.cx
+    }
+}
+
+impl fmt::Debug for StringContext<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StringContext")
+            .field("cx", &self.cx)
+            .field("framing", &self.framing)
+            .field("max_length", &self.ctl.max_length())
+            .finish()
+    }
+}
+
+/// A string too long for the length prefix it would be sent with (Twisted's
+/// `StringTooLongError`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StringTooLong {
+    string_bytes: usize,
+    max_bytes: usize,
+}
+
+impl StringTooLong {
+    /// The length of the string that was refused.
+    pub fn string_bytes(&self) -> usize {
+        self.string_bytes
+    }
+
+    /// The longest string the prefix can announce.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+}
+
+impl fmt::Display for StringTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "string of {} bytes is too long for its length prefix (at most {})",
+            self.string_bytes, self.max_bytes
+        )
+    }
+}
+
+impl std::error::Error for StringTooLong {}
+
+/// The longest string a big-endian prefix of `prefix_bytes` can announce.
+fn max_prefixed(prefix_bytes: usize) -> usize {
+    if prefix_bytes >= std::mem::size_of::<usize>() {
+        usize::MAX
+    } else {
+        (1usize << (8 * prefix_bytes)) - 1
+    }
+}
+
+fn send_prefixed(
+    cx: &mut Context<'_>,
+    prefix_bytes: usize,
+    string: &[u8],
+) -> Result<bool, StringTooLong> {
+    let max_bytes = max_prefixed(prefix_bytes);
+    if string.len() > max_bytes {
+        return Err(StringTooLong {
+            string_bytes: string.len(),
+            max_bytes,
+        });
+    }
+    let prefix = (string.len() as u64).to_be_bytes();
+    let prefix = &prefix[8 - prefix_bytes..];
+    Ok(cx.write_vectored(&[IoSlice::new(prefix), IoSlice::new(string)]))
+}
+
+fn send_netstring(cx: &mut Context<'_>, string: &[u8]) -> bool {
+    let mut digits = [0u8; 24];
+    let head = netstring::length_prefix(string.len(), &mut digits);
+    cx.write_vectored(&[IoSlice::new(head), IoSlice::new(string), IoSlice::new(b",")])
+}
+
+/// A fake driver for the adapters' unit tests: records writes and closes, and lets a
+/// test pause, resume and close the connection.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::any::TypeId;
+    use std::io::{self, IoSlice};
+    use std::time::{Duration, Instant};
+
+    use crate::transport::{BoundCall, Driver};
+    use crate::{Addr, ConnId, Context, Protocol, TimerId};
+
+    #[derive(Debug)]
+    pub(crate) struct FakeDriver {
+        pub(crate) written: Vec<u8>,
+        pub(crate) reading: bool,
+        pub(crate) open: bool,
+        pub(crate) eof: bool,
+    }
+
+    impl FakeDriver {
+        pub(crate) fn new() -> Self {
+            FakeDriver {
+                written: Vec::new(),
+                reading: true,
+                open: true,
+                eof: false,
+            }
+        }
+
+        /// Runs `f` with a context for a connection whose protocol is `P`.
+        pub(crate) fn with<P: Protocol, R>(&mut self, f: impl FnOnce(&mut Context<'_>) -> R) -> R {
+            let mut cx = Context::new(self, ConnId::detached(7), TypeId::of::<P>());
+            f(&mut cx)
+        }
+    }
+
+    impl Driver for FakeDriver {
+        fn write(&mut self, _: ConnId, data: &[u8]) -> bool {
+            if self.open {
+                self.written.extend_from_slice(data);
+            }
+            self.open
+        }
+        fn write_vectored(&mut self, _: ConnId, bufs: &[IoSlice<'_>]) -> bool {
+            if self.open {
+                for b in bufs {
+                    self.written.extend_from_slice(b);
+                }
+            }
+            self.open
+        }
+        fn lose_connection(&mut self, _: ConnId) {
+            self.open = false;
+        }
+        fn lose_write_connection(&mut self, _: ConnId) {}
+        fn abort_connection(&mut self, _: ConnId) {
+            self.open = false;
+        }
+        fn set_reading(&mut self, _: ConnId, reading: bool) {
+            self.reading = reading;
+        }
+        fn is_open(&self, _: ConnId) -> bool {
+            self.open
+        }
+        fn is_reading(&self, _: ConnId) -> bool {
+            self.open && self.reading && !self.eof
+        }
+        fn buffered(&self, _: ConnId) -> usize {
+            0
+        }
+        fn peer_addr(&self, _: ConnId) -> Option<Addr> {
+            None
+        }
+        fn local_addr(&self, _: ConnId) -> Option<Addr> {
+            None
+        }
+        fn set_nodelay(&mut self, _: ConnId, _: bool) -> io::Result<()> {
+            Ok(())
+        }
+        fn set_keepalive(&mut self, _: ConnId, _: Option<Duration>) -> io::Result<()> {
+            Ok(())
+        }
+        fn call_later(&mut self, _: ConnId, _: Duration, _: BoundCall) -> TimerId {
+            unimplemented!("the framing tests use no timers")
+        }
+        fn cancel_timer(&mut self, _: TimerId) -> bool {
+            false
+        }
+        fn reset_timer(&mut self, _: TimerId, _: Duration) -> bool {
+            false
+        }
+        fn now(&self) -> Instant {
+            Instant::now()
+        }
+        fn stop(&mut self) {}
+    }
+}
