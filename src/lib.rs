@@ -54,6 +54,7 @@ mod pool;
 mod protocol;
 mod reactor;
 pub mod socketserver;
+mod stdio;
 pub mod testing;
 mod timer;
 mod transport;

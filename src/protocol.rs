@@ -160,6 +160,8 @@ pub enum Addr {
     Inet(SocketAddr),
     /// A Unix-domain socket path; `None` for an unnamed socket.
     Unix(Option<PathBuf>),
+    /// The process's standard input and output (see [`Reactor::stdio`](crate::Reactor::stdio)).
+    Stdio,
 }
 
 impl Addr {
@@ -167,15 +169,16 @@ impl Addr {
     pub fn inet(&self) -> Option<SocketAddr> {
         match self {
             Addr::Inet(a) => Some(*a),
-            Addr::Unix(_) => None,
+            Addr::Unix(_) | Addr::Stdio => None,
         }
     }
 
-    /// True for a loopback internet address and for every Unix-domain address.
+    /// True for a loopback internet address and for every local one (Unix-domain,
+    /// stdio).
     pub fn is_loopback(&self) -> bool {
         match self {
             Addr::Inet(a) => a.ip().is_loopback(),
-            Addr::Unix(_) => true,
+            Addr::Unix(_) | Addr::Stdio => true,
         }
     }
 }
@@ -192,6 +195,7 @@ impl fmt::Display for Addr {
             Addr::Inet(a) => a.fmt(f),
             Addr::Unix(Some(p)) => p.display().fmt(f),
             Addr::Unix(None) => f.write_str("(unnamed)"),
+            Addr::Stdio => f.write_str("stdio"),
         }
     }
 }

@@ -586,6 +586,35 @@ impl Reactor {
         added
     }
 
+    /// Serves standard input and output as one connection with `protocol`, as
+    /// Twisted's `StandardIO`: `data_received` gets what arrives on stdin, `read_eof`
+    /// its end, and writes go to stdout. A chat client reads the keyboard and its
+    /// socket this way on one thread, relaying with [`Context::write_to`].
+    ///
+    /// stdin and stdout are non-blocking while the connection lives and are put back
+    /// when it closes. A regular file on either side works too (it never blocks).
+    ///
+    /// # Errors
+    /// Duplicating or registering the descriptors failed.
+    pub fn stdio<P: Protocol>(&mut self, protocol: P) -> io::Result<ConnId> {
+        let stdio = crate::stdio::Stdio::new()?;
+        let id = self
+            .core
+            .insert_conn(Stream::Stdio(Box::new(stdio)), Addr::Stdio, Box::new(protocol), false)
+            .map_err(|(e, _)| e)?;
+        log::debug!("{id}: stdio");
+        self.core.make(id);
+        if let Some(Stream::Stdio(s)) = self.core.conn(id).map(|c| &c.stream) {
+            if !s.input_polled() {
+                // A regular file gives no readiness events: read it from the
+                // carried-over list until EOF.
+                self.core.mark_ready(id);
+            }
+        }
+        self.core.settle();
+        Ok(id)
+    }
+
     /// Closes a listener; its factory's `stopped` runs. Connections it accepted go on.
     /// Returns false if it was already closed.
     pub fn stop_listening(&mut self, id: ListenerId) -> bool {

@@ -118,6 +118,7 @@ pub(crate) fn decode(token: Token) -> Source {
 pub(crate) enum Stream {
     Tcp(mio::net::TcpStream),
     Unix(mio::net::UnixStream),
+    Stdio(Box<crate::stdio::Stdio>),
 }
 
 impl Stream {
@@ -125,6 +126,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s,
             Stream::Unix(s) => s,
+            Stream::Stdio(s) => &mut **s,
         }
     }
 
@@ -132,6 +134,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Stdio(s) => s.read(buf),
         }
     }
 
@@ -139,6 +142,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Stdio(s) => s.write(buf),
         }
     }
 
@@ -146,6 +150,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.write_vectored(bufs),
             Stream::Unix(s) => s.write_vectored(bufs),
+            Stream::Stdio(s) => s.write_vectored(bufs),
         }
     }
 
@@ -153,6 +158,8 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.shutdown(how),
             Stream::Unix(s) => s.shutdown(how),
+            // stdout is the process's too: it is not closed under it.
+            Stream::Stdio(_) => Ok(()),
         }
     }
 
@@ -160,6 +167,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.take_error(),
             Stream::Unix(s) => s.take_error(),
+            Stream::Stdio(_) => Ok(None),
         }
     }
 
@@ -167,6 +175,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.peer_addr().map(drop),
             Stream::Unix(s) => s.peer_addr().map(drop),
+            Stream::Stdio(_) => Ok(()),
         }
     }
 
@@ -177,13 +186,14 @@ impl Stream {
                 .local_addr()
                 .ok()
                 .map(|a| Addr::Unix(a.as_pathname().map(Into::into))),
+            Stream::Stdio(_) => Some(Addr::Stdio),
         }
     }
 
     pub(crate) fn tcp(&self) -> io::Result<&mio::net::TcpStream> {
         match self {
             Stream::Tcp(s) => Ok(s),
-            Stream::Unix(_) => Err(io::Error::new(
+            Stream::Unix(_) | Stream::Stdio(_) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "not a TCP connection",
             )),
@@ -305,6 +315,8 @@ impl<F: FnMut(Accepted, &Addr) + 'static> AnyFactory for Handoff<F> {
         let accepted = match stream {
             Stream::Tcp(s) => Accepted::Tcp(s.into()),
             Stream::Unix(s) => Accepted::Unix(s.into()),
+            // Listeners accept sockets only.
+            Stream::Stdio(s) => return Some(Stream::Stdio(s)),
         };
         let blocking = match &accepted {
             Accepted::Tcp(s) => s.set_nonblocking(false),
