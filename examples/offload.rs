@@ -125,11 +125,11 @@ impl LineHandler for Offload {
     /// The client is done sending: a last line without a newline is still a command.
     /// The connection closes once every answer is out (see `answer`).
     fn read_eof(&mut self, cx: &mut LineContext<'_, '_>) {
+        self.eof = true;
         let rest = cx.clear_line_buffer();
         if !rest.is_empty() {
             self.line_received(cx, &rest);
         }
-        self.eof = true;
         if self.order.pending() == 0 {
             cx.lose_connection();
         }

@@ -516,12 +516,15 @@ fn after_the_client_shuts_its_write_side_every_answer_comes_then_eof() {
 }
 
 /// SIGINT while one pool thread is busy and many jobs wait: the queued jobs are
-/// dropped, the client sees only correct answers or `error: cancelled`, in order,
-/// then EOF, and the server exits 0.
+/// dropped. The client sees correct answers (those finished before the stop), then
+/// possibly `error: cancelled` for the dropped ones (if the connection could still
+/// take them), then EOF; the server exits 0.
 #[test]
 fn sigint_drops_queued_jobs_and_exits_0() {
+    // Seconds of work for the one thread: far more than the stop takes to begin.
+    const JOBS: usize = 500;
     let mut server = Server::start(&["--threads", "1"]);
-    let (requests, answers) = hard_jobs(200);
+    let (requests, answers) = hard_jobs(JOBS);
     let mut busy = server.connect();
     busy.send_lines(&requests);
     assert_eq!(busy.line(), answers[0]);
@@ -531,13 +534,17 @@ fn sigint_drops_queued_jobs_and_exits_0() {
 
     server.signal("INT");
     let rest = busy.lines_until_closed();
+    let factored = rest
+        .iter()
+        .zip(&answers[1..])
+        .take_while(|(got, want)| got == want);
+    let factored = factored.count();
     assert!(
-        rest.len() < answers.len() - 1,
-        "the queued jobs were not dropped"
+        rest[factored..].iter().all(|l| l == "error: cancelled"),
+        "after {factored} answers: {:?}",
+        &rest[factored..]
     );
-    for (got, want) in rest.iter().zip(&answers[1..]) {
-        assert!(got == want || got == "error: cancelled", "got {got:?}");
-    }
+    assert!(factored < JOBS - 1, "no queued job was dropped");
     assert_eq!(idle.lines_until_closed(), Vec::<String>::new());
     let status = server.proc.wait_timeout();
     assert!(status.success(), "exit status {status}");
