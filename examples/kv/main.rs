@@ -184,6 +184,7 @@ impl Client {
         let mut reply = Reply {
             out: &mut self.out,
             cx,
+            wrote: false,
         };
         let mut start = 0;
         while !self.closing && !self.stalled {
@@ -206,10 +207,12 @@ impl Client {
                     }
                     if reply.out.len() >= FLUSH_BYTES {
                         reply.flush();
-                        if reply.cx.buffered() > HIGH_WATERMARK_BYTES {
-                            self.stalled = true;
-                            reply.cx.pause_reading();
-                        }
+                    }
+                    // Only a write can have queued bytes; look only after one.
+                    if std::mem::take(&mut reply.wrote)
+                        && reply.cx.buffered() > HIGH_WATERMARK_BYTES
+                    {
+                        stall(&mut self.stalled, reply.cx);
                     }
                 }
                 Err(e) => {
@@ -261,10 +264,17 @@ impl Client {
             self.out = Vec::new();
         }
         if !self.stalled && !self.closing && cx.buffered() > HIGH_WATERMARK_BYTES {
-            self.stalled = true;
-            cx.pause_reading();
+            stall(&mut self.stalled, cx);
         }
     }
+}
+
+/// Stops reading from a client that is not taking its replies; `resume_producing`
+/// undoes it once they have drained.
+fn stall(stalled: &mut bool, cx: &mut Context<'_>) {
+    log::trace!("{}: {} reply bytes queued; pausing", cx.id(), cx.buffered());
+    *stalled = true;
+    cx.pause_reading();
 }
 
 impl Protocol for Client {
@@ -302,8 +312,7 @@ impl Protocol for Client {
 
     fn pause_producing(&mut self, cx: &mut Context<'_>) {
         if !self.stalled && !self.closing {
-            self.stalled = true;
-            cx.pause_reading();
+            stall(&mut self.stalled, cx);
         }
     }
 
@@ -311,6 +320,7 @@ impl Protocol for Client {
         if !self.stalled || self.closing {
             return;
         }
+        log::trace!("{}: replies drained; serving again", cx.id());
         self.stalled = false;
         self.serve_buffered(cx);
         self.end_batch(cx);
@@ -334,6 +344,8 @@ impl Protocol for Client {
 struct Reply<'a, 'cx> {
     out: &'a mut Vec<u8>,
     cx: &'a mut Context<'cx>,
+    /// Something was written since the caller last looked (and reset this).
+    wrote: bool,
 }
 
 impl Reply<'_, '_> {
@@ -374,6 +386,7 @@ impl Reply<'_, '_> {
         ];
         self.cx.write_vectored(&parts);
         self.out.clear();
+        self.wrote = true;
     }
 
     fn bulk_or_nil(&mut self, bytes: Option<&[u8]>) {
@@ -388,6 +401,7 @@ impl Reply<'_, '_> {
         if !self.out.is_empty() {
             self.cx.write(self.out);
             self.out.clear();
+            self.wrote = true;
         }
     }
 
@@ -827,7 +841,8 @@ fn set(db: &mut Db, reply: &mut Reply<'_, '_>, args: &Args<'_>, now: Instant) {
     if get {
         reply.bulk_or_nil(db.get(key, now));
     }
-    let found = db.exists(key, now);
+    // A plain SET needs no lookup before the write.
+    let found = (nx || xx) && db.exists(key, now);
     if (nx && found) || (xx && !found) {
         if !get {
             reply.nil();

@@ -41,6 +41,7 @@ pub const MAX_INLINE_BYTES: usize = 64 * 1024;
 
 /// Argument slots reserved up front for a multibulk request, whatever its count says
 /// (Redis reserves at most 1024 too): the table grows only as arguments really arrive.
+/// A table grown past this is given back once its request is done.
 const RESERVE_ARGS: usize = 1024;
 
 /// A request that can never become valid, however many bytes follow.
@@ -196,6 +197,10 @@ impl Parser {
     fn parse_inner(&mut self, buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
         if self.state == State::Start {
             self.args.clear();
+            if self.args.capacity() > RESERVE_ARGS {
+                // Give back the table of a huge request; a later one regrows it.
+                self.args = Vec::new();
+            }
             self.is_inline = false;
             match buf.first() {
                 None => return Ok(None),
