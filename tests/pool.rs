@@ -630,6 +630,53 @@ fn after_a_stop_the_reactor_runs_jobs_again() {
     assert_eq!(recorded(&rec)[2], "next run Ok(5)");
 }
 
+/// A stop that waits for a running reactor-level job should also run its `done`
+/// before `run()` returns. Today the stop joins the pool in `stop_finished` and
+/// returns; the result the job pushed into the inbox meanwhile is left there, so its
+/// `done` runs only on a later turn, or never if the reactor is dropped after `run()`
+/// (as every server's `main` does). Whether it ran depends on whether the result woke
+/// the reactor before the stop's last poll: here the job is released from another
+/// thread just after the stop begins, which almost always loses that race.
+#[test]
+#[ignore = "library gap: the result of a job a stop waited for is left in the inbox"]
+fn a_stop_that_waits_for_a_job_runs_its_done_before_run_returns() {
+    let mut r = Reactor::builder()
+        .threads(1)
+        .wait_for_jobs_on_stop(true)
+        .shutdown_timeout(WATCHDOG)
+        .build()
+        .unwrap();
+    let rec = Record::default();
+    let gate = Gate::default();
+    let (started_tx, started) = mpsc::channel();
+    let g = gate.clone();
+    let running = move || {
+        started_tx.send(()).unwrap();
+        g.wait(0);
+    };
+    r.defer_to_thread(running, record(&rec, "running")).unwrap();
+    started.recv_timeout(WATCHDOG).unwrap();
+    let (cancelled_tx, cancelled) = mpsc::channel();
+    r.defer_to_thread(
+        || (),
+        move |_, res: Result<(), JobError>| cancelled_tx.send(res).unwrap(),
+    )
+    .unwrap();
+    let releaser = thread::spawn(move || {
+        let res = cancelled.recv_timeout(WATCHDOG).unwrap();
+        gate.open(0);
+        res
+    });
+    r.stop();
+    r.run().unwrap();
+    assert_eq!(releaser.join().unwrap(), Err(JobError::Cancelled));
+    assert_eq!(
+        recorded(&rec),
+        ["running Ok(())"],
+        "run() returned without running the done of the job it waited for"
+    );
+}
+
 /// Dropping a reactor cancels its queued jobs too: their `done`s run with
 /// `Cancelled` during the drop, and the running job is left to finish on its own.
 #[test]
