@@ -63,8 +63,8 @@ pub use net::ListenOptions;
 pub use pool::{InOrder, JobError, PoolBusy};
 pub use protocol::{Addr, Factory, Protocol, Reason};
 pub use reactor::{
-    Accepted, Builder, ConnId, DatagramContext, DatagramId, DatagramProtocol, Handle, ListenerId, Listening,
-    Reactor, ReactorGone, DEFAULT_MAX_DATAGRAM_BYTES,
+    Accepted, Builder, ClosedByReason, ConnId, DatagramContext, DatagramId, DatagramProtocol,
+    Handle, ListenerId, Listening, Reactor, ReactorGone, Stats, DEFAULT_MAX_DATAGRAM_BYTES,
 };
 pub use timer::TimerId;
 pub use transport::Context;

@@ -104,7 +104,6 @@ impl Pool {
     }
 
     /// Jobs waiting for a thread.
-    #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {
         self.inner.lock().queue.len()
     }

@@ -236,3 +236,69 @@ fn dropping_the_reactor_aborts_each_connection_once() {
         assert_closed_by_server(s);
     }
 }
+
+/// `Reactor::stats` counts accepts, refusals and closes by reason, and what the reactor
+/// holds returns to zero once everyone has gone.
+#[test]
+fn stats_count_what_happened_and_return_to_zero() {
+    let log = Log::default();
+    let mut r = Reactor::builder()
+        .max_connections(1)
+        .write_cap_bytes(64 * 1024)
+        .build()
+        .unwrap();
+    let addr = listen(
+        &mut r,
+        Rec::new(&log).on_data(|cx, d| match d {
+            b"bye" => cx.lose_connection(),
+            b"abort" => cx.abort_connection(),
+            b"panic" => panic!("asked to"),
+            // The peer never reads: the kernel's buffers fill, then the cap is passed.
+            b"flood" => {
+                let chunk = [0; 4096];
+                for _ in 0..16 * 1024 {
+                    if !cx.write(&chunk) {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }),
+    );
+    let clients = std::thread::spawn(move || {
+        let mut first = connect(addr);
+        first.write_all(b"x").unwrap();
+        // Accepted after `first` (the backlog is FIFO), so over max_connections(1).
+        assert_closed_by_server(&mut connect(addr));
+        first.write_all(b"bye").unwrap();
+        let _ = read_to_eof(&mut first);
+        for command in [&b"abort"[..], b"panic", b"flood"] {
+            let mut s = connect(addr);
+            s.write_all(command).unwrap();
+            // Only after the server has closed it: for `flood`, that is after the
+            // kernel's buffers and the write cap have filled, so reading cannot stop it.
+            let _ = read_to_eof(&mut s);
+        }
+    });
+    drive(&mut r, clients);
+    run_until(&mut r, |r| r.stats().closed.total() == 4);
+    let stats = r.stats();
+    assert_eq!((stats.accepted, stats.refused), (5, 1), "{stats}");
+    let closed = stats.closed;
+    assert_eq!(
+        (
+            closed.done,
+            closed.aborted,
+            closed.panic,
+            closed.write_overflow
+        ),
+        (1, 1, 1, 1),
+        "{stats}"
+    );
+    assert_eq!(
+        (stats.connections, stats.timers, stats.buffered_bytes),
+        (0, 0, 0),
+        "{stats}"
+    );
+    log.check_lifecycles();
+}

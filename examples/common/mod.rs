@@ -270,9 +270,24 @@ pub fn announce(addr: impl Display) {
 
 /// Runs the reactor until SIGINT or SIGTERM, which stop it gracefully: listeners
 /// close, queued bytes are flushed, every connection gets `connection_lost`.
+///
+/// At debug log level (`RUST_LOG=debug`) the reactor's statistics are logged every
+/// [`STATS_INTERVAL`].
 pub fn serve(reactor: &mut Reactor) -> io::Result<()> {
     reactor.stop_on_signals()?;
+    if log::log_enabled!(log::Level::Debug) {
+        reactor.call_later(STATS_INTERVAL, log_stats);
+    }
     reactor.run()
+}
+
+/// How often `serve` logs statistics at debug level: often enough to watch a load
+/// test, rarely enough not to drown the per-connection lines.
+pub const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn log_stats(reactor: &mut Reactor) {
+    log::debug!("stats: {}", reactor.stats());
+    reactor.call_later(STATS_INTERVAL, log_stats);
 }
 
 /// Turns `main`'s result into an exit status, printing an error to stderr.

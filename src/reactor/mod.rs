@@ -17,10 +17,12 @@
 
 mod datagram;
 mod handle;
+mod stats;
 mod table;
 
 pub use datagram::{DatagramContext, DatagramProtocol, DEFAULT_MAX_DATAGRAM_BYTES};
 pub use handle::{Handle, ReactorGone};
+pub use stats::{ClosedByReason, Stats};
 pub use table::{Accepted, ConnId, DatagramId, ListenerId};
 
 use std::any::{Any, TypeId};
@@ -44,8 +46,7 @@ use crate::transport::{
 use handle::Shared;
 use table::{
     conn_token, decode, listener_token, AnyFactory, Conn, Handoff, ListenSocket, Listener, Source,
-    Stream,
-    MAX_SLOTS, WAKER_TOKEN,
+    Stream, MAX_SLOTS, WAKER_TOKEN,
 };
 
 /// Limits and tunables, set through [`Builder`].
@@ -278,6 +279,7 @@ impl Builder {
                 pool: None,
                 jobs: Slab::new(),
                 next_job_generation: 0,
+                counters: stats::Counters::default(),
                 signals: None,
                 config,
             },
@@ -421,6 +423,7 @@ pub(crate) struct Core {
     /// Jobs handed to the pool whose results are not back yet.
     jobs: Slab<PendingJob>,
     next_job_generation: u32,
+    counters: stats::Counters,
     signals: Option<signal_hook::iterator::Handle>,
 }
 
@@ -577,9 +580,11 @@ impl Reactor {
         let path = path.as_ref();
         let socket = net::bind_unix(path, opts)?;
         let local = Addr::Unix(Some(path.to_path_buf()));
-        let added = self
-            .core
-            .add_listener(ListenSocket::Unix(socket), local, Box::new(Handoff(on_accept)));
+        let added = self.core.add_listener(
+            ListenSocket::Unix(socket),
+            local,
+            Box::new(Handoff(on_accept)),
+        );
         if added.is_err() {
             let _ = std::fs::remove_file(path);
         }
@@ -600,7 +605,12 @@ impl Reactor {
         let stdio = crate::stdio::Stdio::new()?;
         let id = self
             .core
-            .insert_conn(Stream::Stdio(Box::new(stdio)), Addr::Stdio, Box::new(protocol), false)
+            .insert_conn(
+                Stream::Stdio(Box::new(stdio)),
+                Addr::Stdio,
+                Box::new(protocol),
+                false,
+            )
             .map_err(|(e, _)| e)?;
         log::debug!("{id}: stdio");
         self.core.make(id);
@@ -1141,6 +1151,7 @@ impl Core {
             }
             match l.socket.accept() {
                 Ok((stream, peer)) => {
+                    self.counters.accepted += 1;
                     self.accept_backoff = ACCEPT_BACKOFF_MIN;
                     self.adopt(id, stream, peer);
                     self.settle();
@@ -1150,6 +1161,7 @@ impl Core {
                     if e.kind() == io::ErrorKind::Interrupted
                         || e.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(e) if is_fd_exhaustion(&e) => {
+                    self.counters.accept_errors += 1;
                     let delay = self.accept_backoff;
                     self.accept_backoff = (delay * 2).min(ACCEPT_BACKOFF_MAX);
                     log::warn!(
@@ -1163,6 +1175,7 @@ impl Core {
                     return;
                 }
                 Err(e) => {
+                    self.counters.accept_errors += 1;
                     log::warn!("accept on {}: {e}", self.listeners[id.index as usize].local);
                     return;
                 }
@@ -1204,6 +1217,7 @@ impl Core {
 
     fn adopt(&mut self, listener: ListenerId, stream: Stream, peer: Addr) {
         if self.conns.len() >= self.config.max_connections {
+            self.counters.refused += 1;
             log::warn!(
                 "refusing {peer}: max_connections ({}) reached",
                 self.config.max_connections
@@ -1216,7 +1230,10 @@ impl Core {
             Ok(Some(stream)) => stream,
             Ok(None) => return, // handed over
             Err(panic) => {
-                log::error!("accept handler panicked for {peer}: {}", panic_message(&*panic));
+                log::error!(
+                    "accept handler panicked for {peer}: {}",
+                    panic_message(&*panic)
+                );
                 return;
             }
         };
@@ -1224,6 +1241,7 @@ impl Core {
         let protocol = match built {
             Ok(Some(p)) => p,
             Ok(None) => {
+                self.counters.refused += 1;
                 log::debug!("factory refused {peer}");
                 return;
             }
@@ -1354,6 +1372,7 @@ impl Core {
 
     fn report_failed(&mut self) {
         for (id, mut protocol, error) in std::mem::take(&mut self.failed) {
+            self.counters.connect_failed += 1;
             let ty = protocol_type(&*protocol);
             let result = catch_unwind(AssertUnwindSafe(|| {
                 let mut cx = Context::new(self, id, ty);
@@ -1561,6 +1580,7 @@ impl Core {
             return;
         };
         log::debug!("{id} {peer}: {reason}");
+        self.counters.closed.count(&reason);
         if !made {
             return;
         }

@@ -1,0 +1,162 @@
+//! Introspection: what the reactor holds now, and what it has done so far.
+
+use std::fmt;
+
+use super::{Core, Reactor};
+use crate::protocol::Reason;
+
+/// Connections closed so far, by [`Reason`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClosedByReason {
+    /// [`Reason::Done`].
+    pub done: u64,
+    /// [`Reason::Lost`].
+    pub lost: u64,
+    /// [`Reason::Aborted`].
+    pub aborted: u64,
+    /// [`Reason::TimedOut`].
+    pub timed_out: u64,
+    /// [`Reason::WriteOverflow`].
+    pub write_overflow: u64,
+    /// [`Reason::Io`].
+    pub io: u64,
+    /// [`Reason::Panic`].
+    pub panic: u64,
+}
+
+impl ClosedByReason {
+    pub(crate) fn count(&mut self, reason: &Reason) {
+        let n = match reason {
+            Reason::Done => &mut self.done,
+            Reason::Lost(_) => &mut self.lost,
+            Reason::Aborted => &mut self.aborted,
+            Reason::TimedOut => &mut self.timed_out,
+            Reason::WriteOverflow => &mut self.write_overflow,
+            Reason::Io(_) => &mut self.io,
+            Reason::Panic(_) => &mut self.panic,
+        };
+        *n += 1;
+    }
+
+    /// All closes together.
+    pub fn total(&self) -> u64 {
+        self.done
+            + self.lost
+            + self.aborted
+            + self.timed_out
+            + self.write_overflow
+            + self.io
+            + self.panic
+    }
+}
+
+/// Running totals the reactor keeps as it goes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) accepted: u64,
+    pub(crate) refused: u64,
+    pub(crate) accept_errors: u64,
+    pub(crate) connect_failed: u64,
+    pub(crate) closed: ClosedByReason,
+}
+
+/// A snapshot of a reactor, from [`Reactor::stats`]: cheap enough to take every
+/// second (one pass over the connection table).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Open connections, including those connecting or closing.
+    pub connections: usize,
+    /// Listening sockets.
+    pub listeners: usize,
+    /// Datagram sockets.
+    pub datagram_sockets: usize,
+    /// Pending timers, the reactor's own included.
+    pub timers: usize,
+    /// Bytes queued for writing, over all connections.
+    pub buffered_bytes: usize,
+    /// Pool jobs waiting for a thread.
+    pub pool_queued: usize,
+    /// Pool jobs queued or running whose results are not back yet.
+    pub pending_jobs: usize,
+    /// Connections accepted so far.
+    pub accepted: u64,
+    /// Accepted connections closed at once: over `max_connections`, or refused by
+    /// their factory.
+    pub refused: u64,
+    /// `accept` calls that failed (out of descriptors, say).
+    pub accept_errors: u64,
+    /// Outgoing connections that failed.
+    pub connect_failed: u64,
+    /// Connections closed so far, by reason.
+    pub closed: ClosedByReason,
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.closed;
+        write!(
+            f,
+            "{} connections, {} listeners, {} datagram sockets, {} timers, {} bytes buffered, \
+             {} jobs queued / {} pending; accepted {}, refused {}, accept errors {}, \
+             connects failed {}; closed {} (done {}, lost {}, aborted {}, timed out {}, \
+             overflow {}, io {}, panic {})",
+            self.connections,
+            self.listeners,
+            self.datagram_sockets,
+            self.timers,
+            self.buffered_bytes,
+            self.pool_queued,
+            self.pending_jobs,
+            self.accepted,
+            self.refused,
+            self.accept_errors,
+            self.connect_failed,
+            c.total(),
+            c.done,
+            c.lost,
+            c.aborted,
+            c.timed_out,
+            c.write_overflow,
+            c.io,
+            c.panic,
+        )
+    }
+}
+
+impl Reactor {
+    /// What the reactor holds now and has done so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = twistor::Reactor::new()?;
+    /// let stats = reactor.stats();
+    /// assert_eq!((stats.connections, stats.closed.total()), (0, 0));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.core.stats()
+    }
+}
+
+impl Core {
+    fn stats(&self) -> Stats {
+        let c = &self.counters;
+        Stats {
+            connections: self.conns.len(),
+            listeners: self.listeners.len(),
+            datagram_sockets: self.datagrams.len(),
+            timers: self.timers.len(),
+            buffered_bytes: self.conns.iter().map(|(_, c)| c.out.len()).sum(),
+            pool_queued: self.pool.as_ref().map_or(0, |p| p.queued()),
+            pending_jobs: self.jobs.len(),
+            accepted: c.accepted,
+            refused: c.refused,
+            accept_errors: c.accept_errors,
+            connect_failed: c.connect_failed,
+            closed: c.closed,
+        }
+    }
+}
