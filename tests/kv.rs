@@ -6,12 +6,18 @@
 //! mini-redis's `tests/server.rs`. Every blocking step has a watchdog, so a broken
 //! server fails a test instead of hanging it, and the child is killed on drop.
 //!
-//! From inside: the pure RESP parser, `examples/kv/resp.rs`, is included here with
-//! `#[path]` (tests inside an example are not run by `cargo test`) and fed at every
-//! split point.
+//! From inside: the pure parts, the RESP parser (`examples/kv/resp.rs`) and the key
+//! space (`examples/kv/db.rs`), are included here with `#[path]` (tests inside an
+//! example are not run by `cargo test`). The parser is fed at every split point; the
+//! key space is given made-up instants, so expiry is tested without waiting.
 
 #[path = "../examples/kv/resp.rs"]
 mod resp;
+
+// `db.rs` finds the parser's helpers at `crate::resp`, as in the example.
+#[path = "../examples/kv/db.rs"]
+#[allow(dead_code)]
+mod db;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -540,6 +546,113 @@ fn replies_encode_as_resp2() {
     }
 }
 
+// ----- the key space, from inside -----
+
+/// A key space and a made-up clock.
+fn db_at_zero() -> (db::Db, Instant) {
+    (db::Db::default(), Instant::now())
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[test]
+fn a_key_is_gone_from_its_deadline_on() {
+    let (mut db, t0) = db_at_zero();
+    db.set(b"k", b"v", db::Ttl::At(t0 + ms(10)), t0);
+    assert_eq!(db.get(b"k", t0 + ms(9)), Some(&b"v"[..]));
+    assert_eq!(db.ttl(b"k", t0 + ms(4)), db::KeyTtl::Expires(ms(6)));
+    assert_eq!(db.get(b"k", t0 + ms(10)), None);
+    assert!(!db.exists(b"k", t0 + ms(10)));
+    assert_eq!(db.ttl(b"k", t0 + ms(10)), db::KeyTtl::Missing);
+    assert!(!db.del(b"k", t0 + ms(11)), "DEL of an expired key counts 0");
+}
+
+#[test]
+fn writes_replace_keep_or_clear_the_deadline() {
+    let (mut db, t0) = db_at_zero();
+    db.set(b"k", b"1", db::Ttl::At(t0 + ms(10)), t0);
+    db.set(b"k", b"2", db::Ttl::Keep, t0);
+    assert_eq!(db.ttl(b"k", t0), db::KeyTtl::Expires(ms(10)));
+    assert_eq!(db.incr_by(b"k", 5, t0), Ok(7));
+    assert_eq!(
+        db.ttl(b"k", t0),
+        db::KeyTtl::Expires(ms(10)),
+        "INCR keeps it"
+    );
+    db.set(b"k", b"3", db::Ttl::Persist, t0);
+    assert_eq!(db.ttl(b"k", t0 + ms(20)), db::KeyTtl::Persistent);
+    // A counter whose key expired starts again from zero, with no deadline.
+    db.set(b"c", b"41", db::Ttl::At(t0 + ms(10)), t0);
+    assert_eq!(db.incr_by(b"c", 1, t0 + ms(10)), Ok(1));
+    assert_eq!(db.ttl(b"c", t0 + ms(20)), db::KeyTtl::Persistent);
+}
+
+#[test]
+fn expire_conditions_follow_redis() {
+    let (mut db, t0) = db_at_zero();
+    let cond = |nx, xx, gt, lt| db::ExpireIf { nx, xx, gt, lt };
+    db.set(b"k", b"v", db::Ttl::Persist, t0);
+    let at = |n| t0 + ms(n);
+    assert!(!db.expire(b"k", at(50), cond(false, true, false, false), t0));
+    assert!(!db.expire(b"k", at(50), cond(false, false, true, false), t0));
+    assert!(db.expire(b"k", at(50), cond(false, false, false, true), t0));
+    assert!(!db.expire(b"k", at(60), cond(true, false, false, false), t0));
+    assert!(!db.expire(b"k", at(40), cond(false, false, true, false), t0));
+    assert!(db.expire(b"k", at(60), cond(false, true, true, false), t0));
+    assert_eq!(db.ttl(b"k", t0), db::KeyTtl::Expires(ms(60)));
+    assert!(!db.expire(b"missing", at(60), db::ExpireIf::default(), t0));
+    // A deadline not after now deletes at once.
+    assert!(db.expire(b"k", t0, db::ExpireIf::default(), t0));
+    assert_eq!(db.len(), 0);
+}
+
+#[test]
+fn the_sweep_reclaims_due_keys_soonest_first_within_its_budget() {
+    let (mut db, t0) = db_at_zero();
+    for i in 0..10u64 {
+        db.set(
+            format!("k{i}").as_bytes(),
+            b"v",
+            db::Ttl::At(t0 + ms(i)),
+            t0,
+        );
+    }
+    db.set(b"kept", b"v", db::Ttl::Persist, t0);
+    assert!(db.sweep(t0 + ms(5), 4), "more keys are due");
+    assert_eq!(db.len(), 7);
+    assert!(!db.sweep(t0 + ms(5), 100), "k4 and k5 were the last due");
+    assert_eq!(db.len(), 5);
+    assert!(db.exists(b"k6", t0 + ms(5)));
+    assert!(!db.sweep(t0 + ms(100), 100));
+    assert_eq!(db.len(), 1);
+    // A key whose deadline was moved is swept by the new one only.
+    db.set(b"m", b"v", db::Ttl::At(t0 + ms(110)), t0);
+    db.expire(b"m", t0 + ms(200), db::ExpireIf::default(), t0);
+    db.sweep(t0 + ms(150), 100);
+    assert!(db.exists(b"m", t0 + ms(150)));
+    db.sweep(t0 + ms(200), 100);
+    assert_eq!(db.len(), 1);
+}
+
+#[test]
+fn counters_refuse_non_integers_and_overflow() {
+    let (mut db, t0) = db_at_zero();
+    db.set(b"s", b"abc", db::Ttl::Persist, t0);
+    assert_eq!(db.incr_by(b"s", 1, t0), Err(db::IncrError::NotInteger));
+    db.set(
+        b"max",
+        i64::MAX.to_string().as_bytes(),
+        db::Ttl::Persist,
+        t0,
+    );
+    assert_eq!(db.incr_by(b"max", 1, t0), Err(db::IncrError::Overflow));
+    assert_eq!(db.get(b"max", t0), Some(i64::MAX.to_string().as_bytes()));
+    assert_eq!(db.incr_by(b"new", -3, t0), Ok(-3));
+    assert_eq!(db.get(b"new", t0), Some(&b"-3"[..]));
+}
+
 // ----- the server, from outside: commands -----
 
 #[test]
@@ -943,7 +1056,7 @@ fn start_up_commands_of_redis_cli_and_redis_benchmark() {
         "*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
     );
     assert_eq!(text(&raw.ask(&req("CONFIG GET nosuch"))), "*0\r\n");
-    // redis-cli asks for COMMAND DOCS and falls back on its own help if it gets none.
+    // Interactive redis-cli asks for COMMAND DOCS; an empty table is a valid answer.
     assert_eq!(text(&raw.ask(&req("COMMAND DOCS"))), "*0\r\n");
     assert_eq!(text(&raw.ask(&req("SELECT 0"))), "+OK\r\n");
     assert_eq!(

@@ -17,6 +17,11 @@
 //! commands (`SET greeting hello`, `GET greeting`). SIGINT or SIGTERM stops it
 //! gracefully.
 //!
+//! Limits, checked before memory is taken: a bulk string of at most 512 MiB, at most
+//! 1,048,576 arguments per request, 64 KiB for an inline request or a length line,
+//! and `--max-query-bytes` (default 1 GiB, as Redis) for one incomplete request. A
+//! request over a limit gets `-ERR Protocol error: ...` and the connection is closed.
+//!
 //! How a connection is served: every complete request in a chunk of input is parsed
 //! straight out of the reactor's read buffer (no copy unless a request straddles two
 //! reads), executed, and its reply appended to one per-connection output buffer;
@@ -1084,8 +1089,8 @@ fn command(reply: &mut Reply<'_, '_>, args: &Args<'_>) {
                 }
             }
         }
-        // We have no documentation to give; an empty reply makes redis-cli fall
-        // back on its own.
+        // We have no documentation to give. redis-cli (7.x) asks for it to build
+        // its interactive hints; an empty table only leaves it without hints.
         b"DOCS" => reply.array(0),
         b"COUNT" => reply.wrong_arity("command|count"),
         b"LIST" => reply.wrong_arity("command|list"),
