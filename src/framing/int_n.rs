@@ -380,3 +380,322 @@ impl<H: StringHandler, const N: usize> fmt::Debug for IntNReceiver<H, N> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framing::fake::{chunkings, FakeDriver};
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum Ev {
+        Str(Vec<u8>),
+        TooLong(usize),
+    }
+
+    fn s(x: &[u8]) -> Ev {
+        Ev::Str(x.to_vec())
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Flow {
+        Go,
+        Pause,
+        Close,
+    }
+
+    /// Feeds `chunks` to `parser`; `script` says what the handler does after each event.
+    /// While paused, chunks are only kept; `resume` is simulated before each chunk when
+    /// `resume_each` is set.
+    fn run<const N: usize>(
+        parser: &mut IntNParser<N>,
+        chunks: &[&[u8]],
+        mut script: impl FnMut(&Ev) -> Flow,
+    ) -> (Vec<Ev>, bool) {
+        let mut events = Vec::new();
+        for chunk in chunks {
+            let mut feed = parser.feed(chunk);
+            while let Some((event, _)) = feed.next_event() {
+                let ev = match event {
+                    StringEvent::String(x) => s(x),
+                    StringEvent::LengthLimitExceeded(n) => Ev::TooLong(n),
+                };
+                events.push(ev.clone());
+                match script(&ev) {
+                    Flow::Go => {}
+                    Flow::Pause => break,
+                    Flow::Close => {
+                        feed.discard();
+                        return (events, true);
+                    }
+                }
+            }
+        }
+        (events, false)
+    }
+
+    fn framed<const N: usize>(strings: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for x in strings {
+            out.extend_from_slice(&(x.len() as u64).to_be_bytes()[8 - N..]);
+            out.extend_from_slice(x);
+        }
+        out
+    }
+
+    /// Every chunking of `input` gives `expected`, with a handler that closes on an
+    /// overlong prefix (the default) or not.
+    fn check<const N: usize>(max: usize, input: &[u8], close: bool, expected: &[Ev]) {
+        for chunks in chunkings(input) {
+            let mut parser = IntNParser::<N>::new(max);
+            let (events, closed) = run(&mut parser, &chunks, |ev| match ev {
+                Ev::TooLong(_) if close => Flow::Close,
+                _ => Flow::Go,
+            });
+            assert_eq!(events, expected, "chunks: {chunks:?}");
+            assert_eq!(
+                closed,
+                close && expected.iter().any(|e| matches!(e, Ev::TooLong(_)))
+            );
+        }
+    }
+
+    fn check_all_prefixes(max: usize, strings: &[&[u8]]) {
+        let expected: Vec<Ev> = strings.iter().map(|x| s(x)).collect();
+        check::<1>(max, &framed::<1>(strings), true, &expected);
+        check::<2>(max, &framed::<2>(strings), true, &expected);
+        check::<4>(max, &framed::<4>(strings), true, &expected);
+    }
+
+    #[test]
+    fn strings_at_every_chunking() {
+        // IntNTestCaseMixin.test_receive, and more.
+        check_all_prefixes(50, &[b"a", &[b'b'; 16]]);
+        check_all_prefixes(50, &[b"", b"x", b"", b"", b"yz"]);
+    }
+
+    #[test]
+    fn max_length_itself_is_accepted() {
+        check_all_prefixes(5, &[b"12345", b"", b"1"]);
+    }
+
+    #[test]
+    fn partial_strings_deliver_nothing() {
+        // test_partial (the "hello there" cases announce huge lengths: see below).
+        for input in [&b"\x00\x00\x00"[..], b"", b"\x00\x00\x00\x05abcd"] {
+            check::<4>(50, input, true, &[]);
+        }
+        check::<2>(50, b"\x00", true, &[]);
+        check::<1>(50, b"\x08", true, &[]);
+        check::<1>(50, b"\x05abcd", true, &[]);
+    }
+
+    #[test]
+    fn length_limit_is_checked_on_the_prefix_alone() {
+        // test_lengthLimitExceeded: just the prefix, no payload yet.
+        check::<4>(10, &[0, 0, 0, 11], true, &[Ev::TooLong(11)]);
+        check::<2>(10, &[0, 11], true, &[Ev::TooLong(11)]);
+        check::<1>(10, &[11], true, &[Ev::TooLong(11)]);
+        // test_longStringNotDelivered.
+        check::<4>(
+            10,
+            &[&[0, 0, 0, 11][..], &[b'x'; 11]].concat(),
+            true,
+            &[Ev::TooLong(11)],
+        );
+    }
+
+    #[test]
+    fn illegal_strings_close() {
+        // test_illegal, MAX 50.
+        check::<4>(
+            50,
+            b"\x10\x00\x00\x00aaaaaa",
+            true,
+            &[Ev::TooLong(0x1000_0000)],
+        );
+        check::<2>(50, b"\x10\x00aaaaaa", true, &[Ev::TooLong(0x1000)]);
+        check::<1>(
+            50,
+            b"\x00\x00aaaaaa",
+            true,
+            &[s(b""), s(b""), Ev::TooLong(97)],
+        );
+        check::<4>(50, b"hello there", true, &[Ev::TooLong(0x6865_6c6c)]);
+        check::<1>(50, b"dzadz", true, &[Ev::TooLong(usize::from(b'd'))]);
+    }
+
+    #[test]
+    fn overlong_string_is_skipped_when_the_handler_keeps_the_connection() {
+        // Twisted re-delivers `ok` here (`exceeded_then_more`); twistor skips the
+        // overlong payload and goes on.
+        let input = [
+            framed::<1>(&[b"ok"]),
+            framed::<1>(&[b"too long"]),
+            framed::<1>(&[b"next"]),
+        ]
+        .concat();
+        check::<1>(5, &input, false, &[s(b"ok"), Ev::TooLong(8), s(b"next")]);
+        let mut parser = Int8Parser::new(5);
+        let (_, _) = run(&mut parser, &[&input[..5]], |_| Flow::Go);
+        assert!(
+            parser.buffered().is_empty(),
+            "a skipped payload is not buffered"
+        );
+    }
+
+    #[test]
+    fn pause_keeps_the_rest_for_later() {
+        let input = framed::<2>(&[b"a", b"pause", b"b", b"c"]);
+        for chunks in chunkings(&input) {
+            let mut parser = Int16Parser::new(50);
+            let mut events = Vec::new();
+            let script = |ev: &Ev| {
+                if *ev == s(b"pause") {
+                    Flow::Pause
+                } else {
+                    Flow::Go
+                }
+            };
+            for chunk in &chunks {
+                // Resume (an empty feed) before each new chunk, as the reactor does.
+                for c in [&[][..], chunk] {
+                    let (evs, _) = run(&mut parser, &[c], script);
+                    events.extend(evs);
+                }
+            }
+            let (evs, _) = run(&mut parser, &[&[]], script);
+            events.extend(evs);
+            assert_eq!(
+                events,
+                [s(b"a"), s(b"pause"), s(b"b"), s(b"c")],
+                "{chunks:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn close_stops_delivery() {
+        let input = framed::<4>(&[b"a", b"quit", b"b"]);
+        for chunks in chunkings(&input) {
+            let mut parser = Int32Parser::new(50);
+            let (events, closed) = run(&mut parser, &chunks, |ev| {
+                if *ev == s(b"quit") {
+                    Flow::Close
+                } else {
+                    Flow::Go
+                }
+            });
+            assert!(closed);
+            assert_eq!(events, [s(b"a"), s(b"quit")]);
+            assert!(parser.buffered().is_empty());
+        }
+    }
+
+    // ----- the adapter -----
+
+    #[derive(Default)]
+    struct Rec {
+        strings: Vec<Vec<u8>>,
+        exceeded: Vec<usize>,
+        keep_open: bool,
+    }
+
+    impl StringHandler for Rec {
+        fn string_received(&mut self, cx: &mut StringContext<'_, '_>, string: &[u8]) {
+            self.strings.push(string.to_vec());
+            if string == b"pause" {
+                cx.pause_reading();
+            }
+        }
+
+        fn length_limit_exceeded(&mut self, cx: &mut StringContext<'_, '_>, length: usize) {
+            self.exceeded.push(length);
+            if !self.keep_open {
+                cx.lose_connection();
+            }
+        }
+    }
+
+    #[test]
+    fn send_string_adds_the_prefix() {
+        // test_data and test_send.
+        fn sent<const N: usize>(string: &[u8]) -> Vec<u8> {
+            let mut p = IntNReceiver::<Rec, N>::new(Rec::default());
+            let mut d = FakeDriver::new();
+            d.with::<IntNReceiver<Rec, N>, _>(|cx| {
+                p.with_handler(cx, |_, cx| cx.send_string(string).unwrap())
+            });
+            d.written
+        }
+        assert_eq!(sent::<4>(b"foo"), b"\x00\x00\x00\x03foo");
+        assert_eq!(sent::<2>(b"foo"), b"\x00\x03foo");
+        assert_eq!(sent::<1>(b"foo"), b"\x03foo");
+        assert_eq!(sent::<1>(&[b'b'; 16]), [&[16][..], &[b'b'; 16]].concat());
+        assert_eq!(sent::<1>(&[7; 255]).len(), 256);
+    }
+
+    #[test]
+    fn send_string_refuses_a_string_too_long_for_the_prefix() {
+        // test_tooLongSend: Int8 takes 255 bytes at most, Int16 65535.
+        let mut p = Int8Receiver::new(Rec::default());
+        let mut d = FakeDriver::new();
+        d.with::<Int8Receiver<Rec>, _>(|cx| {
+            p.with_handler(cx, |_, cx| {
+                let err = cx.send_string(&[0; 256]).unwrap_err();
+                assert_eq!((err.string_bytes(), err.max_bytes()), (256, 255));
+            })
+        });
+        assert!(d.written.is_empty());
+        let mut p = Int16Receiver::new(Rec::default());
+        d.with::<Int16Receiver<Rec>, _>(|cx| {
+            p.with_handler(cx, |_, cx| {
+                assert!(cx.send_string(&vec![0; 65536]).is_err());
+                assert_eq!(cx.send_string(&vec![0; 65535]), Ok(true));
+            })
+        });
+        assert_eq!(Int8Receiver::<Rec>::max_sendable(), 255);
+        assert_eq!(Int32Receiver::<Rec>::max_sendable(), u32::MAX as usize);
+    }
+
+    #[test]
+    fn adapter_receives_pauses_and_resumes() {
+        type P = Int32Receiver<Rec>;
+        let mut p = P::new(Rec::default());
+        let mut d = FakeDriver::new();
+        let input = framed::<4>(&[b"ubar", b"pause", b"", b"x"]);
+        d.with::<P, _>(|cx| p.data_received(cx, &input[..input.len() - 1]));
+        assert_eq!(p.handler().strings, [&b"ubar"[..], b"pause"]);
+        d.reading = true;
+        d.with::<P, _>(|cx| p.reading_resumed(cx));
+        assert_eq!(p.handler().strings, [&b"ubar"[..], b"pause", b""]);
+        d.with::<P, _>(|cx| p.data_received(cx, &input[input.len() - 1..]));
+        assert_eq!(p.handler().strings.last().unwrap(), b"x");
+    }
+
+    #[test]
+    fn adapter_default_limit_closes_and_drops_the_rest() {
+        type P = Int8Receiver<Rec>;
+        let mut p = P::new(Rec::default()).max_length(3);
+        let mut d = FakeDriver::new();
+        d.with::<P, _>(|cx| p.data_received(cx, b"\x01a\x04abcd\x01b"));
+        assert_eq!(p.handler().strings, [b"a"]);
+        assert_eq!(p.handler().exceeded, [4]);
+        assert!(!d.open);
+    }
+
+    #[test]
+    fn adapter_limit_kept_open_skips_the_payload() {
+        type P = Int8Receiver<Rec>;
+        let mut p = P::new(Rec {
+            keep_open: true,
+            ..Rec::default()
+        })
+        .max_length(3);
+        let mut d = FakeDriver::new();
+        d.with::<P, _>(|cx| p.data_received(cx, b"\x01a\x04ab"));
+        d.with::<P, _>(|cx| p.data_received(cx, b"cd\x01b"));
+        assert_eq!(p.handler().strings, [b"a", b"b"]);
+        assert_eq!(p.handler().exceeded, [4]);
+        assert!(d.open);
+    }
+}

@@ -28,6 +28,9 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 16384;
 #[derive(Clone)]
 struct Delimiter {
     finder: memmem::Finder<'static>,
+    /// The delimiter when it is one byte, searched with `memchr`.
+    single: Option<u8>,
+    len: usize,
 }
 
 /// Where the first delimiter of `head ++ rest` starts.
@@ -43,6 +46,11 @@ impl Delimiter {
         assert!(!bytes.is_empty(), "a line delimiter cannot be empty");
         Delimiter {
             finder: memmem::Finder::new(bytes).into_owned(),
+            single: match *bytes {
+                [byte] => Some(byte),
+                _ => None,
+            },
+            len: bytes.len(),
         }
     }
 
@@ -51,15 +59,15 @@ impl Delimiter {
     }
 
     fn len(&self) -> usize {
-        self.bytes().len()
+        self.len
     }
 
     /// The first occurrence in `haystack` (Python's `split(delimiter, 1)`).
     #[inline]
     fn find(&self, haystack: &[u8]) -> Option<usize> {
-        match *self.bytes() {
-            [byte] => memchr::memchr(byte, haystack),
-            _ => self.finder.find(haystack),
+        match self.single {
+            Some(byte) => memchr::memchr(byte, haystack),
+            None => self.finder.find(haystack),
         }
     }
 
@@ -115,6 +123,8 @@ struct ControlState {
     rewind: Option<usize>,
     /// `clear_line_buffer` was called: drop what is pending.
     clear: bool,
+    /// One of `extra`, `rewind` or `clear` is set: the next event must apply it first.
+    requested: bool,
 }
 
 /// A sans-I/O line splitter with a raw mode: Twisted's `LineReceiver` parsing rules,
@@ -181,6 +191,7 @@ impl LineParser {
                 extra: Vec::new(),
                 rewind: None,
                 clear: false,
+                requested: false,
             },
             skip_overlong: false,
             skipping: false,
@@ -267,6 +278,7 @@ impl LineParser {
         self.ctl.extra.clear();
         self.ctl.rewind = None;
         self.ctl.clear = false;
+        self.ctl.requested = false;
     }
 
     /// Finds the next event of `input ++ chunk[*pos..]`, consuming its bytes, and says
@@ -515,6 +527,36 @@ impl LineFeed<'_, '_> {
     /// before the next event is looked for.
     pub fn next_event(&mut self) -> Option<(LineEvent<'_>, LineControl<'_>)> {
         self.settle();
+        let chunk = self.chunk;
+        // The steady state, kept short: a whole line straight from the chunk.
+        let p = &*self.parser;
+        let line = if p.ctl.line_mode && !p.skipping && p.input.is_empty() {
+            p.delimiter
+                .find(&chunk[self.pos..])
+                .filter(|&i| i <= p.ctl.max_length)
+        } else {
+            None
+        };
+        if let Some(i) = line {
+            let start = self.pos;
+            self.pos += i + p.delimiter.len();
+            let LineParser { ctl, delimiter, .. } = &mut *self.parser;
+            let control = LineControl {
+                state: ctl,
+                delimiter: delimiter.bytes(),
+                rest: [&[], &chunk[self.pos..]],
+                raw: &[],
+            };
+            return Some((LineEvent::Line(&chunk[start..start + i]), control));
+        }
+        self.next_event_slow()
+    }
+
+    /// [`next_event`](Self::next_event) for everything but a line straight from the
+    /// chunk: buffered data, modes, limits. Kept out of line so that the fast path
+    /// stays small.
+    #[inline(never)]
+    fn next_event_slow(&mut self) -> Option<(LineEvent<'_>, LineControl<'_>)> {
         let step = self
             .parser
             .step(self.chunk, &mut self.pos, &mut self.last_raw);
@@ -525,8 +567,9 @@ impl LineFeed<'_, '_> {
             delimiter,
             ..
         } = &mut *self.parser;
+        let data: &[u8] = &input.data;
         let bytes = |src: Src, range: Range<usize>| match src {
-            Src::Buf => &input.data[range],
+            Src::Buf => &data[range],
             Src::Chunk => &chunk[range],
         };
         let (event, raw) = match step {
@@ -541,7 +584,7 @@ impl LineFeed<'_, '_> {
         let control = LineControl {
             state: ctl,
             delimiter: delimiter.bytes(),
-            rest: [input.pending(), &chunk[self.pos..]],
+            rest: [&data[input.start..], &chunk[self.pos..]],
             raw,
         };
         Some((event, control))
@@ -574,8 +617,18 @@ impl LineFeed<'_, '_> {
     }
 
     /// Applies what the handler asked for through the last [`LineControl`].
+    #[inline]
     fn settle(&mut self) {
+        let last_raw = self.last_raw.take();
+        if self.parser.ctl.requested {
+            self.apply_requests(last_raw);
+        }
+    }
+
+    #[inline(never)]
+    fn apply_requests(&mut self, last_raw: Option<Src>) {
         let p = &mut *self.parser;
+        p.ctl.requested = false;
         if p.ctl.clear {
             p.ctl.clear = false;
             p.input.reset();
@@ -586,7 +639,7 @@ impl LineFeed<'_, '_> {
         }
         if let Some(n) = p.ctl.rewind.take() {
             // The raw event consumed everything pending; un-consume its tail.
-            match self.last_raw {
+            match last_raw {
                 Some(Src::Buf) => p.input.start = p.input.data.len() - n,
                 Some(Src::Chunk) => self.pos = self.chunk.len() - n,
                 None => unreachable!("a rewind is only recorded during a raw event"),
@@ -602,7 +655,6 @@ impl LineFeed<'_, '_> {
             }
             p.unfinished = false;
         }
-        self.last_raw = None;
     }
 }
 
@@ -658,6 +710,7 @@ impl LineControl<'_> {
         if extra.is_empty() {
             return;
         }
+        state.requested = true;
         if state.extra.is_empty()
             && state.rewind.is_none()
             && !state.clear
@@ -691,6 +744,7 @@ impl LineControl<'_> {
         out.extend_from_slice(rewound);
         out.append(&mut state.extra);
         state.clear = true;
+        state.requested = true;
         self.rest = [&[], &[]];
         self.raw = &[];
         out

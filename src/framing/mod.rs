@@ -489,6 +489,19 @@ pub(crate) mod fake {
         }
     }
 
+    /// Every way to cut `input`: whole, one byte at a time, at every split point, in
+    /// packets of 2 to 9 bytes.
+    pub(crate) fn chunkings(input: &[u8]) -> Vec<Vec<&[u8]>> {
+        let mut all = vec![vec![input], input.chunks(1).collect()];
+        for i in 1..input.len() {
+            all.push(vec![&input[..i], &input[i..]]);
+        }
+        for size in 2..10 {
+            all.push(input.chunks(size).collect());
+        }
+        all
+    }
+
     impl Driver for FakeDriver {
         fn write(&mut self, _: ConnId, data: &[u8]) -> bool {
             if self.open {

@@ -444,3 +444,233 @@ impl<H: StringHandler> fmt::Debug for NetstringReceiver<H> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framing::fake::{chunkings, FakeDriver};
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum Ev {
+        Str(Vec<u8>),
+        Err(NetstringError),
+    }
+
+    fn s(x: &[u8]) -> Ev {
+        Ev::Str(x.to_vec())
+    }
+
+    const MISSING_LENGTH: Ev = Ev::Err(NetstringError::MissingLength);
+    const MISSING_COMMA: Ev = Ev::Err(NetstringError::MissingComma);
+
+    fn too_long(max_length: usize) -> Ev {
+        Ev::Err(NetstringError::TooLong { max_length })
+    }
+
+    /// Feeds `chunks`; the handler closes on an error, as the adapter does.
+    fn run(parser: &mut NetstringParser, chunks: &[&[u8]]) -> Vec<Ev> {
+        let mut events = Vec::new();
+        for chunk in chunks {
+            let mut feed = parser.feed(chunk);
+            while let Some((event, _)) = feed.next_event() {
+                match event {
+                    NetstringEvent::String(x) => events.push(s(x)),
+                    NetstringEvent::Error(e) => {
+                        events.push(Ev::Err(e));
+                        feed.discard();
+                        return events;
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    /// Every chunking of `input` gives `expected`.
+    fn check(max: usize, input: &[u8], expected: &[Ev]) {
+        for chunks in chunkings(input) {
+            let mut parser = NetstringParser::new(max);
+            assert_eq!(run(&mut parser, &chunks), expected, "chunks: {chunks:?}");
+        }
+    }
+
+    fn netstrings(strings: &[&[u8]]) -> Vec<u8> {
+        strings
+            .iter()
+            .flat_map(|x| [format!("{}:", x.len()).as_bytes(), x, b","].concat())
+            .collect()
+    }
+
+    #[test]
+    fn strings_at_every_chunking() {
+        // NetstringReceiverTests.test_buffer, with MAX 699.
+        let a515 = [b'a'; 515];
+        let strings: [&[u8]; 7] = [
+            b"hello", b"world", b"how", b"are", b"you123", b":today", &a515,
+        ];
+        let expected: Vec<Ev> = strings.iter().map(|x| s(x)).collect();
+        check(699, &netstrings(&strings), &expected);
+    }
+
+    #[test]
+    fn small_and_nested_netstrings() {
+        check(50, b"0:,", &[s(b"")]);
+        check(50, b"1:a,", &[s(b"a")]);
+        check(50, b"2:ab,", &[s(b"ab")]);
+        check(50, b"4:1:a,,", &[s(b"1:a,")]);
+        check(50, b"10:0123456789,", &[s(b"0123456789")]);
+        check(50, b"1:a,1:b,", &[s(b"a"), s(b"b")]);
+    }
+
+    #[test]
+    fn payload_must_end_with_a_comma() {
+        // test_moreDataThanSpecified, ...BorderCase; the error comes at the byte where
+        // the comma belongs.
+        check(50, b"2:aaa,", &[MISSING_COMMA]);
+        check(50, b"0:a,", &[MISSING_COMMA]);
+        check(50, b"4:abcde", &[MISSING_COMMA]);
+        check(50, b"1:a,2:aaa", &[s(b"a"), MISSING_COMMA]);
+    }
+
+    #[test]
+    fn length_must_be_digits_then_a_colon() {
+        // test_missingNumber, test_missingColon, test_missingNumberAndColon,
+        // test_onlyData, and what the length regex refuses.
+        for bad in [
+            &b":aaa,"[..],
+            b"3aaa,",
+            b"aaa,",
+            b"aaa",
+            b"abc",
+            b"01:a,",
+            b"00:,",
+            b"+1:a,",
+            b"-1:a,",
+            b" 1:a,",
+            b"1 :a,",
+        ] {
+            check(50, bad, &[MISSING_LENGTH]);
+        }
+    }
+
+    #[test]
+    fn length_over_max_is_refused_before_the_colon() {
+        // test_consumeLengthBorderCase1-3, test_maxReceiveLimit (as intended).
+        check(12, b"12:aaaaaaaaaaaa,", &[s(&[b'a'; 12])]);
+        check(11, b"12:", &[too_long(11)]);
+        check(11, b"1000:", &[too_long(11)]);
+        check(50, b"51", &[too_long(50)]);
+        check(99_999, b"100000", &[too_long(99_999)]);
+        check(99_999, b"9999999999999999999999", &[too_long(99_999)]);
+        check(
+            usize::MAX,
+            b"99999999999999999999999999:",
+            &[too_long(usize::MAX)],
+        );
+        let mut input = b"51:".to_vec();
+        input.extend_from_slice(&[b'a'; 50]);
+        input.extend_from_slice(b"b,");
+        check(50, &input, &[too_long(50)]);
+    }
+
+    #[test]
+    fn portions() {
+        // test_receiveNetstringPortions_1..3, test_receiveTwoNetstrings.
+        let mut p = NetstringParser::new(50);
+        assert_eq!(run(&mut p, &[b"4:aa", b"aa,"]), [s(b"aaaa")]);
+        let mut p = NetstringParser::new(50);
+        assert_eq!(
+            run(&mut p, &[b"1", b"0:01234", b"56789", b","]),
+            [s(b"0123456789")]
+        );
+        let mut p = NetstringParser::new(50);
+        assert_eq!(run(&mut p, &[b"2", b":", b"a", b"b", b","]), [s(b"ab")]);
+        let mut p = NetstringParser::new(50);
+        assert_eq!(run(&mut p, &[b"1:a,1"]), [s(b"a")]);
+        assert_eq!(run(&mut p, &[b":b,"]), [s(b"b")]);
+    }
+
+    #[test]
+    fn nothing_after_an_error() {
+        let mut p = NetstringParser::new(50);
+        let mut feed = p.feed(b"x1:a,");
+        assert_eq!(
+            feed.next_event().unwrap().0,
+            NetstringEvent::Error(NetstringError::MissingLength)
+        );
+        assert!(feed.next_event().is_none());
+        drop(feed);
+        assert!(p.is_broken());
+        assert!(p.feed(b"1:a,").next_event().is_none());
+    }
+
+    #[test]
+    fn length_prefix_formats_decimal() {
+        let mut buf = [0; 24];
+        assert_eq!(length_prefix(0, &mut buf), b"0:");
+        assert_eq!(length_prefix(515, &mut buf), b"515:");
+        assert_eq!(
+            length_prefix(usize::MAX, &mut buf),
+            format!("{}:", usize::MAX).as_bytes()
+        );
+    }
+
+    // ----- the adapter -----
+
+    #[derive(Default)]
+    struct Echo {
+        strings: Vec<Vec<u8>>,
+    }
+
+    impl StringHandler for Echo {
+        fn string_received(&mut self, cx: &mut StringContext<'_, '_>, string: &[u8]) {
+            self.strings.push(string.to_vec());
+            assert_eq!(cx.send_string(string), Ok(true));
+            if string == b"pause" {
+                cx.pause_reading();
+            }
+        }
+    }
+
+    type P = NetstringReceiver<Echo>;
+
+    #[test]
+    fn adapter_echoes_netstrings() {
+        let mut p = P::new(Echo::default());
+        let mut d = FakeDriver::new();
+        d.with::<P, _>(|cx| p.data_received(cx, b"5:hello,0:,3:a"));
+        d.with::<P, _>(|cx| p.data_received(cx, b"bc,"));
+        assert_eq!(d.written, b"5:hello,0:,3:abc,");
+        assert_eq!(p.handler().strings, [&b"hello"[..], b"", b"abc"]);
+    }
+
+    #[test]
+    fn adapter_error_closes_the_connection() {
+        // test_illegal, fed byte by byte.
+        for bad in [
+            &b"9999999999999999999999"[..],
+            b"abc",
+            b"4:abcde",
+            b"51:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab,",
+        ] {
+            let mut p = P::new(Echo::default()).max_length(50);
+            let mut d = FakeDriver::new();
+            for byte in bad.chunks(1) {
+                d.with::<P, _>(|cx| p.data_received(cx, byte));
+            }
+            assert!(!d.open, "{bad:?}");
+            assert!(p.is_broken());
+        }
+    }
+
+    #[test]
+    fn adapter_pause_and_resume() {
+        let mut p = P::new(Echo::default());
+        let mut d = FakeDriver::new();
+        d.with::<P, _>(|cx| p.data_received(cx, b"5:pause,1:a,1:b,"));
+        assert_eq!(p.handler().strings, [b"pause"]);
+        d.reading = true;
+        d.with::<P, _>(|cx| p.reading_resumed(cx));
+        assert_eq!(p.handler().strings, [&b"pause"[..], b"a", b"b"]);
+    }
+}
