@@ -354,6 +354,20 @@ impl Reactor {
         .send_to(data, to)
     }
 
+    /// The descriptor of datagram socket `id` (none once it is closing), for the
+    /// `socketserver` module: it clones it to send replies straight from its worker
+    /// threads, where a `Handle` round trip would hold a reply until the reactor's
+    /// next turn. A clone shares the socket's non-blocking mode; it must only send,
+    /// since receiving is the reactor's.
+    pub(crate) fn datagram_fd(&self, id: DatagramId) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        let d = self.core.datagram(id).filter(|d| !d.closing)?;
+        Some(match &d.socket {
+            DgramSocket::Udp(s) => s.as_fd(),
+            DgramSocket::Unix(s) => s.as_fd(),
+        })
+    }
+
     /// The address a datagram socket is bound to.
     pub fn datagram_addr(&self, id: DatagramId) -> Option<Addr> {
         self.core.datagram(id).and_then(|d| d.socket.local_addr())
