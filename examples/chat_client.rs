@@ -1,0 +1,205 @@
+//! A line client for the chat server: the keyboard and the socket on one reactor
+//! thread, as Twisted's `StandardIO` next to a TCP client.
+//!
+//! Every line typed on stdin is sent to the server; every line the server sends is
+//! printed on stdout. Two connections on one reactor do it, each relaying to the other
+//! with `write_to`: stdin/stdout ([`Reactor::stdio`]) and the socket
+//! ([`Reactor::connect_tcp`]). No thread blocks on the keyboard.
+//!
+//! The client exits 0 when the server closes (after `/quit`, say), or at the end of
+//! stdin: what was typed is sent (a last line without a newline gets one), then the
+//! connection is closed. It exits 1 if it cannot connect or the connection breaks.
+//!
+//! Run it, with the chat server running:
+//!
+//! ```text
+//! cargo run --example chat_client -- [--connect 127.0.0.1:8000]
+//! ```
+//!
+//! Type a line, `/nick NAME`, `/join ROOM`, `/who`, `/quit`. Or script it:
+//! `printf '/nick bot\nhello\n' | cargo run --example chat_client`.
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::rc::Rc;
+
+use twistor::{ConnId, Context, Protocol, Reactor, Reason};
+
+/// The chat server's default address.
+const DEFAULT_CONNECT: &str = "127.0.0.1:8000";
+
+const USAGE: &str = "\
+Line client for the chat example: stdin to the server, the server to stdout.
+
+Usage: chat_client [FLAGS]
+
+Flags:
+  --connect ADDR  server to connect to (default: 127.0.0.1:8000)
+  --help          print this help and exit
+";
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .target(env_logger::Target::Stderr)
+        .init();
+    let addr = parse_args(std::env::args().skip(1));
+    match run(addr) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chat_client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--connect ADDR` (or `--connect=ADDR`) and `--help`; a bad command line exits 2.
+fn parse_args(mut args: impl Iterator<Item = String>) -> SocketAddr {
+    let mut connect = DEFAULT_CONNECT.to_owned();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--help" | "-h" => {
+                print!("{USAGE}");
+                let _ = io::stdout().flush();
+                std::process::exit(0);
+            }
+            "--connect" => match args.next() {
+                Some(value) => connect = value,
+                None => usage_error("--connect needs a value"),
+            },
+            _ => match arg.strip_prefix("--connect=") {
+                Some(value) => connect = value.to_owned(),
+                None => usage_error(&format!("unknown argument `{arg}`")),
+            },
+        }
+    }
+    // Resolving a host name blocks, but only here, before the reactor runs.
+    match connect.to_socket_addrs().map(|mut addrs| addrs.next()) {
+        Ok(Some(addr)) => addr,
+        Ok(None) => usage_error(&format!("`{connect}` resolves to no address")),
+        Err(e) => usage_error(&format!("bad address `{connect}`: {e}")),
+    }
+}
+
+fn usage_error(message: &str) -> ! {
+    eprint!("chat_client: {message}\n\n{USAGE}");
+    std::process::exit(2);
+}
+
+fn run(addr: SocketAddr) -> io::Result<()> {
+    let mut reactor = Reactor::new()?;
+    let shared = Rc::new(Shared::default());
+    let link = reactor.connect_tcp(
+        addr,
+        ServerLink {
+            addr,
+            shared: Rc::clone(&shared),
+        },
+    );
+    let screen = reactor.stdio(Keyboard {
+        server: link,
+        shared: Rc::clone(&shared),
+        at_line_start: true,
+    })?;
+    shared.screen.set(Some(screen));
+    reactor.run()?;
+    match shared.error.take() {
+        Some(error) => Err(io::Error::other(error)),
+        None => Ok(()),
+    }
+}
+
+/// What the two connections tell each other.
+#[derive(Default)]
+struct Shared {
+    /// The stdin/stdout connection, where server output goes.
+    screen: Cell<Option<ConnId>>,
+    /// The socket is connected.
+    connected: Cell<bool>,
+    /// stdin has ended: close the socket once what was typed has gone out.
+    input_done: Cell<bool>,
+    /// Why the client failed, if it did: the exit status is 1.
+    error: RefCell<Option<String>>,
+}
+
+impl Shared {
+    fn fail(&self, cx: &mut Context<'_>, error: String) {
+        self.error.borrow_mut().get_or_insert(error);
+        cx.stop_reactor();
+    }
+}
+
+/// stdin and stdout: what is typed goes to the server as it is.
+struct Keyboard {
+    server: ConnId,
+    shared: Rc<Shared>,
+    /// The last byte sent ended a line (or nothing was sent).
+    at_line_start: bool,
+}
+
+impl Protocol for Keyboard {
+    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        // Bytes typed before the socket is connected are queued by the reactor.
+        cx.write_to(self.server, data);
+        self.at_line_start = data.ends_with(b"\n");
+    }
+
+    /// End of stdin: finish the last line and close the socket, which ends the
+    /// client. stdout stays open (this connection is not closed) until then.
+    fn read_eof(&mut self, cx: &mut Context<'_>) {
+        if !self.at_line_start {
+            cx.write_to(self.server, b"\n");
+        }
+        self.shared.input_done.set(true);
+        // Closing a socket that is still connecting would cancel the connect; the
+        // link closes it itself once connected.
+        if self.shared.connected.get() {
+            cx.lose_connection_of(self.server);
+        }
+    }
+
+    fn connection_lost(&mut self, cx: &mut Context<'_>, reason: Reason) {
+        match reason {
+            Reason::Done => cx.stop_reactor(),
+            reason => self.shared.fail(cx, format!("stdout: {reason}")),
+        }
+    }
+}
+
+/// The socket: what the server sends is printed as it is.
+struct ServerLink {
+    addr: SocketAddr,
+    shared: Rc<Shared>,
+}
+
+impl Protocol for ServerLink {
+    fn connection_made(&mut self, cx: &mut Context<'_>) {
+        self.shared.connected.set(true);
+        if self.shared.input_done.get() {
+            // stdin ended while connecting: send what it had, then close.
+            cx.lose_connection();
+        }
+    }
+
+    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        if let Some(screen) = self.shared.screen.get() {
+            cx.write_to(screen, data);
+        }
+    }
+
+    fn connection_lost(&mut self, cx: &mut Context<'_>, reason: Reason) {
+        // Stopping flushes what is still queued for stdout before the reactor ends.
+        match reason {
+            Reason::Done => cx.stop_reactor(),
+            reason => self
+                .shared
+                .fail(cx, format!("connection to the server: {reason}")),
+        }
+    }
+
+    fn connection_failed(&mut self, cx: &mut Context<'_>, error: io::Error) {
+        let message = format!("cannot connect to {}: {error}", self.addr);
+        self.shared.fail(cx, message);
+    }
+}
