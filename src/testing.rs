@@ -10,26 +10,32 @@
 //!
 //! ```
 //! use std::time::Duration;
+//! use twistor::framing::{LineContext, LineHandler, LineReceiver};
 //! use twistor::testing::Harness;
-//! use twistor::{Context, Protocol, Reason};
+//! use twistor::Reason;
 //!
-//! /// Echoes bytes back; a session lasts 10 s.
-//! struct Echo;
+//! /// Answers `ping` with `pong`; a session lasts 10 s.
+//! struct Ping;
 //!
-//! impl Protocol for Echo {
-//!     fn connection_made(&mut self, cx: &mut Context<'_>) {
-//!         cx.call_later(Duration::from_secs(10), |_: &mut Echo, cx| cx.lose_connection());
+//! impl LineHandler for Ping {
+//!     fn connection_made(&mut self, cx: &mut LineContext<'_, '_>) {
+//!         cx.call_later(Duration::from_secs(10), |_: &mut LineReceiver<Ping>, cx| {
+//!             cx.lose_connection()
+//!         });
 //!     }
-//!     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
-//!         cx.write(data);
+//!     fn line_received(&mut self, cx: &mut LineContext<'_, '_>, line: &[u8]) {
+//!         if line == b"ping" {
+//!             cx.send_line(b"pong");
+//!         }
 //!     }
 //! }
 //!
-//! let mut h = Harness::new(Echo);
+//! let mut h = Harness::new(LineReceiver::new(Ping).delimiter(b"\n"));
 //! h.connect();
-//! h.feed(b"hel");
-//! h.feed(b"lo");
-//! assert_eq!(h.take_written(), b"hello");
+//! h.feed(b"pi"); // half a line: no answer yet
+//! assert_eq!(h.take_written(), b"");
+//! h.feed(b"ng\nping\n");
+//! assert_eq!(h.take_written(), b"pong\npong\n");
 //!
 //! h.advance(Duration::from_secs(9));
 //! assert!(h.is_open());
@@ -91,6 +97,22 @@
 //! [`Context::lose_connection_of`] and friends (a chat room broadcasting), and the test
 //! reads what they got with [`take_written_of`](Harness::take_written_of).
 //!
+//! # Pool jobs
+//!
+//! [`Context::defer_to_thread`] starts no thread under the harness: the job waits until
+//! the test runs it, on the test's own thread, with [`run_jobs`](Harness::run_jobs)
+//! (every pending job, oldest first) or [`run_job`](Harness::run_job) (one of them, to
+//! finish jobs out of order as a real pool may). Its `done` callback then runs as under
+//! the reactor: with the connection's protocol, effects settled after it returns, a
+//! panic in the job handed over as [`JobError::Panicked`](crate::JobError), and the
+//! result dropped if the connection is gone by then.
+//! [`cancel_jobs`](Harness::cancel_jobs) gives every pending job
+//! [`JobError::Cancelled`](crate::JobError), as a stopping reactor does.
+//! `defer_to_thread` answers [`PoolBusy`] once the builder's `pool_queue_jobs` jobs are
+//! pending (a reactor's threads take jobs off its queue as they start them, so it may
+//! accept a few more), after [`Context::stop_reactor`], and for a connection that is
+//! gone.
+//!
 //! # What the harness does not model
 //!
 //! - Kernel coalescing of bytes that arrive while reading is active, read budgets and
@@ -99,11 +121,6 @@
 //! - [`Context::stop_reactor`] is recorded ([`stop_requested`](Harness::stop_requested))
 //!   but does not close the connection; the reactor would `lose_connection` it.
 //! - Socket options succeed and do nothing. Dropping a harness calls no callback.
-//! - `defer_to_thread` does not exist yet. When the thread pool lands, `Driver` gains a
-//!   method to submit a job and its completion; the harness will queue submitted jobs
-//!   instead of starting threads, and a test will run them on its own thread (say
-//!   `run_jobs()`), each completion delivered through the same deferred-effect path as
-//!   a timer, so pool tests stay deterministic.
 
 // Maintainers' notes.
 //
@@ -120,16 +137,20 @@
 // transcripts, is the tripwire.
 
 use std::any::TypeId;
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+use crate::pool::{JobError, PoolBusy};
 use crate::protocol::{Addr, Protocol, Reason};
 use crate::reactor::{panic_message, reason_copy, Builder, ConnId};
 use crate::timer::{TimerId, TimerQueue};
-use crate::transport::{unwritten, BoundCall, ConnSettings, Context, Driver, Push, WriteQueue};
+use crate::transport::{
+    unwritten, BoundCall, BoundDone, ConnSettings, Context, Driver, JobFn, Push, WriteQueue,
+};
 
 /// The protocol's own connection: always the first slot.
 const MAIN: ConnId = ConnId {
@@ -238,6 +259,13 @@ impl HarnessBuilder {
         self
     }
 
+    /// Pool jobs that may be pending before `defer_to_thread` answers [`PoolBusy`], as
+    /// [`Builder::pool_queue_jobs`].
+    pub fn pool_queue_jobs(mut self, n: usize) -> Self {
+        self.settings = self.settings.pool_queue_jobs(n);
+        self
+    }
+
     /// The address [`Context::peer_addr`] returns (default `127.0.0.1:54321`).
     pub fn peer_addr(mut self, addr: impl Into<Addr>) -> Self {
         self.peer_addr = addr.into();
@@ -265,6 +293,7 @@ impl HarnessBuilder {
                 start: now,
                 now,
                 stop_requested: false,
+                jobs: VecDeque::new(),
             },
         }
     }
@@ -283,9 +312,12 @@ impl HarnessBuilder {
 ///
 /// # Panics
 ///
-/// Methods panic on misuse by the test, never because of what the protocol does:
-/// feeding before [`connect`](Self::connect) or after [`eof`](Self::eof), connecting
-/// twice, or passing a `ConnId` that is not from this harness.
+/// Methods panic on misuse by the test: feeding before [`connect`](Self::connect) or
+/// after [`eof`](Self::eof), connecting twice, or passing a `ConnId` that is not from
+/// this harness. The protocol can make only [`advance`](Self::advance) panic, with
+/// timers that re-arm with zero delay forever, and
+/// [`assert_clean`](Self::assert_clean), by leaving work behind. A panic inside a
+/// callback is the protocol's and is caught, as under the reactor.
 ///
 /// # Examples
 ///
@@ -340,6 +372,7 @@ impl<P: Protocol> fmt::Debug for Harness<P> {
             .field("buffered", &main.out.len())
             .field("peers", &(self.kit.conns.len() - 1))
             .field("timers", &self.kit.timers.len())
+            .field("jobs", &self.kit.jobs.len())
             .finish()
     }
 }
@@ -638,6 +671,22 @@ impl<P: Protocol> Harness<P> {
         self.kit.timers.len()
     }
 
+    /// Asserts that nothing is left scheduled: no pending timer and no pending pool job
+    /// (Twisted trial's dirty-reactor check). Call it at the end of a test, after the
+    /// connection is lost or once the protocol should be idle.
+    ///
+    /// # Panics
+    /// If a timer (the harness's own idle or close deadline included) or a pool job is
+    /// pending.
+    pub fn assert_clean(&mut self) {
+        let (timers, jobs) = (self.kit.timers.len(), self.kit.jobs.len());
+        assert!(
+            timers == 0 && jobs == 0,
+            "harness not clean: {timers} timer(s) pending (next in {:?}), {jobs} pool job(s) pending",
+            self.next_timer_in()
+        );
+    }
+
     /// Time until the earliest pending timer, if any: `advance` by it to fire it.
     pub fn next_timer_in(&mut self) -> Option<Duration> {
         let now = self.kit.now;
@@ -647,7 +696,60 @@ impl<P: Protocol> Harness<P> {
             .map(|d| d.saturating_duration_since(now))
     }
 
+    // ----- the thread pool -----
+
+    /// Pool jobs submitted with [`Context::defer_to_thread`] whose results are not
+    /// delivered yet, as [`Reactor::pending_jobs`](crate::Reactor::pending_jobs).
+    pub fn pending_jobs(&self) -> usize {
+        self.kit.jobs.len()
+    }
+
+    /// Runs the pool jobs pending now, oldest first, on this thread, delivering each
+    /// result to its `done` callback before the next job runs. Jobs submitted by those
+    /// callbacks wait for the next call. Returns how many ran.
+    pub fn run_jobs(&mut self) -> usize {
+        let n = self.kit.jobs.len();
+        for _ in 0..n {
+            self.run_job(0);
+        }
+        n
+    }
+
+    /// Runs the `n`-th pending pool job (0 is the oldest) on this thread and delivers
+    /// its result: a test picks the order in which jobs finish.
+    ///
+    /// # Panics
+    /// If fewer than `n + 1` jobs are pending.
+    pub fn run_job(&mut self, n: usize) {
+        let pending = self.kit.jobs.len();
+        let Some(job) = self.kit.jobs.remove(n) else {
+            panic!("Harness::run_job({n}) with {pending} jobs pending");
+        };
+        let result = catch_unwind(AssertUnwindSafe(job.work))
+            .map_err(|panic| JobError::Panicked(panic_message(&*panic)));
+        self.deliver(job.id, job.done, result);
+    }
+
+    /// Drops every pending pool job without running it; each `done` callback gets
+    /// [`JobError::Cancelled`], as when the reactor stops.
+    pub fn cancel_jobs(&mut self) {
+        for job in std::mem::take(&mut self.kit.jobs) {
+            self.deliver(job.id, job.done, Err(JobError::Cancelled));
+        }
+    }
+
     // ----- the reactor's side -----
+
+    /// A pool job's result is back: `done` runs with the protocol if the connection is
+    /// still there (`Reactor::job_finished`).
+    fn deliver(&mut self, id: ConnId, done: BoundDone, result: crate::transport::JobResult) {
+        if self.kit.live(id).is_some_and(|c| c.made) {
+            self.invoke(id, move |p, cx| done(p, cx, result));
+        } else {
+            log::debug!("{id}: dropping a pool result: the connection is gone");
+        }
+        self.settle_and_pump();
+    }
 
     /// Runs one callback of connection `id` (only the protocol's own has one), catching
     /// a panic, which closes the connection (`Core::invoke`).
@@ -954,6 +1056,13 @@ fn kernel_take(window: &mut Option<usize>, sent: &mut Vec<u8>, bufs: &[IoSlice<'
     taken
 }
 
+/// A pool job waiting for the test to run it.
+struct Job {
+    id: ConnId,
+    work: JobFn,
+    done: BoundDone,
+}
+
 /// The reactor's side of the harness: the fake connections, the timers and the clock.
 /// It implements `Driver`, so a `Context` over it is what a protocol sees.
 struct Kit {
@@ -965,6 +1074,8 @@ struct Kit {
     start: Instant,
     now: Instant,
     stop_requested: bool,
+    /// Pool jobs in submission order.
+    jobs: VecDeque<Job>,
 }
 
 impl Kit {
@@ -1194,6 +1305,23 @@ impl Driver for Kit {
 
     fn stop(&mut self) {
         self.stop_requested = true;
+    }
+
+    fn defer_to_thread(&mut self, id: ConnId, job: JobFn, done: BoundDone) -> Result<(), PoolBusy> {
+        // As `Core::submit_job`: refused while stopping, for a connection that is gone,
+        // and when the queue is full (here every pending job is queued).
+        if self.stop_requested
+            || self.live(id).is_none()
+            || self.jobs.len() >= self.settings.pool_queue_jobs
+        {
+            return Err(PoolBusy);
+        }
+        self.jobs.push_back(Job {
+            id,
+            work: job,
+            done,
+        });
+        Ok(())
     }
 }
 

@@ -12,8 +12,9 @@ use std::rc::Rc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use twistor::framing::{LineContext, LineHandler, LineReceiver};
 use twistor::testing::{Harness, HarnessBuilder};
-use twistor::{Addr, ConnId, Context, Protocol, Reactor, Reason};
+use twistor::{Addr, ConnId, Context, InOrder, JobError, Protocol, Reactor, Reason};
 
 // ----- a recording protocol -----
 
@@ -485,7 +486,15 @@ fn timers_fire_in_deadline_order_fifo_for_ties() {
         "each timer sees now() at its own deadline"
     );
     assert_eq!(h.elapsed(), secs(30));
-    assert_eq!(h.pending_timers(), 0);
+    h.assert_clean();
+}
+
+#[test]
+#[should_panic(expected = "1 timer(s) pending (next in Some(5s))")]
+fn assert_clean_reports_a_leftover_timer() {
+    let mut h = connected(Probe::new());
+    h.call(Probe::timer("left behind", secs(5)));
+    h.assert_clean();
 }
 
 #[test]
@@ -707,6 +716,126 @@ fn writes_to_other_peers_reach_their_fake_kernels() {
     h.feed(b"anyone?");
     assert_eq!(h.protocol().sent, [false, false], "both are gone");
     assert!(h.is_open(), "the room's own connection is fine");
+}
+
+// ----- pool jobs -----
+
+/// Each line `n` is squared on the pool; answers go out in request order.
+#[derive(Default)]
+struct Squares {
+    order: InOrder<String>,
+    errors: Vec<JobError>,
+}
+
+impl Protocol for Squares {
+    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        for word in String::from_utf8_lossy(data).split_whitespace() {
+            let ticket = self.order.ticket();
+            let n: u64 = word.parse().unwrap_or(0);
+            let queued = cx.defer_to_thread(
+                move || {
+                    assert!(n != 13, "unlucky");
+                    n * n
+                },
+                move |p: &mut Squares, cx, result| {
+                    let answer = match result {
+                        Ok(sq) => format!("{sq}\n"),
+                        Err(e) => {
+                            p.errors.push(e);
+                            "error\n".to_owned()
+                        }
+                    };
+                    p.order.complete(ticket, answer);
+                    while let Some(line) = p.order.pop_ready() {
+                        cx.write(line.as_bytes());
+                    }
+                },
+            );
+            if queued.is_err() {
+                self.order.complete(ticket, "busy\n".to_owned());
+            }
+        }
+    }
+}
+
+#[test]
+fn pool_jobs_run_when_the_test_runs_them_in_the_order_it_picks() {
+    let mut h = Harness::new(Squares::default());
+    h.connect();
+    h.feed(b"2 3 4");
+    assert_eq!((h.pending_jobs(), h.take_written()), (3, vec![]));
+    h.run_job(2); // 4 finishes first: held back until 2 and 3 are answered
+    h.run_job(1);
+    assert_eq!(h.take_written(), b"");
+    h.run_job(0);
+    assert_eq!(h.take_written(), b"4\n9\n16\n");
+    assert_eq!(h.pending_jobs(), 0);
+}
+
+#[test]
+fn a_panicking_job_and_a_cancelled_one_reach_done_as_errors() {
+    let mut h = Harness::new(Squares::default());
+    h.connect();
+    h.feed(b"13 5");
+    assert_eq!(h.run_jobs(), 2);
+    assert_eq!(h.take_written(), b"error\n25\n");
+    h.feed(b"6");
+    h.cancel_jobs();
+    assert_eq!(h.take_written(), b"error\n");
+    assert_eq!(
+        h.protocol().errors,
+        [JobError::Panicked("unlucky".into()), JobError::Cancelled]
+    );
+    assert!(h.is_open(), "a job's panic is not the connection's");
+}
+
+#[test]
+fn defer_to_thread_is_refused_when_the_queue_is_full_or_the_connection_gone() {
+    let mut h = HarnessBuilder::new()
+        .pool_queue_jobs(2)
+        .build(Squares::default());
+    h.connect();
+    h.feed(b"1 2 3");
+    assert_eq!(h.pending_jobs(), 2);
+    h.run_jobs();
+    assert_eq!(h.take_written(), b"1\n4\nbusy\n");
+
+    h.feed(b"7");
+    h.disconnect(Reason::Lost(io::ErrorKind::ConnectionReset.into()));
+    assert_eq!(h.run_jobs(), 1, "the job still runs, as on a real pool");
+    assert!(h.protocol().errors.is_empty());
+    assert_eq!(h.take_written(), b"", "its result is dropped");
+}
+
+// ----- a framer under the harness -----
+
+/// Collects lines; `wait` pauses reading.
+struct Lines {
+    got: Vec<Vec<u8>>,
+}
+
+impl LineHandler for Lines {
+    fn line_received(&mut self, cx: &mut LineContext<'_, '_>, line: &[u8]) {
+        self.got.push(line.to_vec());
+        if line == b"wait" {
+            cx.pause_reading();
+        }
+    }
+}
+
+#[test]
+fn a_line_receiver_paused_mid_chunk_delivers_the_rest_after_resume() {
+    let mut h = Harness::new(LineReceiver::new(Lines { got: Vec::new() }).delimiter(b"\n"));
+    h.connect();
+    h.feed(b"a\nwait\nb\nc");
+    assert_eq!(h.protocol().handler().got, [&b"a"[..], b"wait"]);
+    h.feed(b"\nd\n");
+    assert_eq!(h.protocol().handler().got.len(), 2, "paused: nothing more");
+    h.call(|_, cx| cx.resume_reading());
+    assert_eq!(
+        h.protocol().handler().got,
+        [&b"a"[..], b"wait", b"b", b"c", b"d"]
+    );
 }
 
 // ----- the same protocol on the harness and over loopback -----
