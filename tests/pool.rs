@@ -630,15 +630,11 @@ fn after_a_stop_the_reactor_runs_jobs_again() {
     assert_eq!(recorded(&rec)[2], "next run Ok(5)");
 }
 
-/// A stop that waits for a running reactor-level job should also run its `done`
-/// before `run()` returns. Today the stop joins the pool in `stop_finished` and
-/// returns; the result the job pushed into the inbox meanwhile is left there, so its
-/// `done` runs only on a later turn, or never if the reactor is dropped after `run()`
-/// (as every server's `main` does). Whether it ran depends on whether the result woke
-/// the reactor before the stop's last poll: here the job is released from another
-/// thread just after the stop begins, which almost always loses that race.
+/// A stop that waits for a running reactor-level job also runs its `done` before
+/// `run()` returns, so that nothing is lost when the reactor is dropped right after
+/// (as every server's `main` does). The job is released from another thread just
+/// after the stop begins, so its result arrives while the stop joins the pool.
 #[test]
-#[ignore = "library gap: the result of a job a stop waited for is left in the inbox"]
 fn a_stop_that_waits_for_a_job_runs_its_done_before_run_returns() {
     let mut r = Reactor::builder()
         .threads(1)

@@ -747,7 +747,7 @@ impl Reactor {
     pub fn run(&mut self) -> io::Result<()> {
         loop {
             self.turn(None)?;
-            if self.core.stop_finished() {
+            if self.stop_finished() {
                 return Ok(());
             }
         }
@@ -823,6 +823,17 @@ impl Reactor {
         self.core.settle();
     }
 
+    /// If a requested stop has run its course: joins the pool (waiting for running
+    /// jobs if so configured) and runs their results' callbacks, which the jobs put in
+    /// the inbox before they ended, so that none is left behind when `run` returns.
+    fn stop_finished(&mut self) -> bool {
+        if !self.core.stop_finished() {
+            return false;
+        }
+        self.run_inbox();
+        true
+    }
+
     /// A stop begins: jobs that have not started never will; their callbacks get
     /// `Cancelled` now, while their connections are still open.
     fn cancel_queued_jobs(&mut self) {
@@ -842,7 +853,7 @@ impl Reactor {
     /// Polling failed.
     pub fn run_once(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
         self.turn(timeout)?;
-        Ok(!self.core.stop_finished())
+        Ok(!self.stop_finished())
     }
 
     /// Stops gracefully: no more accepting, every connection flushes and closes
