@@ -215,6 +215,7 @@ impl<const N: usize> IntNFeed<'_, '_, N> {
 impl<const N: usize> Drop for IntNFeed<'_, '_, N> {
     fn drop(&mut self) {
         self.parser.input.stash(self.chunk, &mut self.pos);
+        self.parser.input.reset_if_consumed();
     }
 }
 

@@ -665,6 +665,8 @@ impl Drop for LineFeed<'_, '_> {
             self.parser.input.stash(self.chunk, &mut self.pos);
             self.parser.unfinished = false;
         }
+        // An idle connection keeps no large buffer after an overlong line.
+        self.parser.input.reset_if_consumed();
     }
 }
 
@@ -1787,6 +1789,26 @@ mod tests {
         conn.data(b"x");
         assert!(conn.closed);
         assert!(conn.parser.buffered().is_empty());
+    }
+
+    #[test]
+    fn a_large_buffer_is_given_back_once_consumed() {
+        let mut p = LineParser::new(b"\n", 100_000);
+        drop(p.feed(&[b'x'; 50_000]));
+        assert!(p.input.data.capacity() >= 50_000);
+        let mut feed = p.feed(b"\n");
+        assert!(matches!(feed.next_event(), Some((LineEvent::Line(l), _)) if l.len() == 50_000));
+        drop(feed);
+        assert_eq!(p.input.data.capacity(), 0);
+        // And after an overlong line that the handler let pass.
+        let mut p = LineParser::new(b"\n", 10);
+        drop(p.feed(b"0123456"));
+        let mut feed = p.feed(&[b'x'; 50_000]);
+        assert!(
+            matches!(feed.next_event(), Some((LineEvent::LineTooLong(l), _)) if l.len() == 50_007)
+        );
+        drop(feed);
+        assert_eq!(p.input.data.capacity(), 0);
     }
 
     #[test]

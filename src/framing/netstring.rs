@@ -291,6 +291,7 @@ impl Drop for NetstringFeed<'_, '_> {
             self.parser.input.reset();
         } else {
             self.parser.input.stash(self.chunk, &mut self.pos);
+            self.parser.input.reset_if_consumed();
         }
     }
 }
