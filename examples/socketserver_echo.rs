@@ -84,10 +84,10 @@ fn run(addr: SocketAddr) -> io::Result<()> {
     let mut server = TcpServer::builder(addr)
         .threading(true)
         .bind(|| EchoRequestHandler)?;
-    announce(server.server_address());
 
     // SIGINT and SIGTERM stop serve_forever from a thread of their own, as a Python
-    // program calls server.shutdown() from another thread.
+    // program calls server.shutdown() from another thread. Installed before the
+    // announcement, so that a signal sent as soon as we are listening is not lost.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     let signals_handle = signals.handle();
     let shutdown = server.shutdown_handle();
@@ -98,6 +98,7 @@ fn run(addr: SocketAddr) -> io::Result<()> {
         }
     });
 
+    announce(server.server_address());
     server.serve_forever()?;
     signals_handle.close();
     server.server_close()

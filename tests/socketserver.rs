@@ -1163,11 +1163,14 @@ fn example_line_limit() {
     );
 }
 
-fn example_stops_on(signal: &str) {
+/// `signal` makes the example call shutdown() and exit 0, whether it comes after a
+/// client was served or as soon as the server announced itself.
+fn example_stops_on(signal: &str, serve_first: bool) {
     let mut server = Example::start();
-    let mut c = tcp_client(server.addr);
-    assert_eq!(exchange(&mut c, b"hi\n"), b"HI\n");
-    drop(c);
+    if serve_first {
+        let mut c = tcp_client(server.addr);
+        assert_eq!(exchange(&mut c, b"hi\n"), b"HI\n");
+    }
     server.signal(signal);
     let status = server.wait();
     assert!(status.success(), "exit status after SIG{signal}: {status}");
@@ -1175,10 +1178,15 @@ fn example_stops_on(signal: &str) {
 
 #[test]
 fn example_exits_0_on_sigint() {
-    example_stops_on("INT");
+    example_stops_on("INT", true);
 }
 
 #[test]
 fn example_exits_0_on_sigterm() {
-    example_stops_on("TERM");
+    example_stops_on("TERM", true);
+}
+
+#[test]
+fn example_exits_0_on_sigint_right_after_announcing() {
+    example_stops_on("INT", false);
 }
