@@ -61,7 +61,7 @@ mod transport;
 
 pub use net::ListenOptions;
 pub use pool::{InOrder, JobError, PoolBusy};
-pub use protocol::{Addr, Factory, Protocol, Reason};
+pub use protocol::{Addr, Factory, PeerCredentials, Protocol, Reason};
 pub use reactor::{
     Accepted, Builder, ClosedByReason, ConnId, DatagramContext, DatagramId, DatagramProtocol,
     Handle, ListenerId, Listening, Reactor, ReactorGone, Stats, DEFAULT_MAX_DATAGRAM_BYTES,

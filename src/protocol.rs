@@ -200,6 +200,18 @@ impl fmt::Display for Addr {
     }
 }
 
+/// Who is on the other end of a Unix-domain connection, as the kernel saw it at
+/// connect time (SO_PEERCRED). See [`Context::peer_credentials`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerCredentials {
+    /// The peer's process id.
+    pub pid: u32,
+    /// The peer's user id.
+    pub uid: u32,
+    /// The peer's group id.
+    pub gid: u32,
+}
+
 /// Why a connection ended, handed to [`Protocol::connection_lost`].
 #[derive(Debug)]
 #[non_exhaustive]

@@ -15,7 +15,7 @@ use std::io::{self, IoSlice};
 use std::time::{Duration, Instant};
 
 use crate::pool::{JobError, PoolBusy};
-use crate::protocol::{Addr, Protocol};
+use crate::protocol::{Addr, PeerCredentials, Protocol};
 use crate::reactor::ConnId;
 use crate::timer::TimerId;
 
@@ -46,6 +46,10 @@ pub(crate) trait Driver {
     fn buffered(&self, id: ConnId) -> usize;
     fn peer_addr(&self, id: ConnId) -> Option<Addr>;
     fn local_addr(&self, id: ConnId) -> Option<Addr>;
+    fn peer_credentials(&self, id: ConnId) -> Option<PeerCredentials> {
+        let _ = id;
+        None
+    }
     fn set_nodelay(&mut self, id: ConnId, on: bool) -> io::Result<()>;
     fn set_keepalive(&mut self, id: ConnId, idle: Option<Duration>) -> io::Result<()>;
     fn call_later(&mut self, id: ConnId, delay: Duration, call: BoundCall) -> TimerId;
@@ -168,6 +172,12 @@ impl<'a> Context<'a> {
     /// This end's address.
     pub fn local_addr(&self) -> Option<Addr> {
         self.driver.local_addr(self.id)
+    }
+
+    /// The peer's process, user and group ids, for a Unix-domain connection on an OS
+    /// that gives them (Linux); `None` otherwise (TCP, stdio, the testing kit).
+    pub fn peer_credentials(&self) -> Option<PeerCredentials> {
+        self.driver.peer_credentials(self.id)
     }
 
     /// Sets TCP_NODELAY (on by default for every TCP connection, as asyncio and Go do).

@@ -133,3 +133,46 @@ fn handoff_listeners_give_away_blocking_sockets() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The real user id of this process, from /proc (no libc needed).
+fn my_uid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn unix_connections_know_their_peer_credentials_and_tcp_ones_do_not() {
+    let dir = tempdir("creds");
+    let path = dir.join("c.sock");
+    let mut r = Reactor::new().unwrap();
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let log = Log::default();
+    let recording = || {
+        let record = seen.clone();
+        Rec::new(&log).on_made(move |cx| record.borrow_mut().push(cx.peer_credentials()))
+    };
+    r.listen_unix(&path, recording().factory()).unwrap();
+    let tcp = r
+        .listen_tcp(localhost(), recording().factory())
+        .unwrap()
+        .local_addr;
+    let p = path.clone();
+    // The sockets live in the thread's result, so they stay open until the join.
+    let clients = thread::spawn(move || (UnixStream::connect(&p), TcpStream::connect(tcp)));
+    run_until(&mut r, |_| seen.borrow().len() == 2);
+    drop(clients.join().unwrap());
+    let seen = seen.borrow();
+    let unix = seen
+        .iter()
+        .flatten()
+        .next()
+        .expect("the Unix peer's credentials");
+    assert_eq!((unix.pid, unix.uid), (std::process::id(), my_uid()));
+    assert_eq!(
+        seen.iter().filter(|c| c.is_none()).count(),
+        1,
+        "TCP has none"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

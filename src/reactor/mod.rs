@@ -1976,6 +1976,10 @@ impl Driver for Core {
         self.conn(id).map(|c| c.peer.clone())
     }
 
+    fn peer_credentials(&self, id: ConnId) -> Option<crate::protocol::PeerCredentials> {
+        self.conn(id).and_then(|c| c.stream.peer_credentials())
+    }
+
     fn local_addr(&self, id: ConnId) -> Option<Addr> {
         self.conn(id).and_then(|c| c.stream.local_addr())
     }

@@ -190,6 +190,20 @@ impl Stream {
         }
     }
 
+    pub(crate) fn peer_credentials(&self) -> Option<crate::protocol::PeerCredentials> {
+        match self {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Stream::Unix(s) => rustix::net::sockopt::socket_peercred(s).ok().map(|c| {
+                crate::protocol::PeerCredentials {
+                    pid: c.pid.as_raw_nonzero().get() as u32,
+                    uid: c.uid.as_raw(),
+                    gid: c.gid.as_raw(),
+                }
+            }),
+            _ => None,
+        }
+    }
+
     pub(crate) fn tcp(&self) -> io::Result<&mio::net::TcpStream> {
         match self {
             Stream::Tcp(s) => Ok(s),
