@@ -103,6 +103,8 @@ fn run(addr: SocketAddr) -> io::Result<()> {
         at_line_start: true,
     })?;
     shared.screen.set(Some(screen));
+    // Ctrl-C stops gracefully, which also puts the terminal back in blocking mode.
+    reactor.stop_on_signals()?;
     reactor.run()?;
     match shared.error.take() {
         Some(error) => Err(io::Error::other(error)),
