@@ -156,6 +156,38 @@ impl Server {
         }
     }
 
+    /// Sends SIGTERM (with the `kill` utility) and waits for the server to exit;
+    /// returns its exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+        // `Child` has no timed wait, so this polls; the interval only bounds how soon
+        // the exit is noticed.
+        let deadline = Instant::now() + WATCHDOG;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the server did not exit in time");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until a temporary file for `name` shows up in `--dir`: the header was
+    /// accepted.
+    fn wait_for_temporary(&self, name: &str) {
+        let prefix = format!(".{name}.");
+        let deadline = Instant::now() + WATCHDOG;
+        while !self.listing().iter().any(|n| n.starts_with(&prefix)) {
+            assert!(Instant::now() < deadline, "no temporary file for {name}");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// The most resident memory the server has used (`VmHWM`), in bytes.
     fn peak_rss_bytes(&self) -> usize {
         let status = fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -545,12 +577,7 @@ fn a_name_taken_during_the_upload_is_not_replaced() {
     let server = Server::start(&[]);
     let mut client = server.connect();
     client.send(b"race|6\nabc");
-    // The temporary file shows that the header was accepted.
-    let deadline = Instant::now() + WATCHDOG;
-    while !server.listing().iter().any(|n| n.starts_with(".race.")) {
-        assert!(Instant::now() < deadline, "no temporary file appeared");
-        thread::sleep(Duration::from_millis(5));
-    }
+    server.wait_for_temporary("race");
     fs::write(server.dir.join("race"), b"first").unwrap();
     client.send(b"def");
     let line = client.line();
@@ -597,6 +624,22 @@ fn a_connection_cut_mid_file_leaves_nothing() {
     client.send_chunked(&[&header("after", data.len()), &data], &mut rng);
     assert_eq!(client.line(), ok_line(&data));
     server.wait_for_listing(&["after"]);
+}
+
+/// SIGTERM in the middle of a file stops the server with status 0 and leaves
+/// neither the file nor its temporary behind.
+#[test]
+fn sigterm_mid_file_exits_cleanly_and_leaves_nothing() {
+    let mut server = Server::start(&[]);
+    let mut rng = Rng(6);
+    let part = rng.bytes(MIB);
+    let mut client = server.connect();
+    client.send(&header("cut", 10 * MIB));
+    client.send(&part);
+    server.wait_for_temporary("cut");
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(server.listing(), Vec::<String>::new());
 }
 
 /// `--help` prints the flags and exits 0.
