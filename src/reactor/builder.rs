@@ -1,0 +1,236 @@
+//! Limits and tunables: `Config` and the `Builder` that sets it.
+
+use super::*;
+
+/// Default bound on jobs waiting for a pool thread: deep enough to absorb a burst,
+/// shallow enough that a flood of work is refused (`PoolBusy`) within milliseconds of
+/// work rather than queued for minutes.
+const DEFAULT_POOL_QUEUE_JOBS: usize = 4096;
+
+/// Default cap on open connections: well above what one thread serves well, low enough
+/// that a connection flood meets a limit before it meets the descriptor table.
+const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
+
+/// Limits and tunables, set through [`Builder`].
+#[derive(Clone, Debug)]
+pub(super) struct Config {
+    pub(super) max_connections: usize,
+    pub(super) read_buffer_bytes: usize,
+    pub(super) read_budget_bytes: usize,
+    pub(super) accept_budget: usize,
+    pub(super) high_watermark_bytes: usize,
+    pub(super) low_watermark_bytes: usize,
+    pub(super) write_cap_bytes: usize,
+    pub(super) idle_timeout: Option<Duration>,
+    pub(super) close_timeout: Duration,
+    pub(super) shutdown_timeout: Duration,
+    pub(super) connect_timeout: Option<Duration>,
+    pub(super) listen: ListenOptions,
+    pub(super) events_capacity: usize,
+    pub(super) pool_threads: usize,
+    pub(super) pool_queue_jobs: usize,
+    pub(super) wait_for_jobs: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            read_buffer_bytes: 64 * 1024,
+            read_budget_bytes: 256 * 1024,
+            accept_budget: 128,
+            high_watermark_bytes: 64 * 1024,
+            low_watermark_bytes: 16 * 1024,
+            write_cap_bytes: 16 * 1024 * 1024,
+            idle_timeout: None,
+            close_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(5),
+            connect_timeout: Some(Duration::from_secs(30)),
+            listen: ListenOptions::default(),
+            events_capacity: 1024,
+            pool_threads: std::thread::available_parallelism().map_or(4, |n| n.get()),
+            pool_queue_jobs: DEFAULT_POOL_QUEUE_JOBS,
+            wait_for_jobs: true,
+        }
+    }
+}
+
+impl Config {
+    pub(super) fn write_limits(&self) -> WriteLimits {
+        WriteLimits {
+            high_watermark_bytes: self.high_watermark_bytes,
+            low_watermark_bytes: self.low_watermark_bytes,
+            write_cap_bytes: self.write_cap_bytes,
+        }
+    }
+}
+
+/// Configures and builds a [`Reactor`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use twistor::Reactor;
+///
+/// let reactor = Reactor::builder()
+///     .max_connections(10_000)
+///     .write_watermarks(32 * 1024, 8 * 1024)
+///     .write_cap_bytes(1 << 20)
+///     .idle_timeout(Some(Duration::from_secs(300)))
+///     .build()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Builder {
+    config: Config,
+}
+
+impl Builder {
+    /// Connections beyond this many are accepted and closed at once (default 65,536).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.config.max_connections = n.min(MAX_SLOTS);
+        self
+    }
+
+    /// Size of the one read buffer all connections share (default 64 KiB).
+    pub fn read_buffer_bytes(mut self, n: usize) -> Self {
+        self.config.read_buffer_bytes = n.max(1);
+        self
+    }
+
+    /// Bytes read from one connection per wakeup before the others get their turn
+    /// (default 256 KiB). A connection cut short is read again on the next turn.
+    pub fn read_budget_bytes(mut self, n: usize) -> Self {
+        self.config.read_budget_bytes = n.max(1);
+        self
+    }
+
+    /// Connections accepted from one listener per wakeup (default 128).
+    pub fn accept_budget(mut self, n: usize) -> Self {
+        self.config.accept_budget = n.max(1);
+        self
+    }
+
+    /// Write-buffer watermarks (default 64 KiB and 16 KiB, as asyncio): a protocol is
+    /// paused when more than `high` bytes are queued and resumed once at most `low`
+    /// are. `low` is clamped to `high`.
+    pub fn write_watermarks(mut self, high: usize, low: usize) -> Self {
+        self.config.high_watermark_bytes = high;
+        self.config.low_watermark_bytes = low.min(high);
+        self
+    }
+
+    /// Most bytes queued for one connection (default 16 MiB). A write that would pass
+    /// it drops the queue and closes the connection with
+    /// [`Reason::WriteOverflow`](crate::Reason::WriteOverflow).
+    pub fn write_cap_bytes(mut self, n: usize) -> Self {
+        self.config.write_cap_bytes = n;
+        self
+    }
+
+    /// Close connections that have received nothing for this long with
+    /// [`Reason::TimedOut`](crate::Reason::TimedOut) (default: never).
+    pub fn idle_timeout(mut self, t: Option<Duration>) -> Self {
+        self.config.idle_timeout = t;
+        self
+    }
+
+    /// How long `lose_connection` waits for the peer to take queued bytes before it
+    /// aborts (default 30 s).
+    pub fn close_timeout(mut self, t: Duration) -> Self {
+        self.config.close_timeout = t;
+        self
+    }
+
+    /// How long a graceful stop waits for queued bytes to drain before it aborts what
+    /// is left (default 5 s).
+    pub fn shutdown_timeout(mut self, t: Duration) -> Self {
+        self.config.shutdown_timeout = t;
+        self
+    }
+
+    /// Default timeout for [`Reactor::connect_tcp`] (default 30 s, as Twisted).
+    pub fn connect_timeout(mut self, t: Option<Duration>) -> Self {
+        self.config.connect_timeout = t;
+        self
+    }
+
+    /// Threads in the pool behind `defer_to_thread` (default: the number of CPUs).
+    /// They start on first use.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.config.pool_threads = n.max(1);
+        self
+    }
+
+    /// Jobs that may wait for a pool thread before `defer_to_thread` refuses more with
+    /// [`PoolBusy`](crate::PoolBusy) (default 4096).
+    pub fn pool_queue_jobs(mut self, n: usize) -> Self {
+        self.config.pool_queue_jobs = n.max(1);
+        self
+    }
+
+    /// Whether a stop waits (up to the shutdown timeout) for pool jobs that are
+    /// running (default true). With false, running jobs are left to finish on their
+    /// own threads, like socketserver's `daemon_threads`. Queued jobs never run after
+    /// a stop either way.
+    pub fn wait_for_jobs_on_stop(mut self, wait: bool) -> Self {
+        self.config.wait_for_jobs = wait;
+        self
+    }
+
+    /// Options for listeners opened with [`Reactor::listen_tcp`].
+    pub fn listen_options(mut self, opts: ListenOptions) -> Self {
+        self.config.listen = opts;
+        self
+    }
+
+    /// The per-connection settings, for the testing kit: a harness built from this
+    /// builder runs a protocol under the same limits as the reactor would.
+    pub(crate) fn conn_settings(&self) -> ConnSettings {
+        ConnSettings {
+            limits: self.config.write_limits(),
+            read_buffer_bytes: self.config.read_buffer_bytes,
+            idle_timeout: self.config.idle_timeout,
+            close_timeout: self.config.close_timeout,
+            pool_queue_jobs: self.config.pool_queue_jobs,
+        }
+    }
+
+    /// Builds the reactor.
+    ///
+    /// # Errors
+    /// Creating the poller or its waker failed (out of descriptors, say).
+    pub fn build(self) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
+        let config = self.config;
+        Ok(Reactor {
+            events: Events::with_capacity(config.events_capacity),
+            core: Core {
+                poll,
+                read_buf: vec![0; config.read_buffer_bytes],
+                conns: Slab::new(),
+                listeners: Slab::new(),
+                datagrams: Slab::new(),
+                timers: TimerQueue::new(),
+                shared: Arc::new(Shared::new(waker)),
+                dirty: Vec::new(),
+                ready: Vec::new(),
+                failed: Vec::new(),
+                now: Instant::now(),
+                next_generation: 0,
+                stopping: Stopping::No,
+                accept_backoff: ACCEPT_BACKOFF_MIN,
+                shutdown_deadline: None,
+                stop_deadline: None,
+                pool: None,
+                jobs: Slab::new(),
+                next_job_generation: 0,
+                counters: stats::Counters::default(),
+                signals: None,
+                config,
+            },
+        })
+    }
+}
