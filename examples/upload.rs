@@ -408,6 +408,9 @@ impl Uploader {
         size: u64,
         result: Result<io::Result<String>, JobError>,
     ) {
+        if !matches!(self.state, State::Finishing) {
+            return;
+        }
         match result {
             Ok(Ok(sha256)) => {
                 log::info!(
