@@ -114,6 +114,13 @@ impl Pool {
         self.inner.lock().running
     }
 
+    /// Whether a `submit` now would be accepted. Only the owner submits and workers
+    /// only take jobs off, so a true answer holds until the owner's next submit.
+    pub(crate) fn has_room(&self) -> bool {
+        let state = self.inner.lock();
+        !state.shutdown && state.queue.len() < self.capacity
+    }
+
     /// Queues `work`, tagged with `key`.
     pub(crate) fn submit(&mut self, key: u64, work: Work) -> Result<(), PoolBusy> {
         {

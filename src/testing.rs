@@ -1307,6 +1307,12 @@ impl Driver for Kit {
         self.stop_requested = true;
     }
 
+    fn can_defer_to_thread(&self, id: ConnId) -> bool {
+        !self.stop_requested
+            && self.live(id).is_some()
+            && self.jobs.len() < self.settings.pool_queue_jobs
+    }
+
     fn defer_to_thread(&mut self, id: ConnId, job: JobFn, done: BoundDone) -> Result<(), PoolBusy> {
         // As `Core::submit_job`: refused while stopping, for a connection that is gone,
         // and when the queue is full (here every pending job is queued).

@@ -57,10 +57,8 @@ pub(crate) trait Driver {
     fn reset_timer(&mut self, timer: TimerId, delay: Duration) -> bool;
     fn now(&self) -> Instant;
     fn stop(&mut self);
-    fn defer_to_thread(&mut self, id: ConnId, job: JobFn, done: BoundDone) -> Result<(), PoolBusy> {
-        let _ = (id, job, done);
-        Err(PoolBusy)
-    }
+    fn defer_to_thread(&mut self, id: ConnId, job: JobFn, done: BoundDone) -> Result<(), PoolBusy>;
+    fn can_defer_to_thread(&self, id: ConnId) -> bool;
 }
 
 /// A protocol callback's handle on its connection and on the reactor.
@@ -251,8 +249,11 @@ impl<'a> Context<'a> {
     /// and gives `done` a [`JobError::Cancelled`].
     ///
     /// # Errors
-    /// [`PoolBusy`] if the pool's queue is full: answer "busy", pause reading until
-    /// results drain, or retry later. Neither `job` nor `done` will run.
+    /// [`PoolBusy`] if the pool's queue is full, the reactor is stopping, or this
+    /// connection is gone: answer "busy", pause reading until results drain, or retry
+    /// later. Neither `job` nor `done` will run, and both are dropped; a caller whose
+    /// job owns something it cannot lose asks
+    /// [`can_defer_to_thread`](Self::can_defer_to_thread) first.
     ///
     /// # Panics
     /// If `P` is not the type of this connection's protocol, as
@@ -312,6 +313,14 @@ impl<'a> Context<'a> {
     /// Asks the reactor to stop gracefully, as [`Reactor::stop`](crate::Reactor::stop).
     pub fn stop_reactor(&mut self) {
         self.driver.stop()
+    }
+
+    /// Whether [`defer_to_thread`](Self::defer_to_thread) would accept a job now. A
+    /// true answer holds until this thread defers something (the pool's threads only
+    /// take jobs off the queue), so a job that owns something it must not lose (an
+    /// open file, say) can be built only once there is room for it.
+    pub fn can_defer_to_thread(&self) -> bool {
+        self.driver.can_defer_to_thread(self.id)
     }
 
     /// Sends `data` to another connection; false if it is gone or dropped the bytes.

@@ -935,3 +935,32 @@ fn a_burst_of_500_results_on_one_connection_is_answered_in_request_order() {
     run_until(&mut r, |_| log.lost_count() == 1);
     log.check_lifecycles();
 }
+
+/// `can_defer_to_thread` tells, before anything is built, whether a job would be
+/// accepted: false once the queue is full, true again when it drains.
+#[test]
+fn can_defer_to_thread_answers_before_the_job_is_built() {
+    let mut r = Reactor::builder()
+        .threads(1)
+        .pool_queue_jobs(1)
+        .build()
+        .unwrap();
+    let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    assert!(r.can_defer_to_thread());
+    r.call_in_thread(move || {
+        started_tx.send(()).unwrap();
+        let _ = gate_rx.recv();
+    })
+    .unwrap();
+    started_rx.recv_timeout(WATCHDOG).unwrap(); // the one thread is busy
+    assert!(r.can_defer_to_thread(), "the queue is still empty");
+    r.call_in_thread(|| {}).unwrap();
+    assert!(!r.can_defer_to_thread(), "the queue is full");
+    assert_eq!(r.call_in_thread(|| {}), Err(PoolBusy));
+    drop(gate_tx);
+    run_until(&mut r, |r| r.pending_jobs() == 0);
+    assert!(r.can_defer_to_thread());
+    r.stop();
+    run_until_stopped(&mut r);
+}

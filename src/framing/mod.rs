@@ -503,6 +503,20 @@ pub(crate) mod fake {
     }
 
     impl Driver for FakeDriver {
+        // The framers' tests never use the pool: this driver has none.
+        fn defer_to_thread(
+            &mut self,
+            _: ConnId,
+            _: crate::transport::JobFn,
+            _: crate::transport::BoundDone,
+        ) -> Result<(), crate::PoolBusy> {
+            Err(crate::PoolBusy)
+        }
+
+        fn can_defer_to_thread(&self, _: ConnId) -> bool {
+            false
+        }
+
         fn write(&mut self, _: ConnId, data: &[u8]) -> bool {
             if self.open {
                 self.written.extend_from_slice(data);

@@ -185,4 +185,8 @@ impl Driver for Core {
         }
         self.submit_job(job, JobDone::Bound(id, done))
     }
+
+    fn can_defer_to_thread(&self, id: ConnId) -> bool {
+        self.conn(id).is_some() && self.pool_has_room()
+    }
 }

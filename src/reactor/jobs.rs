@@ -60,6 +60,13 @@ impl Reactor {
         self.core.submit_job(job, JobDone::Nothing)
     }
 
+    /// Whether [`defer_to_thread`](Self::defer_to_thread) or
+    /// [`call_in_thread`](Self::call_in_thread) would accept a job now (see
+    /// [`Context::can_defer_to_thread`]).
+    pub fn can_defer_to_thread(&self) -> bool {
+        self.core.pool_has_room()
+    }
+
     /// Pool jobs queued or running whose results are not back yet.
     pub fn pending_jobs(&self) -> usize {
         self.core.jobs.len()
@@ -105,6 +112,11 @@ impl Reactor {
 }
 
 impl Core {
+    /// Whether `submit_job` would accept a job now.
+    pub(super) fn pool_has_room(&self) -> bool {
+        self.stopping == Stopping::No && self.pool.as_ref().is_none_or(|p| p.has_room())
+    }
+
     pub(super) fn submit_job(&mut self, job: JobFn, done: JobDone) -> Result<(), PoolBusy> {
         if self.stopping != Stopping::No {
             return Err(PoolBusy);
