@@ -5,214 +5,41 @@
 //! raw bytes, as EXAMPLES.md promises users can. Every blocking step has a watchdog, so
 //! a broken server fails a test instead of hanging it, and the child is killed on drop.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::OnceLock;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// How long any single step may block before the test fails: generous, since it only
+use common::example::{self, read_until_closed, run_example, Listening};
+
+/// How long a client socket may block before the test fails: generous, since it only
 /// catches a hung server and never decides a passing test.
 const WATCHDOG: Duration = Duration::from_secs(10);
 
-/// The examples this file drives, built together with one `cargo build`.
-const EXAMPLES: &[&str] = &["echo", "logger", "unix_echo", "udp_echo"];
-
 // ----- harness -----
 
-/// The path of an example binary, building all of [`EXAMPLES`] on first use.
-///
-/// Cargo does not build examples for integration tests, so the tests build them with
-/// the `cargo` that is running them, into the same target directory.
-fn example_bin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet"]);
-        for example in EXAMPLES {
-            cmd.args(["--example", example]);
-        }
-        let out = cmd
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        match out.status.success() {
-            true => Ok(()),
-            false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-        }
-    });
-    if let Err(e) = built {
-        panic!("building the examples failed:\n{e}");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("debug").join("examples").join(name)
-}
-
-/// Runs an example to completion (for `--help` and bad flags), bounded by the watchdog.
-fn run_example(name: &str, args: &[&str]) -> Output {
-    let child = Command::new(example_bin(name))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn example");
-    let mut guard = Proc(Some(child));
-    guard.wait_timeout();
-    let child = guard.0.take().expect("child present");
-    child.wait_with_output().expect("collect output")
-}
-
-/// Kills the child on drop, so that no server outlives its test, even one that
-/// panicked.
-struct Proc(Option<Child>);
-
-impl Proc {
-    fn child(&mut self) -> &mut Child {
-        self.0.as_mut().expect("child present")
-    }
-
-    /// Waits for the child to exit, failing the test if it takes longer than the
-    /// watchdog. `Child` has no timed wait, so this polls; the poll interval only
-    /// bounds how soon an exit is noticed.
-    fn wait_timeout(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WATCHDOG;
-        loop {
-            if let Some(status) = self.child().try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the example did not exit in time"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A running example server.
+/// A running example server on a loopback port.
 struct Server {
-    proc: Proc,
+    ex: Listening,
     addr: SocketAddr,
-    /// The server's stdout after the `listening on` line, one line per message.
-    stdout: Receiver<String>,
-}
-
-/// Starts example `name` with `--listen listen` and waits for its `listening on`
-/// line; returns the process, what it announced, and the rest of its stdout.
-fn spawn_server(name: &str, listen: &str, extra: &[&str]) -> (Proc, String, Receiver<String>) {
-    let child = Command::new(example_bin(name))
-        .args(["--listen", listen])
-        .args(extra)
-        // Warnings and errors still reach the test output; info chatter does not.
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn example");
-    let mut proc = Proc(Some(child));
-    let stdout = lines_of(proc.child().stdout.take().expect("piped stdout"));
-    let first = next_line(&stdout);
-    let announced = first
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_owned();
-    (proc, announced, stdout)
 }
 
 impl Server {
     /// Starts example `name` on a free loopback port and waits until it listens.
     fn start(name: &str, extra: &[&str]) -> Server {
-        let (proc, announced, stdout) = spawn_server(name, "127.0.0.1:0", extra);
-        let addr = announced
-            .parse()
-            .unwrap_or_else(|_| panic!("not an address: {announced:?}"));
-        Server { proc, addr, stdout }
+        let ex = example::serve(name, "127.0.0.1:0", extra);
+        let addr = ex.addr();
+        Server { ex, addr }
     }
 
+    /// A client whose reads and writes fail after [`common::CLIENT_TIMEOUT`].
     fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addr).expect("connect");
-        s.set_read_timeout(Some(WATCHDOG)).unwrap();
-        s.set_write_timeout(Some(WATCHDOG)).unwrap();
-        s
+        common::connect(self.addr)
     }
-
-    /// The next line the server printed after `listening on`.
-    fn next_line(&self) -> String {
-        next_line(&self.stdout)
-    }
-
-    /// Sends `signal` (`INT`, `TERM`) with the `kill` utility.
-    fn signal(&mut self, signal: &str) {
-        let pid = self.proc.child().id().to_string();
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {pid} failed");
-    }
-
-    fn wait(&mut self) -> ExitStatus {
-        self.proc.wait_timeout()
-    }
-}
-
-/// Reads `out` line by line on a thread of its own, so that the test can wait for a
-/// line with a timeout.
-fn lines_of(out: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut out = BufReader::new(out);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match out.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&line);
-                    let text = text.strip_suffix('\n').unwrap_or(&text);
-                    if tx.send(text.to_owned()).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    rx
-}
-
-fn next_line(lines: &Receiver<String>) -> String {
-    lines
-        .recv_timeout(WATCHDOG)
-        .expect("the server printed no line in time")
-}
-
-/// Reads until the server closes. A reset counts as a close: a server that closes
-/// with unread input in its socket makes the kernel send RST instead of FIN.
-fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    match s.read_to_end(&mut got) {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("reading until close: {e}"),
-    }
-    got
 }
 
 /// Writes `data` while the server may be closing on us: an error from a peer that
@@ -426,12 +253,12 @@ fn check_graceful_stop(extra: &[&str], signal: &str) {
         s.write_all(b"ping\n").unwrap();
         expect_reply(s, b"PING\n");
     }
-    server.signal(signal);
+    server.ex.signal(signal);
     for s in &mut clients {
         let mut buf = [0; 16];
         assert_eq!(s.read(&mut buf).expect("clean EOF"), 0);
     }
-    let status = server.wait();
+    let status = server.ex.wait();
     assert!(status.success(), "exit status {status}");
 }
 
@@ -478,14 +305,14 @@ fn logger_prints_connection_lines_and_disconnect() {
     let server = Server::start("logger", &[]);
     let mut s = server.connect();
     let addr = s.local_addr().unwrap();
-    assert_eq!(server.next_line(), format!("Got connection from {addr}"));
+    assert_eq!(server.ex.next_line(), format!("Got connection from {addr}"));
     s.write_all(b"first line\r\nsecond: line\n").unwrap();
-    assert_eq!(server.next_line(), format!("{addr}: first line"));
-    assert_eq!(server.next_line(), format!("{addr}: second: line"));
+    assert_eq!(server.ex.next_line(), format!("{addr}: first line"));
+    assert_eq!(server.ex.next_line(), format!("{addr}: second: line"));
     s.shutdown(Shutdown::Write).unwrap();
     // The logger sends nothing back, and closes once the client is done.
     assert!(read_until_closed(&mut s).is_empty());
-    assert_eq!(server.next_line(), format!("{addr} disconnected"));
+    assert_eq!(server.ex.next_line(), format!("{addr} disconnected"));
 }
 
 #[test]
@@ -493,19 +320,25 @@ fn logger_keeps_clients_apart() {
     let server = Server::start("logger", &[]);
     let mut a = server.connect();
     let a_addr = a.local_addr().unwrap();
-    assert_eq!(server.next_line(), format!("Got connection from {a_addr}"));
+    assert_eq!(
+        server.ex.next_line(),
+        format!("Got connection from {a_addr}")
+    );
     let b = server.connect();
     let b_addr = b.local_addr().unwrap();
-    assert_eq!(server.next_line(), format!("Got connection from {b_addr}"));
+    assert_eq!(
+        server.ex.next_line(),
+        format!("Got connection from {b_addr}")
+    );
     a.write_all(b"from a\n").unwrap();
-    assert_eq!(server.next_line(), format!("{a_addr}: from a"));
+    assert_eq!(server.ex.next_line(), format!("{a_addr}: from a"));
     drop(b);
-    assert_eq!(server.next_line(), format!("{b_addr} disconnected"));
+    assert_eq!(server.ex.next_line(), format!("{b_addr} disconnected"));
     // A last line without a newline is still logged when the client leaves.
     a.write_all(b"bye").unwrap();
     a.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(server.next_line(), format!("{a_addr}: bye"));
-    assert_eq!(server.next_line(), format!("{a_addr} disconnected"));
+    assert_eq!(server.ex.next_line(), format!("{a_addr}: bye"));
+    assert_eq!(server.ex.next_line(), format!("{a_addr} disconnected"));
 }
 
 #[test]
@@ -513,11 +346,11 @@ fn logger_stops_gracefully_on_sigint() {
     let mut server = Server::start("logger", &[]);
     let mut s = server.connect();
     let addr = s.local_addr().unwrap();
-    assert_eq!(server.next_line(), format!("Got connection from {addr}"));
-    server.signal("INT");
+    assert_eq!(server.ex.next_line(), format!("Got connection from {addr}"));
+    server.ex.signal("INT");
     assert!(read_until_closed(&mut s).is_empty());
-    assert_eq!(server.next_line(), format!("{addr} disconnected"));
-    let status = server.wait();
+    assert_eq!(server.ex.next_line(), format!("{addr} disconnected"));
+    let status = server.ex.wait();
     assert!(status.success(), "exit status {status}");
 }
 
@@ -550,8 +383,8 @@ fn unix_echo_echoes_lines_replaces_a_stale_file_and_removes_it_on_exit() {
     let path = dir.join("echo.sock");
     // A stale socket file: bound by a listener that is gone.
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-    let (mut proc, announced, _stdout) = spawn_server("unix_echo", path.to_str().unwrap(), &[]);
-    assert_eq!(announced, path.to_str().unwrap());
+    let mut ex = example::serve("unix_echo", path.to_str().unwrap(), &[]);
+    assert_eq!(ex.announced, path.to_str().unwrap());
 
     let mut s = unix_client(&path);
     s.write_all(b"hello SocketServer\nover unix\r\nlast")
@@ -566,13 +399,8 @@ fn unix_echo_echoes_lines_replaces_a_stale_file_and_removes_it_on_exit() {
     assert_eq!(out.status.code(), Some(1), "second server on a live path");
     assert!(String::from_utf8_lossy(&out.stderr).contains("already listening"));
 
-    let pid = proc.child().id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
-    assert!(proc.wait_timeout().success());
+    ex.signal("INT");
+    assert!(ex.wait().success());
     assert!(!path.exists(), "the socket file is removed on exit");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -581,9 +409,8 @@ fn unix_echo_echoes_lines_replaces_a_stale_file_and_removes_it_on_exit() {
 
 #[test]
 fn udp_echo_upper_cases_datagrams_and_drops_oversized_ones() {
-    let (mut proc, announced, _stdout) =
-        spawn_server("udp_echo", "127.0.0.1:0", &["--max-datagram", "1000"]);
-    let server: SocketAddr = announced.parse().unwrap();
+    let mut ex = example::serve("udp_echo", "127.0.0.1:0", &["--max-datagram", "1000"]);
+    let server: SocketAddr = ex.addr();
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
     c.set_read_timeout(Some(WATCHDOG)).unwrap();
     let mut buf = [0; 2048];
@@ -599,11 +426,6 @@ fn udp_echo_upper_cases_datagrams_and_drops_oversized_ones() {
     let (n, _) = c.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], &[b'B'; 1000][..]);
 
-    let pid = proc.child().id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    assert!(proc.wait_timeout().success());
+    ex.signal("TERM");
+    assert!(ex.wait().success());
 }

@@ -19,14 +19,15 @@ mod resp;
 #[allow(dead_code)]
 mod db;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::sync::OnceLock;
+use std::process::{Command, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use common::example::{self, read_until_closed, run_example, Listening};
 
 /// How long any single step may block before the test fails: generous, since it only
 /// catches a hung server and never decides a passing test.
@@ -34,35 +35,9 @@ const WATCHDOG: Duration = Duration::from_secs(10);
 
 // ----- harness -----
 
-/// The path of the kv binary, building it on first use.
-///
-/// Cargo does not build examples for integration tests, so the tests build it with
-/// the `cargo` that is running them, into the same target directory.
-fn kv_bin() -> PathBuf {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let out = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", "kv"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        match out.status.success() {
-            true => Ok(()),
-            false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-        }
-    });
-    if let Err(e) = built {
-        panic!("building the kv example failed:\n{e}");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("debug").join("examples").join("kv")
-}
-
 /// A running kv server, killed on drop so that none outlives its test.
 struct Server {
-    child: Child,
+    ex: Listening,
     addr: SocketAddr,
 }
 
@@ -74,39 +49,9 @@ impl Server {
     /// Starts the server on a free loopback port with extra flags, and waits for its
     /// `listening on ADDR` line.
     fn start_with(extra: &[&str]) -> Server {
-        let mut child = Command::new(kv_bin())
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            // Warnings and errors still reach the test output; info chatter does not.
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn kv");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        // Read on a thread of our own so that the wait has a timeout; keep draining
-        // afterwards so that the server never writes into a closed pipe.
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            for _ in lines {}
-        });
-        let mut server = Server {
-            child,
-            addr: "127.0.0.1:0".parse().unwrap(),
-        };
-        let first = rx
-            .recv_timeout(WATCHDOG)
-            .expect("kv printed no `listening on` line in time");
-        server.addr = first
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-        server
+        let ex = example::serve("kv", "127.0.0.1:0", extra);
+        let addr = ex.addr();
+        Server { ex, addr }
     }
 
     /// A client of the `redis` crate, with the watchdog as its timeouts.
@@ -122,46 +67,10 @@ impl Server {
 
     /// A raw socket, for exact bytes.
     fn raw(&self) -> Raw {
-        let stream = TcpStream::connect(self.addr).expect("connect");
-        stream.set_read_timeout(Some(WATCHDOG)).unwrap();
-        stream.set_write_timeout(Some(WATCHDOG)).unwrap();
+        let stream = common::connect(self.addr);
         stream.set_nodelay(true).unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
         Raw { stream, reader }
-    }
-
-    /// Sends a signal (`TERM`, `INT`) with the `kill` utility.
-    fn signal(&mut self, signal: &str) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {pid} failed");
-    }
-
-    /// Waits for the server to exit. `Child` has no timed wait, so this polls; the
-    /// interval only bounds how soon the exit is noticed.
-    fn wait(&mut self) -> ExitStatus {
-        wait_timeout(&mut self.child)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_timeout(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + WATCHDOG;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "kv did not exit in time");
-        thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -225,16 +134,12 @@ impl Raw {
     /// A reset counts as a close: a server that closes with unread input in its socket
     /// makes the kernel send RST instead of FIN.
     fn expect_closed(&mut self) {
-        let mut rest = Vec::new();
-        match self.reader.read_to_end(&mut rest) {
-            Ok(_) => assert!(
-                rest.is_empty(),
-                "unexpected bytes before close: {:?}",
-                String::from_utf8_lossy(&rest)
-            ),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("the server did not close the connection: {e}"),
-        }
+        let rest = read_until_closed(&mut self.reader);
+        assert!(
+            rest.is_empty(),
+            "unexpected bytes before close: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
     }
 }
 
@@ -1432,23 +1337,10 @@ fn a_client_that_reads_late_gets_every_reply_in_order() {
 
 #[test]
 fn help_exits_zero() {
-    let out = Command::new(kv_bin())
-        .arg("--help")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kv");
-    let mut child = out;
-    let status = wait_timeout(&mut child);
+    let out = run_example("kv", &["--help"]);
+    let status = out.status;
     assert!(status.success(), "--help exited with {status}");
-    let mut usage = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut usage)
-        .unwrap();
+    let usage = String::from_utf8(out.stdout).expect("UTF-8 usage");
     assert!(usage.contains("--listen"), "usage: {usage}");
 }
 
@@ -1457,17 +1349,17 @@ fn sigterm_closes_connections_and_exits_zero() {
     let mut server = Server::start();
     let mut raw = server.raw();
     assert_eq!(raw.ask(b"PING\r\n"), b"+PONG\r\n");
-    server.signal("TERM");
+    server.ex.signal("TERM");
     raw.expect_closed();
-    let status = server.wait();
+    let status = server.ex.wait();
     assert!(status.success(), "kv exited with {status} after SIGTERM");
 }
 
 #[test]
 fn sigint_exits_zero() {
     let mut server = Server::start();
-    server.signal("INT");
-    let status = server.wait();
+    server.ex.signal("INT");
+    let status = server.ex.wait();
     assert!(status.success(), "kv exited with {status} after SIGINT");
 }
 
@@ -1483,23 +1375,13 @@ fn redis_cli_smoke_test() {
     let server = Server::start();
     let port = server.addr.port().to_string();
     let cli = |args: &[&str]| -> (ExitStatus, String) {
-        let mut child = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &port])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn redis-cli");
-        let status = wait_timeout(&mut child);
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        (status, out)
+        let out = example::run(
+            Command::new("redis-cli")
+                .args(["-h", "127.0.0.1", "-p", &port])
+                .args(args),
+        );
+        let text = String::from_utf8(out.stdout).expect("UTF-8 output");
+        (out.status, text)
     };
     let ok = |args: &[&str]| -> String {
         let (status, out) = cli(args);

@@ -8,13 +8,14 @@
 //! "ping while the pool is busy" means the pong arrives while hard factorisations are
 //! queued, not within some time.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::OnceLock;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::example::{self, read_until_closed, run_example, Listening};
 
 /// How long any single step may block before the test fails.
 const WATCHDOG: Duration = Duration::from_secs(20);
@@ -25,79 +26,17 @@ const BIG_PRIMES: [u64; 4] = [4294967197, 4294967231, 4294967279, 4294967291];
 
 // ----- harness -----
 
-/// The example binary, built on first use into the tests' target directory.
-fn offload_bin() -> PathBuf {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let out = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", "offload"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        match out.status.success() {
-            true => Ok(()),
-            false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-        }
-    });
-    if let Err(e) = built {
-        panic!("building the offload example failed:\n{e}");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("debug").join("examples").join("offload")
-}
-
-/// Kills the child on drop, so that no server outlives its test.
-struct Proc(Child);
-
-impl Proc {
-    /// Waits for the child to exit, failing the test after the watchdog. `Child` has
-    /// no timed wait, so this polls; the interval only bounds how soon an exit is seen.
-    fn wait_timeout(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WATCHDOG;
-        loop {
-            if let Some(status) = self.0.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "offload did not exit in time");
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A running `offload` server.
 struct Server {
-    proc: Proc,
+    ex: Listening,
     addr: SocketAddr,
 }
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(offload_bin())
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn offload");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let proc = Proc(child);
-        let first = first_line_of(stdout);
-        let addr = first
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-        Server { proc, addr }
+        let ex = example::serve("offload", "127.0.0.1:0", extra);
+        let addr = ex.addr();
+        Server { ex, addr }
     }
 
     fn connect(&self) -> Client {
@@ -109,63 +48,6 @@ impl Server {
             stream: s,
         }
     }
-
-    /// Sends `signal` (`INT`, `TERM`) with the `kill` utility.
-    fn signal(&mut self, signal: &str) {
-        let pid = self.proc.0.id().to_string();
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {pid} failed");
-    }
-}
-
-/// The first line of the server's stdout, read on a thread of its own so that the
-/// wait has a deadline.
-fn first_line_of(out: impl Read + Send + 'static) -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        let mut out = BufReader::new(out);
-        let mut line = String::new();
-        let _ = out.read_line(&mut line);
-        let _ = tx.send(line.trim_end().to_owned());
-        // Keep draining, so that the server never blocks on a full pipe.
-        let _ = io::copy(&mut out, &mut io::sink());
-    });
-    rx.recv_timeout(WATCHDOG)
-        .expect("offload printed no line in time")
-}
-
-/// Runs the example to completion (for `--help` and bad flags).
-fn run_to_exit(args: &[&str]) -> Output {
-    let child = Command::new(offload_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn offload");
-    let mut proc = Proc(child);
-    let mut out = Output {
-        status: proc.wait_timeout(),
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-    };
-    let child = &mut proc.0;
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut out.stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_end(&mut out.stderr)
-        .unwrap();
-    out
 }
 
 /// One client connection, read line by line.
@@ -198,12 +80,8 @@ impl Client {
     /// Everything until the server closes, as lines. A reset counts as a close: a
     /// server that closes with unread input in its socket sends RST instead of FIN.
     fn lines_until_closed(&mut self) -> Vec<String> {
-        let mut rest = String::new();
-        match self.reader.read_to_string(&mut rest) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("reading until close: {e}"),
-        }
+        let rest = read_until_closed(&mut self.reader);
+        let rest = String::from_utf8(rest).expect("UTF-8 answers");
         rest.lines().map(str::to_owned).collect()
     }
 
@@ -532,7 +410,7 @@ fn sigint_drops_queued_jobs_and_exits_0() {
     idle.send_lines(&["ping"]);
     assert_eq!(idle.line(), "pong");
 
-    server.signal("INT");
+    server.ex.signal("INT");
     let rest = busy.lines_until_closed();
     let factored = rest
         .iter()
@@ -546,7 +424,7 @@ fn sigint_drops_queued_jobs_and_exits_0() {
     );
     assert!(factored < JOBS - 1, "no queued job was dropped");
     assert_eq!(idle.lines_until_closed(), Vec::<String>::new());
-    let status = server.proc.wait_timeout();
+    let status = server.ex.wait();
     assert!(status.success(), "exit status {status}");
 }
 
@@ -556,9 +434,9 @@ fn sigterm_stops_an_idle_server_with_exit_0() {
     let mut c = server.connect();
     c.send_lines(&["ping"]);
     assert_eq!(c.line(), "pong");
-    server.signal("TERM");
+    server.ex.signal("TERM");
     assert_eq!(c.lines_until_closed(), Vec::<String>::new());
-    let status = server.proc.wait_timeout();
+    let status = server.ex.wait();
     assert!(status.success(), "exit status {status}");
 }
 
@@ -566,7 +444,7 @@ fn sigterm_stops_an_idle_server_with_exit_0() {
 
 #[test]
 fn help_lists_the_flags_and_exits_0() {
-    let out = run_to_exit(&["--help"]);
+    let out = run_example("offload", &["--help"]);
     assert!(out.status.success(), "exit status {}", out.status);
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
@@ -585,7 +463,7 @@ fn help_lists_the_flags_and_exits_0() {
 
 #[test]
 fn zero_threads_is_refused_with_exit_2() {
-    let out = run_to_exit(&["--threads", "0"]);
+    let out = run_example("offload", &["--threads", "0"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--threads"));
     assert!(out.stdout.is_empty());

@@ -7,17 +7,18 @@
 //! a channel has a deadline ([`WATCHDOG`]), which only catches a hung test and never
 //! decides a passing one. Nothing waits on a sleep; no assertion is about timing.
 
+mod common;
+
 use std::collections::HashSet;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use twistor::socketserver::kind::Kind;
 use twistor::socketserver::{
@@ -26,6 +27,8 @@ use twistor::socketserver::{
     UnixStreamServer,
 };
 use twistor::Addr;
+
+use common::example::{self, read_until_closed, Listening};
 
 /// How long any single wait may take before the test fails.
 const WATCHDOG: Duration = Duration::from_secs(20);
@@ -269,18 +272,6 @@ fn read_line(s: &mut impl Read) -> Vec<u8> {
 fn exchange(s: &mut (impl Read + Write), line: &[u8]) -> Vec<u8> {
     s.write_all(line).expect("write");
     read_line(s)
-}
-
-/// Reads until the server closes. A reset counts as a close: a server that closes with
-/// unread input makes the kernel send RST instead of FIN.
-fn read_until_closed(s: &mut impl Read) -> Vec<u8> {
-    let mut got = Vec::new();
-    match s.read_to_end(&mut got) {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("reading until close: {e}"),
-    }
-    got
 }
 
 /// A fresh directory for one test's socket files, removed when dropped.
@@ -1009,98 +1000,17 @@ fn oversized_datagram_is_reported_threading() {
 
 // ----- the socketserver_echo example -----
 
-/// The example's binary, built once with the `cargo` running the tests.
-fn example_bin() -> PathBuf {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let out = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", "socketserver_echo"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        match out.status.success() {
-            true => Ok(()),
-            false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-        }
-    });
-    if let Err(e) = built {
-        panic!("building socketserver_echo failed:\n{e}");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("debug/examples/socketserver_echo")
-}
-
 /// The example running as a process; killed on drop.
 struct Example {
-    child: Option<Child>,
+    ex: Listening,
     addr: SocketAddr,
 }
 
 impl Example {
     fn start() -> Example {
-        let mut child = Command::new(example_bin())
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn socketserver_echo");
-        let stdout = child.stdout.take().unwrap();
-        let mut example = Example {
-            child: Some(child),
-            addr: localhost(),
-        };
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(WATCHDOG).expect("a `listening on` line");
-        let announced = line
-            .trim_end()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        example.addr = announced.parse().expect("an address");
-        example
-    }
-
-    fn signal(&mut self, signal: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {pid} failed");
-    }
-
-    /// Waits for the process to exit. `Child` has no timed wait, so this polls; the
-    /// interval only bounds how soon the exit is noticed.
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WATCHDOG;
-        let child = self.child.as_mut().unwrap();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the example did not exit in time"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let ex = example::serve("socketserver_echo", "127.0.0.1:0", &[]);
+        let addr = ex.addr();
+        Example { ex, addr }
     }
 }
 
@@ -1171,8 +1081,8 @@ fn example_stops_on(signal: &str, serve_first: bool) {
         let mut c = tcp_client(server.addr);
         assert_eq!(exchange(&mut c, b"hi\n"), b"HI\n");
     }
-    server.signal(signal);
-    let status = server.wait();
+    server.ex.signal(signal);
+    let status = server.ex.wait();
     assert!(status.success(), "exit status after SIG{signal}: {status}");
 }
 

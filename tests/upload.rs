@@ -7,16 +7,17 @@
 //! fixed sleep. Every blocking step has a watchdog, the child is killed on drop and the
 //! directory removed.
 
+mod common;
+
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::example::{self, read_until_closed, run_example, Listening};
 use sha2::{Digest, Sha256};
 
 /// How long any single step may block before the test fails: generous, since it only
@@ -26,30 +27,6 @@ const WATCHDOG: Duration = Duration::from_secs(60);
 const MIB: usize = 1024 * 1024;
 
 // ----- harness -----
-
-/// The example binary, built on first use with the `cargo` that runs the tests (cargo
-/// does not build examples for integration tests).
-fn upload_bin() -> PathBuf {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let out = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", "upload"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        match out.status.success() {
-            true => Ok(()),
-            false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-        }
-    });
-    if let Err(e) = built {
-        panic!("building the upload example failed:\n{e}");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("debug").join("examples").join("upload")
-}
 
 /// A directory of its own for one test, removed on drop.
 struct TempDir(PathBuf);
@@ -74,9 +51,10 @@ impl Drop for TempDir {
     }
 }
 
-/// A running upload server, killed on drop (even when its test panicked).
+/// A running upload server, killed on drop (even when its test panicked) before its
+/// directory is removed.
 struct Server {
-    child: Child,
+    ex: Listening,
     addr: SocketAddr,
     /// The parent of `dir`: a place a path-traversing name would land in.
     root: TempDir,
@@ -88,40 +66,15 @@ impl Server {
     fn start(extra: &[&str]) -> Server {
         let root = TempDir::new();
         let dir = root.0.join("files");
-        let mut child = Command::new(upload_bin())
-            .args(["--listen", "127.0.0.1:0", "--dir"])
-            .arg(&dir)
-            .args(extra)
-            // Warnings and errors still reach the test output; info chatter does not.
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the upload example");
-        let stdout = child.stdout.take().expect("piped stdout");
-        // Read the first line on a thread so that a server that never prints fails the
-        // test after the watchdog instead of hanging it.
-        let (tx, rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let mut server = Server {
-            child,
-            addr: "127.0.0.1:0".parse().unwrap(),
+        let args = [&["--dir", dir.to_str().expect("a UTF-8 path")], extra].concat();
+        let ex = example::serve("upload", "127.0.0.1:0", &args);
+        let addr = ex.addr();
+        let server = Server {
+            ex,
+            addr,
             root,
             dir,
         };
-        let line = rx
-            .recv_timeout(WATCHDOG)
-            .expect("no `listening on` line in time");
-        let addr = line
-            .trim_end()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        server.addr = addr.parse().expect("an address");
         assert!(server.dir.is_dir(), "--dir is created at start-up");
         server
     }
@@ -159,22 +112,8 @@ impl Server {
     /// Sends SIGTERM (with the `kill` utility) and waits for the server to exit;
     /// returns its exit status.
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM {pid} failed");
-        // `Child` has no timed wait, so this polls; the interval only bounds how soon
-        // the exit is noticed.
-        let deadline = Instant::now() + WATCHDOG;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the server did not exit in time");
-            thread::sleep(Duration::from_millis(5));
-        }
+        self.ex.signal("TERM");
+        self.ex.wait()
     }
 
     /// Waits until a temporary file for `name` shows up in `--dir`: the header was
@@ -190,7 +129,7 @@ impl Server {
 
     /// The most resident memory the server has used (`VmHWM`), in bytes.
     fn peak_rss_bytes(&self) -> usize {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        let status = fs::read_to_string(format!("/proc/{}/status", self.ex.proc.id()))
             .expect("read /proc/PID/status");
         let line = status
             .lines()
@@ -202,13 +141,6 @@ impl Server {
             .and_then(|n| n.parse().ok())
             .expect("VmHWM in kB");
         kib * 1024
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -269,13 +201,8 @@ impl Client {
 
     /// Asserts that the server closes the connection without sending anything more.
     fn expect_closed(&mut self) {
-        let mut rest = Vec::new();
-        match self.reader.read_to_end(&mut rest) {
-            Ok(_) => assert!(rest.is_empty(), "unexpected bytes {rest:?}"),
-            // A close with our bytes unread shows up as a reset; closed all the same.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("waiting for the close: {e}"),
-        }
+        let rest = read_until_closed(&mut self.reader);
+        assert!(rest.is_empty(), "unexpected bytes {rest:?}");
     }
 
     /// Sends one header and expects `error: ...` and a close.
@@ -645,11 +572,7 @@ fn sigterm_mid_file_exits_cleanly_and_leaves_nothing() {
 /// `--help` prints the flags and exits 0.
 #[test]
 fn help_lists_the_flags() {
-    let out = Command::new(upload_bin())
-        .arg("--help")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run --help");
+    let out = run_example("upload", &["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for flag in ["--listen", "--dir", "--max-size", "--help"] {

@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use twistor::{Addr, ConnId, Context, Handle, Protocol, Reactor, Reason};
 
+pub mod example;
+
 /// How long any wait may take before the test fails.
 pub const WATCHDOG: Duration = Duration::from_secs(20);
 
