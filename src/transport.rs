@@ -338,6 +338,23 @@ impl<'a> Context<'a> {
         self.driver.lose_connection(id)
     }
 
+    /// Flushes, then shuts the write side of another connection (a client that has
+    /// sent everything can still read the replies).
+    pub fn lose_write_connection_of(&mut self, id: ConnId) {
+        self.driver.lose_write_connection(id)
+    }
+
+    /// Stops reading from another connection (a relay whose output backs up stops
+    /// taking input), as [`pause_reading`](Self::pause_reading).
+    pub fn pause_reading_of(&mut self, id: ConnId) {
+        self.driver.set_reading(id, false)
+    }
+
+    /// Reads from another connection again, as [`resume_reading`](Self::resume_reading).
+    pub fn resume_reading_of(&mut self, id: ConnId) {
+        self.driver.set_reading(id, true)
+    }
+
     /// Closes another connection now, dropping what it has queued.
     pub fn abort_connection_of(&mut self, id: ConnId) {
         self.driver.abort_connection(id)

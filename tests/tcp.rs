@@ -652,3 +652,52 @@ fn stale_conn_id_is_rejected_after_its_slot_is_reused() {
     assert_eq!(log.lost(new), Some(Why::Done));
     log.check_lifecycles();
 }
+
+/// A relay reaches another connection's read and write sides: it pauses and resumes
+/// reading it, and half-closes it while still reading its replies.
+#[test]
+fn a_callback_pauses_resumes_and_half_closes_another_connection() {
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let addr = listen(&mut r, Rec::echo(&log));
+    // The control connection steers the first one by id; ids are recorded in order.
+    let client = std::thread::spawn(move || {
+        let mut steered = connect(addr);
+        let mut control = connect(addr);
+        round_trip(&mut steered, b"one");
+        round_trip(&mut control, b"ready");
+        (steered, control)
+    });
+    let (mut steered, mut control) = drive(&mut r, client);
+    let ids = log.made();
+    let (steered_id, control_id) = (ids[0], ids[1]);
+    assert!(r.call_protocol(control_id, move |_: &mut Rec, cx| cx
+        .pause_reading_of(steered_id)));
+    steered.write_all(b"held").unwrap();
+    // A round trip on the control connection proves a turn went by with "held" unread.
+    let c = std::thread::spawn(move || {
+        round_trip(&mut control, b"x");
+        control
+    });
+    let _control = drive(&mut r, c);
+    assert!(!log.received(steered_id).ends_with(b"held"));
+    assert!(r.call_protocol(control_id, move |_: &mut Rec, cx| cx
+        .resume_reading_of(steered_id)));
+    let c = std::thread::spawn(move || {
+        assert_eq!(read_n(&mut steered, 4), b"held");
+        steered
+    });
+    let mut steered = drive(&mut r, c);
+    assert!(r.call_protocol(control_id, move |_: &mut Rec, cx| cx
+        .lose_write_connection_of(steered_id)));
+    let c = std::thread::spawn(move || {
+        let (got, err) = read_to_eof(&mut steered);
+        assert!(got.is_empty() && err.is_none(), "{got:?} {err:?}");
+        steered.write_all(b" after").unwrap(); // its write side is still open
+        steered
+    });
+    let _steered = drive(&mut r, c);
+    run_until(&mut r, |_| {
+        log.received(steered_id).ends_with(b"held after")
+    });
+}
