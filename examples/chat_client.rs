@@ -147,18 +147,29 @@ impl Protocol for Keyboard {
         self.at_line_start = data.ends_with(b"\n");
     }
 
-    /// End of stdin: finish the last line and close the socket, which ends the
-    /// client. stdout stays open (this connection is not closed) until then.
+    /// End of stdin: finish the last line and shut the socket's write side; the
+    /// server answers what it was sent and closes, which ends the client. stdout
+    /// stays open (this connection is not closed) until then.
     fn read_eof(&mut self, cx: &mut Context<'_>) {
         if !self.at_line_start {
             cx.write_to(self.server, b"\n");
         }
         self.shared.input_done.set(true);
-        // Closing a socket that is still connecting would cancel the connect; the
-        // link closes it itself once connected.
+        // A socket still connecting cannot be half-closed yet; the link does it
+        // itself once connected.
         if self.shared.connected.get() {
-            cx.lose_connection_of(self.server);
+            cx.lose_write_connection_of(self.server);
         }
+    }
+
+    // stdout backs up (a slow terminal or pipe): stop reading the server until it
+    // drains, so that the kernel pushes back on the server instead of our memory.
+    fn pause_producing(&mut self, cx: &mut Context<'_>) {
+        cx.pause_reading_of(self.server);
+    }
+
+    fn resume_producing(&mut self, cx: &mut Context<'_>) {
+        cx.resume_reading_of(self.server);
     }
 
     fn connection_lost(&mut self, cx: &mut Context<'_>, reason: Reason) {
@@ -179,8 +190,8 @@ impl Protocol for ServerLink {
     fn connection_made(&mut self, cx: &mut Context<'_>) {
         self.shared.connected.set(true);
         if self.shared.input_done.get() {
-            // stdin ended while connecting: send what it had, then close.
-            cx.lose_connection();
+            // stdin ended while connecting: send what it had, then half-close.
+            cx.lose_write_connection();
         }
     }
 

@@ -733,6 +733,19 @@ fn chat_client_sends_what_is_typed_then_exits_at_end_of_input() {
     );
 }
 
+/// Piped input (`printf '/who\n' | chat_client`): the client half-closes at the end of
+/// its input, so the answer to the last command still reaches stdout before it exits.
+#[test]
+fn chat_client_prints_the_answers_to_piped_input_before_exiting() {
+    let server = Server::start(&[]);
+    let mut client = ChatClient::start(server.addr);
+    let me = client.welcome();
+    client.type_in("/who\n");
+    client.close_stdin();
+    assert_eq!(client.printed(), format!("* in lobby: {me}"));
+    assert!(client.proc.wait().success(), "exit status 0");
+}
+
 #[test]
 fn chat_client_input_that_ends_before_the_connection_is_up_is_still_sent() {
     let server = Server::start(&[]);
