@@ -385,7 +385,7 @@ impl<H: StringHandler, const N: usize> fmt::Debug for IntNReceiver<H, N> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::fake::{chunkings, FakeDriver};
+    use crate::framing::test_util::{chunkings, fed};
 
     #[derive(Clone, Debug, PartialEq, Eq)]
     enum Ev {
@@ -617,16 +617,19 @@ mod tests {
         }
     }
 
+    /// What `f` sends through a connected `IntNReceiver`'s handler.
+    fn sent_by<const N: usize, R>(f: impl FnOnce(&mut StringContext<'_, '_>) -> R) -> (R, Vec<u8>) {
+        let mut h = fed(IntNReceiver::<Rec, N>::new(Rec::default()), &[]);
+        let mut result = None;
+        assert!(h.call(|p, cx| result = Some(p.with_handler(cx, |_, cx| f(cx)))));
+        (result.expect("ran"), h.take_written())
+    }
+
     #[test]
     fn send_string_adds_the_prefix() {
         // test_data and test_send.
         fn sent<const N: usize>(string: &[u8]) -> Vec<u8> {
-            let mut p = IntNReceiver::<Rec, N>::new(Rec::default());
-            let mut d = FakeDriver::new();
-            d.with::<IntNReceiver<Rec, N>, _>(|cx| {
-                p.with_handler(cx, |_, cx| cx.send_string(string).unwrap())
-            });
-            d.written
+            sent_by::<N, _>(|cx| cx.send_string(string).unwrap()).1
         }
         assert_eq!(sent::<4>(b"foo"), b"\x00\x00\x00\x03foo");
         assert_eq!(sent::<2>(b"foo"), b"\x00\x03foo");
@@ -638,65 +641,59 @@ mod tests {
     #[test]
     fn send_string_refuses_a_string_too_long_for_the_prefix() {
         // test_tooLongSend: Int8 takes 255 bytes at most, Int16 65535.
-        let mut p = Int8Receiver::new(Rec::default());
-        let mut d = FakeDriver::new();
-        d.with::<Int8Receiver<Rec>, _>(|cx| {
-            p.with_handler(cx, |_, cx| {
-                let err = cx.send_string(&[0; 256]).unwrap_err();
-                assert_eq!((err.string_bytes(), err.max_bytes()), (256, 255));
-            })
+        let (err, written) = sent_by::<1, _>(|cx| cx.send_string(&[0; 256]).unwrap_err());
+        assert_eq!((err.string_bytes(), err.max_bytes()), (256, 255));
+        assert!(written.is_empty());
+        let ((long, max), written) = sent_by::<2, _>(|cx| {
+            (
+                cx.send_string(&vec![0; 65536]),
+                cx.send_string(&vec![0; 65535]),
+            )
         });
-        assert!(d.written.is_empty());
-        let mut p = Int16Receiver::new(Rec::default());
-        d.with::<Int16Receiver<Rec>, _>(|cx| {
-            p.with_handler(cx, |_, cx| {
-                assert!(cx.send_string(&vec![0; 65536]).is_err());
-                assert_eq!(cx.send_string(&vec![0; 65535]), Ok(true));
-            })
-        });
+        assert!(long.is_err());
+        assert_eq!(max, Ok(true));
+        assert_eq!(written.len(), 2 + 65535);
         assert_eq!(Int8Receiver::<Rec>::max_sendable(), 255);
         assert_eq!(Int32Receiver::<Rec>::max_sendable(), u32::MAX as usize);
     }
 
     #[test]
     fn adapter_receives_pauses_and_resumes() {
-        type P = Int32Receiver<Rec>;
-        let mut p = P::new(Rec::default());
-        let mut d = FakeDriver::new();
         let input = framed::<4>(&[b"ubar", b"pause", b"", b"x"]);
-        d.with::<P, _>(|cx| p.data_received(cx, &input[..input.len() - 1]));
-        assert_eq!(p.handler().strings, [&b"ubar"[..], b"pause"]);
-        d.reading = true;
-        d.with::<P, _>(|cx| p.reading_resumed(cx));
-        assert_eq!(p.handler().strings, [&b"ubar"[..], b"pause", b""]);
-        d.with::<P, _>(|cx| p.data_received(cx, &input[input.len() - 1..]));
-        assert_eq!(p.handler().strings.last().unwrap(), b"x");
+        let (most, last) = input.split_at(input.len() - 1);
+        for chunks in chunkings(most) {
+            let mut h = fed(Int32Receiver::new(Rec::default()), &chunks);
+            assert_eq!(h.protocol().handler().strings, [&b"ubar"[..], b"pause"]);
+            assert!(h.reading_paused(), "{chunks:?}");
+            h.call(|_, cx| cx.resume_reading());
+            let strings = &h.protocol().handler().strings;
+            assert_eq!(strings, &[&b"ubar"[..], b"pause", b""], "{chunks:?}");
+            h.feed(last);
+            assert_eq!(h.protocol().handler().strings.last().unwrap(), b"x");
+        }
     }
 
     #[test]
     fn adapter_default_limit_closes_and_drops_the_rest() {
-        type P = Int8Receiver<Rec>;
-        let mut p = P::new(Rec::default()).max_length(3);
-        let mut d = FakeDriver::new();
-        d.with::<P, _>(|cx| p.data_received(cx, b"\x01a\x04abcd\x01b"));
-        assert_eq!(p.handler().strings, [b"a"]);
-        assert_eq!(p.handler().exceeded, [4]);
-        assert!(!d.open);
+        for chunks in chunkings(b"\x01a\x04abcd\x01b") {
+            let h = fed(Int8Receiver::new(Rec::default()).max_length(3), &chunks);
+            assert_eq!(h.protocol().handler().strings, [b"a"], "{chunks:?}");
+            assert_eq!(h.protocol().handler().exceeded, [4]);
+            assert!(matches!(h.lost(), Some(Reason::Done)), "{chunks:?}");
+        }
     }
 
     #[test]
     fn adapter_limit_kept_open_skips_the_payload() {
-        type P = Int8Receiver<Rec>;
-        let mut p = P::new(Rec {
-            keep_open: true,
-            ..Rec::default()
-        })
-        .max_length(3);
-        let mut d = FakeDriver::new();
-        d.with::<P, _>(|cx| p.data_received(cx, b"\x01a\x04ab"));
-        d.with::<P, _>(|cx| p.data_received(cx, b"cd\x01b"));
-        assert_eq!(p.handler().strings, [b"a", b"b"]);
-        assert_eq!(p.handler().exceeded, [4]);
-        assert!(d.open);
+        for chunks in chunkings(b"\x01a\x04abcd\x01b") {
+            let rec = Rec {
+                keep_open: true,
+                ..Rec::default()
+            };
+            let h = fed(Int8Receiver::new(rec).max_length(3), &chunks);
+            assert_eq!(h.protocol().handler().strings, [b"a", b"b"], "{chunks:?}");
+            assert_eq!(h.protocol().handler().exceeded, [4]);
+            assert!(h.is_open());
+        }
     }
 }

@@ -1414,7 +1414,8 @@ impl<H: LineOnlyHandler> fmt::Debug for LineOnlyReceiver<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::fake::FakeDriver;
+    use crate::framing::test_util::fed;
+    use crate::testing::Harness;
 
     /// An event, owned.
     #[derive(Clone, Debug, PartialEq, Eq)]
@@ -2384,13 +2385,14 @@ mod tests {
         }
     }
 
-    // ----- the Protocol adapter, on a fake connection -----
+    // ----- the Protocol adapter, on the testing harness -----
 
     #[derive(Default)]
     struct Script {
         events: Vec<Ev>,
         eof_rest: Option<Vec<u8>>,
-        lost: bool,
+        /// What the framer still held when `connection_lost` ran (before it discards).
+        lost_rest: Option<Vec<u8>>,
     }
 
     impl LineHandler for Script {
@@ -2429,64 +2431,87 @@ mod tests {
             cx.lose_connection();
         }
 
-        fn connection_lost(&mut self, _: &mut LineContext<'_, '_>, _: Reason) {
-            self.lost = true;
+        fn connection_lost(&mut self, cx: &mut LineContext<'_, '_>, _: Reason) {
+            self.lost_rest = Some(cx.clear_line_buffer());
         }
     }
 
     type Proto = LineReceiver<Script>;
 
-    fn proto() -> (Proto, FakeDriver) {
-        let mut p = LineReceiver::new(Script::default()).delimiter(b"\n");
-        let mut d = FakeDriver::new();
-        d.with::<Proto, _>(|cx| p.connection_made(cx));
-        (p, d)
+    fn proto() -> Proto {
+        LineReceiver::new(Script::default()).delimiter(b"\n")
+    }
+
+    fn events(h: &Harness<Proto>) -> &[Ev] {
+        &h.protocol().handler().events
+    }
+
+    /// Where the chunk holding `input[at - 1]` ends: a framer paused or switched to raw
+    /// by the line ending at `at` has the rest of that chunk, `input[at..end]`.
+    fn end_of_chunk_through(chunks: &[&[u8]], at: usize) -> usize {
+        let mut end = 0;
+        for chunk in chunks {
+            end += chunk.len();
+            if end >= at {
+                return end;
+            }
+        }
+        panic!("{at} is past the input");
     }
 
     #[test]
     fn adapter_sends_lines_with_the_delimiter() {
-        let (mut p, mut d) = proto();
-        d.with::<Proto, _>(|cx| p.data_received(cx, b"one\ntw"));
-        d.with::<Proto, _>(|cx| p.data_received(cx, b"o\n"));
-        assert_eq!(d.written, b"hi\nONE\nTWO\n");
-        assert_eq!(p.handler().events, [line("one"), line("two")]);
+        for chunks in chunkings(b"one\ntwo\n") {
+            let mut h = fed(proto(), &chunks);
+            assert_eq!(h.take_written(), b"hi\nONE\nTWO\n", "{chunks:?}");
+            assert_eq!(events(&h), [line("one"), line("two")], "{chunks:?}");
+        }
     }
 
     #[test]
     fn adapter_pause_then_reading_resumed_delivers_what_was_kept() {
-        let (mut p, mut d) = proto();
-        d.with::<Proto, _>(|cx| p.data_received(cx, b"a\npause\nb\nc\nd"));
-        assert_eq!(p.handler().events, [line("a"), line("pause")]);
-        assert!(!d.reading);
-        assert_eq!(p.buffered(), b"b\nc\nd");
-        // The reactor calls reading_resumed after resume_reading.
-        d.reading = true;
-        d.with::<Proto, _>(|cx| p.reading_resumed(cx));
-        assert_eq!(
-            p.handler().events,
-            [line("a"), line("pause"), line("b"), line("c")]
-        );
-        assert_eq!(p.buffered(), b"d");
-        d.with::<Proto, _>(|cx| p.data_received(cx, b"\n"));
-        assert_eq!(p.handler().events.last(), Some(&line("d")));
+        let input = b"a\npause\nb\nc\nd";
+        let after_pause = b"a\npause\n".len();
+        for chunks in chunkings(input) {
+            let mut h = fed(proto(), &chunks);
+            assert_eq!(events(&h), [line("a"), line("pause")], "{chunks:?}");
+            assert!(h.reading_paused());
+            // The framer keeps the rest of the chunk it paused in; the chunks fed after
+            // it wait in the harness's fake kernel.
+            let kept = &input[after_pause..end_of_chunk_through(&chunks, after_pause)];
+            assert_eq!(h.protocol().buffered(), kept, "{chunks:?}");
+            // resume_reading: the harness runs reading_resumed, then hands over what
+            // waited.
+            h.call(|_, cx| cx.resume_reading());
+            assert_eq!(
+                events(&h),
+                [line("a"), line("pause"), line("b"), line("c")],
+                "{chunks:?}"
+            );
+            assert_eq!(h.protocol().buffered(), b"d", "{chunks:?}");
+            h.feed(b"\n");
+            assert_eq!(events(&h).last(), Some(&line("d")));
+            assert_eq!(h.take_written(), b"hi\nA\nB\nC\nD\n");
+        }
     }
 
     #[test]
     fn adapter_close_drops_the_rest_of_the_chunk() {
-        let (mut p, mut d) = proto();
-        d.with::<Proto, _>(|cx| p.data_received(cx, b"a\nquit\nb\nc"));
-        assert_eq!(p.handler().events, [line("a"), line("quit")]);
-        assert_eq!(d.written, b"hi\nA\nbye\n");
-        assert!(p.buffered().is_empty());
+        for chunks in chunkings(b"a\nquit\nb\nc") {
+            let mut h = fed(proto(), &chunks);
+            assert_eq!(events(&h), [line("a"), line("quit")], "{chunks:?}");
+            assert_eq!(h.take_written(), b"hi\nA\nbye\n", "{chunks:?}");
+            assert!(matches!(h.lost(), Some(Reason::Done)), "{chunks:?}");
+            let rest = h.protocol().handler().lost_rest.as_deref();
+            assert_eq!(rest, Some(&b""[..]), "dropped at the close: {chunks:?}");
+        }
     }
 
     #[test]
     fn adapter_raw_mode_and_back() {
-        let (mut p, mut d) = proto();
-        d.with::<Proto, _>(|cx| p.data_received(cx, b"raw\nab"));
-        d.with::<Proto, _>(|cx| p.data_received(cx, b"c.x\ny\n"));
+        let h = fed(proto(), &[b"raw\nab", b"c.x\ny\n"]);
         assert_eq!(
-            p.handler().events,
+            events(&h),
             [
                 line("raw"),
                 Ev::Raw(b"ab".to_vec()),
@@ -2495,45 +2520,73 @@ mod tests {
                 line("y")
             ]
         );
-        assert!(p.is_line_mode());
+        assert!(h.protocol().is_line_mode());
+        // At every chunking: raw pieces from after `raw\n` to the end of the chunk
+        // holding the '.', then the lines handed back.
+        let input = b"raw\nabc.x\ny\n";
+        for chunks in chunkings(input) {
+            let h = fed(proto(), &chunks);
+            let evs = events(&h);
+            let n = evs.len();
+            assert!(n >= 4, "{chunks:?}: {evs:?}");
+            assert_eq!(evs[0], line("raw"));
+            assert_eq!(evs[n - 2..], [line("x"), line("y")], "{chunks:?}");
+            let raw: Vec<u8> = evs[1..n - 2]
+                .iter()
+                .flat_map(|ev| match ev {
+                    Ev::Raw(d) => d.clone(),
+                    other => panic!("{chunks:?}: {other:?} in raw mode"),
+                })
+                .collect();
+            let dot_end = b"raw\nabc.".len();
+            assert_eq!(raw, &input[4..end_of_chunk_through(&chunks, dot_end)]);
+            assert!(h.protocol().is_line_mode());
+        }
     }
 
     #[test]
     fn adapter_read_eof_can_take_the_unfinished_line() {
-        let (mut p, mut d) = proto();
-        d.with::<Proto, _>(|cx| p.data_received(cx, b"a\nlast words"));
-        d.eof = true;
-        d.with::<Proto, _>(|cx| p.read_eof(cx));
-        assert_eq!(p.handler().eof_rest.as_deref(), Some(&b"last words"[..]));
-        assert!(!d.open);
-        d.with::<Proto, _>(|cx| p.connection_lost(cx, Reason::Done));
-        assert!(p.handler().lost);
+        for chunks in chunkings(b"a\nlast words") {
+            let mut h = fed(proto(), &chunks);
+            assert_eq!(events(&h), [line("a")]);
+            h.eof();
+            let handler = h.protocol().handler();
+            assert_eq!(handler.eof_rest.as_deref(), Some(&b"last words"[..]));
+            assert_eq!(handler.lost_rest.as_deref(), Some(&b""[..]));
+            assert!(matches!(h.lost(), Some(Reason::Done)), "{chunks:?}");
+        }
     }
 
     #[test]
     fn adapter_with_handler_delivers_lines_handed_back() {
-        let (mut p, mut d) = proto();
-        d.with::<Proto, _>(|cx| {
+        let mut h = fed(proto(), &[]);
+        h.call(|p, cx| {
             p.with_handler(cx, |_, cx| {
                 cx.set_raw_mode();
                 cx.set_line_mode(b"x\ny\nz");
             })
         });
-        assert_eq!(p.handler().events, [line("x"), line("y")]);
-        assert_eq!(p.buffered(), b"z");
+        assert_eq!(events(&h), [line("x"), line("y")]);
+        assert_eq!(h.protocol().buffered(), b"z");
+        assert_eq!(h.take_written(), b"hi\nX\nY\n");
     }
 
     #[test]
     fn adapter_default_line_length_exceeded_closes() {
-        struct Quiet;
+        /// Records what the framer held when the connection was lost.
+        #[derive(Default)]
+        struct Quiet(Option<Vec<u8>>);
         impl LineHandler for Quiet {
             fn line_received(&mut self, _: &mut LineContext<'_, '_>, _: &[u8]) {}
+            fn connection_lost(&mut self, cx: &mut LineContext<'_, '_>, _: Reason) {
+                self.0 = Some(cx.clear_line_buffer());
+            }
         }
-        let mut p = LineReceiver::new(Quiet).max_length(4);
-        let mut d = FakeDriver::new();
-        d.with::<LineReceiver<Quiet>, _>(|cx| p.data_received(cx, b"ok\r\n12345\r\nmore\r\n"));
-        assert!(!d.open);
-        assert!(p.buffered().is_empty());
+        for chunks in chunkings(b"ok\r\n12345\r\nmore\r\n") {
+            let h = fed(LineReceiver::new(Quiet::default()).max_length(4), &chunks);
+            assert!(matches!(h.lost(), Some(Reason::Done)), "{chunks:?}");
+            assert_eq!(h.protocol().handler().0.as_deref(), Some(&b""[..]));
+        }
     }
 
     #[test]
@@ -2545,13 +2598,14 @@ mod tests {
                 cx.send_line(line);
             }
         }
-        type P = LineOnlyReceiver<Rec>;
-        let mut p = LineOnlyReceiver::new(Rec(Vec::new())).max_length(5);
-        let mut d = FakeDriver::new();
-        d.with::<P, _>(|cx| p.data_received(cx, b"a\r\nb\r"));
-        d.with::<P, _>(|cx| p.data_received(cx, b"\n123456\r\nc\r\n"));
-        assert_eq!(p.handler().0, [b"a".to_vec(), b"b".to_vec()]);
-        assert_eq!(d.written, b"a\r\nb\r\n");
-        assert!(!d.open);
+        for chunks in chunkings(b"a\r\nb\r\n123456\r\nc\r\n") {
+            let mut h = fed(
+                LineOnlyReceiver::new(Rec(Vec::new())).max_length(5),
+                &chunks,
+            );
+            assert_eq!(h.protocol().handler().0, [b"a".to_vec(), b"b".to_vec()]);
+            assert_eq!(h.take_written(), b"a\r\nb\r\n", "{chunks:?}");
+            assert!(matches!(h.lost(), Some(Reason::Done)), "{chunks:?}");
+        }
     }
 }

@@ -453,41 +453,12 @@ fn send_netstring(cx: &mut Context<'_>, string: &[u8]) -> bool {
     cx.write_vectored(&[IoSlice::new(head), IoSlice::new(string), IoSlice::new(b",")])
 }
 
-/// A fake driver for the adapters' unit tests: records writes and closes, and lets a
-/// test pause, resume and close the connection.
+/// Helpers for the framers' tests: the chunkings every input is fed at, and a
+/// [`Harness`](crate::testing::Harness) to run an adapter on as under the reactor.
 #[cfg(test)]
-pub(crate) mod fake {
-    use std::any::TypeId;
-    use std::io::{self, IoSlice};
-    use std::time::{Duration, Instant};
-
-    use crate::transport::{BoundCall, Driver};
-    use crate::{Addr, ConnId, Context, Protocol, TimerId};
-
-    #[derive(Debug)]
-    pub(crate) struct FakeDriver {
-        pub(crate) written: Vec<u8>,
-        pub(crate) reading: bool,
-        pub(crate) open: bool,
-        pub(crate) eof: bool,
-    }
-
-    impl FakeDriver {
-        pub(crate) fn new() -> Self {
-            FakeDriver {
-                written: Vec::new(),
-                reading: true,
-                open: true,
-                eof: false,
-            }
-        }
-
-        /// Runs `f` with a context for a connection whose protocol is `P`.
-        pub(crate) fn with<P: Protocol, R>(&mut self, f: impl FnOnce(&mut Context<'_>) -> R) -> R {
-            let mut cx = Context::new(self, ConnId::detached(7), TypeId::of::<P>());
-            f(&mut cx)
-        }
-    }
+pub(crate) mod test_util {
+    use crate::testing::Harness;
+    use crate::Protocol;
 
     /// Every way to cut `input`: whole, one byte at a time, at every split point, in
     /// packets of 2 to 9 bytes.
@@ -502,78 +473,13 @@ pub(crate) mod fake {
         all
     }
 
-    impl Driver for FakeDriver {
-        // The framers' tests never use the pool: this driver has none.
-        fn defer_to_thread(
-            &mut self,
-            _: ConnId,
-            _: crate::transport::JobFn,
-            _: crate::transport::BoundDone,
-        ) -> Result<(), crate::PoolBusy> {
-            Err(crate::PoolBusy)
+    /// `protocol` on a connected harness, fed `chunks`, one readable event each.
+    pub(crate) fn fed<P: Protocol>(protocol: P, chunks: &[&[u8]]) -> Harness<P> {
+        let mut h = Harness::new(protocol);
+        h.connect();
+        for chunk in chunks {
+            h.feed(chunk);
         }
-
-        fn can_defer_to_thread(&self, _: ConnId) -> bool {
-            false
-        }
-
-        fn write(&mut self, _: ConnId, data: &[u8]) -> bool {
-            if self.open {
-                self.written.extend_from_slice(data);
-            }
-            self.open
-        }
-        fn write_vectored(&mut self, _: ConnId, bufs: &[IoSlice<'_>]) -> bool {
-            if self.open {
-                for b in bufs {
-                    self.written.extend_from_slice(b);
-                }
-            }
-            self.open
-        }
-        fn lose_connection(&mut self, _: ConnId) {
-            self.open = false;
-        }
-        fn lose_write_connection(&mut self, _: ConnId) {}
-        fn abort_connection(&mut self, _: ConnId) {
-            self.open = false;
-        }
-        fn set_reading(&mut self, _: ConnId, reading: bool) {
-            self.reading = reading;
-        }
-        fn is_open(&self, _: ConnId) -> bool {
-            self.open
-        }
-        fn is_reading(&self, _: ConnId) -> bool {
-            self.open && self.reading && !self.eof
-        }
-        fn buffered(&self, _: ConnId) -> usize {
-            0
-        }
-        fn peer_addr(&self, _: ConnId) -> Option<Addr> {
-            None
-        }
-        fn local_addr(&self, _: ConnId) -> Option<Addr> {
-            None
-        }
-        fn set_nodelay(&mut self, _: ConnId, _: bool) -> io::Result<()> {
-            Ok(())
-        }
-        fn set_keepalive(&mut self, _: ConnId, _: Option<Duration>) -> io::Result<()> {
-            Ok(())
-        }
-        fn call_later(&mut self, _: ConnId, _: Duration, _: BoundCall) -> TimerId {
-            unimplemented!("the framing tests use no timers")
-        }
-        fn cancel_timer(&mut self, _: TimerId) -> bool {
-            false
-        }
-        fn reset_timer(&mut self, _: TimerId, _: Duration) -> bool {
-            false
-        }
-        fn now(&self) -> Instant {
-            Instant::now()
-        }
-        fn stop(&mut self) {}
+        h
     }
 }

@@ -449,7 +449,7 @@ impl<H: StringHandler> fmt::Debug for NetstringReceiver<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::fake::{chunkings, FakeDriver};
+    use crate::framing::test_util::{chunkings, fed};
 
     #[derive(Clone, Debug, PartialEq, Eq)]
     enum Ev {
@@ -633,45 +633,46 @@ mod tests {
         }
     }
 
-    type P = NetstringReceiver<Echo>;
-
     #[test]
     fn adapter_echoes_netstrings() {
-        let mut p = P::new(Echo::default());
-        let mut d = FakeDriver::new();
-        d.with::<P, _>(|cx| p.data_received(cx, b"5:hello,0:,3:a"));
-        d.with::<P, _>(|cx| p.data_received(cx, b"bc,"));
-        assert_eq!(d.written, b"5:hello,0:,3:abc,");
-        assert_eq!(p.handler().strings, [&b"hello"[..], b"", b"abc"]);
+        let input = b"5:hello,0:,3:abc,";
+        for chunks in chunkings(input) {
+            let mut h = fed(NetstringReceiver::new(Echo::default()), &chunks);
+            assert_eq!(h.take_written(), input, "{chunks:?}");
+            assert_eq!(h.protocol().handler().strings, [&b"hello"[..], b"", b"abc"]);
+        }
     }
 
     #[test]
     fn adapter_error_closes_the_connection() {
-        // test_illegal, fed byte by byte.
+        // test_illegal, at every chunking (byte by byte among them).
         for bad in [
             &b"9999999999999999999999"[..],
             b"abc",
             b"4:abcde",
             b"51:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab,",
         ] {
-            let mut p = P::new(Echo::default()).max_length(50);
-            let mut d = FakeDriver::new();
-            for byte in bad.chunks(1) {
-                d.with::<P, _>(|cx| p.data_received(cx, byte));
+            for chunks in chunkings(bad) {
+                let h = fed(
+                    NetstringReceiver::new(Echo::default()).max_length(50),
+                    &chunks,
+                );
+                assert!(matches!(h.lost(), Some(Reason::Done)), "{chunks:?}");
+                assert!(h.protocol().is_broken(), "{chunks:?}");
             }
-            assert!(!d.open, "{bad:?}");
-            assert!(p.is_broken());
         }
     }
 
     #[test]
     fn adapter_pause_and_resume() {
-        let mut p = P::new(Echo::default());
-        let mut d = FakeDriver::new();
-        d.with::<P, _>(|cx| p.data_received(cx, b"5:pause,1:a,1:b,"));
-        assert_eq!(p.handler().strings, [b"pause"]);
-        d.reading = true;
-        d.with::<P, _>(|cx| p.reading_resumed(cx));
-        assert_eq!(p.handler().strings, [&b"pause"[..], b"a", b"b"]);
+        for chunks in chunkings(b"5:pause,1:a,1:b,") {
+            let mut h = fed(NetstringReceiver::new(Echo::default()), &chunks);
+            assert_eq!(h.protocol().handler().strings, [b"pause"], "{chunks:?}");
+            assert!(h.reading_paused());
+            h.call(|_, cx| cx.resume_reading());
+            let strings = &h.protocol().handler().strings;
+            assert_eq!(strings, &[&b"pause"[..], b"a", b"b"], "{chunks:?}");
+            assert_eq!(h.take_written(), b"5:pause,1:a,1:b,");
+        }
     }
 }
