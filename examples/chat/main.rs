@@ -39,22 +39,17 @@ mod command;
 #[path = "../common/mod.rs"]
 mod common;
 mod server;
+mod session;
 
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::time::Duration;
 
-use command::Command;
 use common::{announce, exit_status, init_logging, serve, Cli};
-use server::{MemberKey, Server};
-use twistor::framing::{LineContext, LineHandler, LineReceiver};
-use twistor::{Addr, Reactor, Reason};
-
-/// A chat connection: lines cut at `\n`, handled by a [`Session`].
-type ChatProtocol = LineReceiver<Session>;
+use server::Server;
+use twistor::{Addr, Reactor};
 
 /// Limits from the command line.
 #[derive(Clone, Copy)]
@@ -94,117 +89,8 @@ fn run(addr: SocketAddr, limits: Limits) -> io::Result<()> {
         .build()?;
     let server = Rc::new(RefCell::new(Server::default()));
     let port = reactor.listen_tcp(addr, move |_: &Addr| {
-        let session = Session {
-            server: Rc::clone(&server),
-            key: None,
-            max_line_bytes: limits.max_line_bytes,
-        };
-        // One byte more than the limit for the `\r` that may precede `\n`; the
-        // length without it is checked in `line_received`.
-        let max_length = limits.max_line_bytes.saturating_add(1);
-        Some(
-            LineReceiver::new(session)
-                .delimiter(b"\n")
-                .max_length(max_length),
-        )
+        Some(session::protocol(Rc::clone(&server), limits.max_line_bytes))
     })?;
     announce(port.local_addr);
     serve(&mut reactor)
-}
-
-/// One client's connection: its place in the shared [`Server`].
-struct Session {
-    server: Rc<RefCell<Server>>,
-    /// `None` before `connection_made` and once the member has left.
-    key: Option<MemberKey>,
-    max_line_bytes: usize,
-}
-
-impl Session {
-    /// Leaves the server and closes the connection, after sending what is queued
-    /// for it (a last notice, say).
-    fn close(&mut self, cx: &mut LineContext<'_, '_>) {
-        if let Some(key) = self.key.take() {
-            let mut server = self.server.borrow_mut();
-            server.write_out(key, cx);
-            server.depart(key);
-        }
-        cx.lose_connection();
-    }
-
-    fn line_too_long(&mut self, cx: &mut LineContext<'_, '_>) {
-        log::warn!(
-            "{} {}: line over {} bytes; closing",
-            cx.id(),
-            cx.peer_addr().map_or_else(String::new, |a| a.to_string()),
-            self.max_line_bytes
-        );
-        if let Some(key) = self.key {
-            self.server
-                .borrow_mut()
-                .notice(key, b"error: line too long");
-        }
-        self.close(cx);
-    }
-
-    /// After every callback: writes out members with a lot queued, and makes sure
-    /// the rest goes out at the end of this turn of the reactor.
-    fn settle(&self, cx: &mut LineContext<'_, '_>) {
-        if self.server.borrow_mut().write_urgent(cx) {
-            // A zero delay runs in this turn's timer phase, after every connection
-            // with input has had its say: lines from several senders then reach
-            // each member in one write.
-            cx.call_later(Duration::ZERO, |p: &mut ChatProtocol, cx| {
-                p.handler().server.borrow_mut().flush(cx)
-            });
-        }
-    }
-}
-
-impl LineHandler for Session {
-    fn connection_made(&mut self, cx: &mut LineContext<'_, '_>) {
-        let key = self.server.borrow_mut().arrive(cx.id());
-        log::debug!("{}: member {key} arrived", cx.id());
-        self.key = Some(key);
-        self.settle(cx);
-    }
-
-    fn line_received(&mut self, cx: &mut LineContext<'_, '_>, line: &[u8]) {
-        let Some(key) = self.key else { return };
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.len() > self.max_line_bytes {
-            return self.line_too_long(cx);
-        }
-        match command::parse(line) {
-            Ok(Command::Quit) => {
-                self.server.borrow_mut().notice(key, b"bye");
-                self.close(cx);
-            }
-            Ok(command) => self.server.borrow_mut().execute(key, command),
-            Err(error) => self.server.borrow_mut().error(key, error),
-        }
-        self.settle(cx);
-    }
-
-    fn line_length_exceeded(&mut self, cx: &mut LineContext<'_, '_>, _line: &[u8]) {
-        self.line_too_long(cx);
-    }
-
-    /// The client is done sending: it has had the answers to everything it sent
-    /// (they are queued before this), so leave and close.
-    fn read_eof(&mut self, cx: &mut LineContext<'_, '_>) {
-        self.close(cx);
-        self.settle(cx);
-    }
-
-    fn connection_lost(&mut self, cx: &mut LineContext<'_, '_>, reason: Reason) {
-        log::debug!("{}: {reason}", cx.id());
-        let mut server = self.server.borrow_mut();
-        if let Some(key) = self.key.take() {
-            server.depart(key);
-        }
-        // The end-of-turn flush may have been this connection's timer, which died
-        // with it: flush now.
-        server.flush(cx);
-    }
 }
