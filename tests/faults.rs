@@ -16,6 +16,7 @@
 //! | `a_panic_storm_...` | protocols that panic in callbacks and timers |
 //! | `a_stop_with_megabytes_in_flight_...` | stop from another thread, 200 × 256 KiB queued |
 //! | `pool_faults_during_a_stop_...` | panicking, slow and queued pool jobs at stop |
+//! | `an_example_signalled_as_soon_as_...` | SIGTERM right after `listening on` (ignored: fails today) |
 //!
 //! Rules, as in `tests/common`: tests wait for events (a log entry, a client's answer,
 //! a line on a child's stderr), never for a sleep; sleeps only pace a client. Every
@@ -1364,4 +1365,53 @@ fn pool_faults_during_a_stop_are_reported_and_waited_for() {
         "{:?}",
         ended.stats.closed
     );
+}
+
+// ----- signals at start-up -----
+
+/// A server stopped with SIGTERM as soon as it has announced its address exits
+/// cleanly (status 0), as EXAMPLES.md promises for SIGINT/SIGTERM.
+///
+/// Fails today: `examples/common::serve` installs the handlers
+/// (`Reactor::stop_on_signals`) after `announce` has printed `listening on`, so a
+/// signal sent in between kills the process with the default action (status -15, in
+/// 98 of 100 tries against the release build on the dev machine, and within 50 tries
+/// against the debug build). Every example that uses `serve` has the gap
+/// (echo, logger, chat, kv, upload, offload, udp_echo, unix_echo);
+/// `socketserver_echo` installs its handlers first and does not. Ignored until the
+/// examples install the handlers before announcing.
+#[test]
+#[ignore = "examples/common: signal handlers are installed after `listening on` is printed"]
+fn an_example_signalled_as_soon_as_it_announces_stops_cleanly() {
+    let _g = shared();
+    let bin = example_bin("echo");
+    for attempt in 0..50 {
+        let mut child = ChildGuard(
+            Command::new(&bin)
+                .args(["--listen", "127.0.0.1:0"])
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn echo"),
+        );
+        let pid = child.0.id();
+        let stdout = lines_of(child.0.stdout.take().unwrap());
+        wait_for_line(&stdout, "listening on ");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let mut status = None;
+        wait_until("the child exits after SIGTERM", || {
+            status = child.0.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        assert!(
+            status.unwrap().success(),
+            "attempt {attempt}: SIGTERM right after `listening on` gave {status:?}"
+        );
+    }
 }
