@@ -22,7 +22,7 @@ mod common;
 use std::process::ExitCode;
 
 use common::echo::{line_echo, RawEcho};
-use common::{announce, exit_status, init_logging, serve, Cli};
+use common::{exit_status, init_logging, serve, Cli};
 use twistor::{Addr, Reactor};
 
 fn main() -> ExitCode {
@@ -40,6 +40,5 @@ fn run(addr: std::net::SocketAddr, raw: bool) -> std::io::Result<()> {
     } else {
         reactor.listen_tcp(addr, |_: &Addr| Some(line_echo()))?
     };
-    announce(port.local_addr);
-    serve(&mut reactor)
+    serve(&mut reactor, port.local_addr)
 }

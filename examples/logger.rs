@@ -18,7 +18,7 @@ mod common;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use common::{announce, exit_status, init_logging, serve, Cli};
+use common::{exit_status, init_logging, serve, Cli};
 use twistor::framing::{LineContext, LineHandler, LineReceiver};
 use twistor::{Addr, Reactor, Reason};
 
@@ -47,8 +47,7 @@ fn run(addr: std::net::SocketAddr) -> io::Result<()> {
                 .max_length(MAX_LINE_BYTES),
         )
     })?;
-    announce(port.local_addr);
-    serve(&mut reactor)
+    serve(&mut reactor, port.local_addr)
 }
 
 /// Writes one line to stdout and flushes it, so that a reader sees it at once. An

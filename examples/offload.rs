@@ -33,7 +33,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use common::{announce, exit_status, init_logging, serve, Cli};
+use common::{exit_status, init_logging, serve, Cli};
 use twistor::framing::{LineContext, LineHandler, LineReceiver};
 use twistor::{Addr, InOrder, JobError, Reactor};
 
@@ -92,8 +92,7 @@ fn run(addr: SocketAddr, threads: usize, queue: usize) -> io::Result<()> {
                 .max_length(MAX_LINE_BYTES),
         )
     })?;
-    announce(port.local_addr);
-    serve(&mut reactor)
+    serve(&mut reactor, port.local_addr)
 }
 
 /// One connection: its answers in request order, and why it is not reading.

@@ -16,7 +16,7 @@ mod common;
 use std::process::ExitCode;
 
 use common::echo::upper_into;
-use common::{announce, exit_status, init_logging, serve, Cli};
+use common::{exit_status, init_logging, serve, Cli};
 use twistor::{Addr, DatagramContext, DatagramProtocol, Reactor, DEFAULT_MAX_DATAGRAM_BYTES};
 
 fn main() -> ExitCode {
@@ -40,8 +40,8 @@ fn main() -> ExitCode {
 fn run(addr: std::net::SocketAddr, max_datagram_bytes: usize) -> std::io::Result<()> {
     let mut reactor = Reactor::new()?;
     let id = reactor.listen_udp_max(addr, max_datagram_bytes, UdpEcho::default())?;
-    announce(reactor.datagram_addr(id).expect("just bound"));
-    serve(&mut reactor)
+    let addr = reactor.datagram_addr(id).expect("just bound");
+    serve(&mut reactor, addr)
 }
 
 #[derive(Default)]

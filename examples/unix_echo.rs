@@ -17,7 +17,7 @@ mod common;
 use std::process::ExitCode;
 
 use common::echo::line_echo;
-use common::{announce, exit_status, init_logging, serve, Cli};
+use common::{exit_status, init_logging, serve, Cli};
 use twistor::{Addr, Reactor};
 
 fn main() -> ExitCode {
@@ -36,6 +36,5 @@ fn run(path: &str) -> std::io::Result<()> {
     // The listener replaces a stale file, refuses a live server's path, and removes
     // the file when it closes (on a graceful stop, or when the reactor is dropped).
     reactor.listen_unix(path, |_: &Addr| Some(line_echo()))?;
-    announce(path);
-    serve(&mut reactor)
+    serve(&mut reactor, path)
 }

@@ -70,7 +70,7 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use common::{announce, exit_status, init_logging, serve, Cli};
+use common::{exit_status, init_logging, serve, Cli};
 use sha2::{Digest, Sha256};
 use twistor::framing::{LineContext, LineHandler, LineReceiver};
 use twistor::{Addr, JobError, Reactor, Reason};
@@ -154,8 +154,7 @@ fn run(addr: SocketAddr, config: Config) -> io::Result<()> {
             .max_length(MAX_HEADER_BYTES),
         )
     })?;
-    announce(port.local_addr);
-    serve(&mut reactor)
+    serve(&mut reactor, port.local_addr)
 }
 
 // ----- the connection -----

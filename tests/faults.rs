@@ -1370,18 +1370,10 @@ fn pool_faults_during_a_stop_are_reported_and_waited_for() {
 // ----- signals at start-up -----
 
 /// A server stopped with SIGTERM as soon as it has announced its address exits
-/// cleanly (status 0), as EXAMPLES.md promises for SIGINT/SIGTERM.
-///
-/// Fails today: `examples/common::serve` installs the handlers
-/// (`Reactor::stop_on_signals`) after `announce` has printed `listening on`, so a
-/// signal sent in between kills the process with the default action (status -15, in
-/// 98 of 100 tries against the release build on the dev machine, and within 50 tries
-/// against the debug build). Every example that uses `serve` has the gap
-/// (echo, logger, chat, kv, upload, offload, udp_echo, unix_echo);
-/// `socketserver_echo` installs its handlers first and does not. Ignored until the
-/// examples install the handlers before announcing.
+/// cleanly (status 0), as EXAMPLES.md promises for SIGINT/SIGTERM: `common::serve`
+/// installs the handlers before it prints `listening on`. (When it printed first, a
+/// signal in between killed the process in 98 of 100 tries.)
 #[test]
-#[ignore = "examples/common: signal handlers are installed after `listening on` is printed"]
 fn an_example_signalled_as_soon_as_it_announces_stops_cleanly() {
     let _g = shared();
     let bin = example_bin("echo");

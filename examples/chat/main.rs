@@ -47,7 +47,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::rc::Rc;
 
-use common::{announce, exit_status, init_logging, serve, Cli};
+use common::{exit_status, init_logging, serve, Cli};
 use server::Server;
 use twistor::{Addr, Reactor};
 
@@ -91,6 +91,5 @@ fn run(addr: SocketAddr, limits: Limits) -> io::Result<()> {
     let port = reactor.listen_tcp(addr, move |_: &Addr| {
         Some(session::protocol(Rc::clone(&server), limits.max_line_bytes))
     })?;
-    announce(port.local_addr);
-    serve(&mut reactor)
+    serve(&mut reactor, port.local_addr)
 }

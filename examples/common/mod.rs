@@ -268,13 +268,18 @@ pub fn announce(addr: impl Display) {
     let _ = out.flush();
 }
 
-/// Runs the reactor until SIGINT or SIGTERM, which stop it gracefully: listeners
-/// close, queued bytes are flushed, every connection gets `connection_lost`.
+/// Installs the SIGINT/SIGTERM handlers, announces `listening on ADDR`, and runs the
+/// reactor until a signal stops it gracefully: listeners close, queued bytes are
+/// flushed, every connection gets `connection_lost`.
+///
+/// The handlers go in before the announcement, so that a signal sent as soon as the
+/// line is read stops the server cleanly instead of killing it.
 ///
 /// At debug log level (`RUST_LOG=debug`) the reactor's statistics are logged every
 /// [`STATS_INTERVAL`].
-pub fn serve(reactor: &mut Reactor) -> io::Result<()> {
+pub fn serve(reactor: &mut Reactor, listening: impl Display) -> io::Result<()> {
     reactor.stop_on_signals()?;
+    announce(listening);
     if log::log_enabled!(log::Level::Debug) {
         reactor.call_later(STATS_INTERVAL, log_stats);
     }

@@ -42,7 +42,7 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{announce, exit_status, init_logging, serve, Cli};
+use common::{exit_status, init_logging, serve, Cli};
 use db::{Db, ExpireIf, IncrError, KeyTtl, Ttl};
 use resp::{Args, Parser};
 use twistor::{Addr, Context, Protocol, Reactor, Reason};
@@ -123,8 +123,7 @@ fn run(addr: SocketAddr, max_query_bytes: usize) -> std::io::Result<()> {
         next_client_id += 1;
         Some(Client::new(Rc::clone(&db), next_client_id, max_query_bytes))
     })?;
-    announce(port.local_addr);
-    serve(&mut reactor)
+    serve(&mut reactor, port.local_addr)
 }
 
 /// Active expiry: reclaims due keys now and then, so that expired keys nobody reads
