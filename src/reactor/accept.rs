@@ -6,8 +6,10 @@ use super::*;
 /// First pause after EMFILE/ENFILE on accept; doubled on each failure up to
 /// [`ACCEPT_BACKOFF_MAX`]. Short enough to recover quickly, long enough not to spin.
 pub(super) const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(50);
-
 pub(super) const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// At most one "refusing: max_connections" warning per this interval.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 fn is_fd_exhaustion(e: &io::Error) -> bool {
     // EMFILE, ENFILE, ENOBUFS, ENOMEM: the process or the system is out of something
@@ -264,10 +266,20 @@ impl Core {
     pub(super) fn adopt(&mut self, listener: ListenerId, stream: Stream, peer: Addr) {
         if self.conns.len() >= self.config.max_connections {
             self.counters.refused += 1;
-            log::warn!(
-                "refusing {peer}: max_connections ({}) reached",
-                self.config.max_connections
-            );
+            // A flood at the limit would log a line per connection: one a second,
+            // with the count since the last one, says as much.
+            let now = Instant::now();
+            if self
+                .refusal_logged
+                .is_none_or(|t| now >= t + REFUSAL_LOG_INTERVAL)
+            {
+                log::warn!(
+                    "refusing {peer}: max_connections ({}) reached ({} refused in all)",
+                    self.config.max_connections,
+                    self.counters.refused
+                );
+                self.refusal_logged = Some(now);
+            }
             return; // dropping the stream closes it
         }
         let l = &mut self.listeners[listener.index as usize];

@@ -228,6 +228,7 @@ impl Builder {
                 jobs: Slab::new(),
                 next_job_generation: 0,
                 counters: stats::Counters::default(),
+                refusal_logged: None,
                 signals: None,
                 config,
             },

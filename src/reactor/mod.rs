@@ -195,6 +195,8 @@ pub(crate) struct Core {
     jobs: Slab<PendingJob>,
     next_job_generation: u32,
     counters: stats::Counters,
+    /// When the last max_connections refusal was logged (they are rate-limited).
+    refusal_logged: Option<Instant>,
     signals: Option<signal_hook::iterator::Handle>,
 }
 
