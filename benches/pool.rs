@@ -8,11 +8,16 @@
 //! * `empty_job_round_trip`: one job at a time (latency).
 //! * `empty_jobs_64_in_flight`: 64 jobs submitted at once, all results back
 //!   (throughput; the waker is written once per batch that finds the inbox empty).
+//! * `baseline_std_channel_ping_pong`: no twistor at all: a message to a parked thread
+//!   and back over two `std::sync::mpsc` channels. Two thread wake-ups, as in the
+//!   pool's round trip, so this is the floor the machine sets for it.
 //!
 //! Run: `cargo bench --bench pool -- --warm-up-time 1 --measurement-time 3`
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::mpsc;
+use std::thread;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -58,6 +63,25 @@ fn pool(c: &mut Criterion) {
     group.bench_function("empty_jobs_64_in_flight", |b| {
         b.iter(|| round_trip(&mut reactor, &done, IN_FLIGHT))
     });
+
+    let (to_worker, work) = mpsc::channel::<()>();
+    let (to_bench, back) = mpsc::channel::<()>();
+    let echo = thread::spawn(move || {
+        while work.recv().is_ok() {
+            if to_bench.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("baseline_std_channel_ping_pong", |b| {
+        b.iter(|| {
+            to_worker.send(()).expect("worker alive");
+            back.recv().expect("worker answered");
+        })
+    });
+    drop(to_worker);
+    echo.join().expect("worker thread");
     group.finish();
 }
 
