@@ -7,10 +7,10 @@
 //! Run it:
 //!
 //! ```text
-//! cargo run --release --example unix_echo -- --listen /tmp/twistor-echo.sock
+//! cargo run --release --example unix_echo -- --listen twistor-echo.sock
 //! ```
 //!
-//! Poke it with `nc -U /tmp/twistor-echo.sock`. SIGINT or SIGTERM stops it gracefully.
+//! Poke it with `nc -U twistor-echo.sock`. SIGINT or SIGTERM stops it gracefully.
 
 mod common;
 
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     let args = Cli::new(
         "unix_echo",
         "Upper-casing line echo server on a Unix socket.",
-        "/tmp/twistor-echo.sock",
+        "twistor-echo.sock",
     )
     .parse();
     exit_status("unix_echo", run(args.listen()))
