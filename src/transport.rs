@@ -402,9 +402,16 @@ const MAX_IOVECS: usize = 64;
 ///
 /// Small writes are appended to the last chunk while it has room, so a burst of tiny
 /// writes costs one allocation per 16 KiB, not one per write; a large write is one
-/// chunk of its own. An empty queue holds no memory.
+/// chunk of its own. An empty queue holds no memory and costs one pointer in the
+/// connection's slot: most connections have nothing queued most of the time.
 #[derive(Default)]
 pub(crate) struct WriteQueue {
+    /// `None` exactly when nothing is queued.
+    backlog: Option<Box<Backlog>>,
+}
+
+#[derive(Default)]
+struct Backlog {
     chunks: VecDeque<Vec<u8>>,
     /// Bytes of the front chunk already sent.
     head: usize,
@@ -413,19 +420,20 @@ pub(crate) struct WriteQueue {
 
 impl WriteQueue {
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.backlog.as_ref().map_or(0, |b| b.len)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.backlog.is_none()
     }
 
     pub(crate) fn push(&mut self, data: &[u8]) {
         if data.is_empty() {
             return;
         }
-        self.len += data.len();
-        if let Some(last) = self.chunks.back_mut() {
+        let b = self.backlog.get_or_insert_with(Box::default);
+        b.len += data.len();
+        if let Some(last) = b.chunks.back_mut() {
             if last.capacity() - last.len() >= data.len() {
                 last.extend_from_slice(data);
                 return;
@@ -433,14 +441,15 @@ impl WriteQueue {
         }
         let mut chunk = Vec::with_capacity(data.len().max(CHUNK_BYTES));
         chunk.extend_from_slice(data);
-        self.chunks.push_back(chunk);
+        b.chunks.push_back(chunk);
     }
 
     /// Fills `out` with the queued bytes as slices, front first.
     pub(crate) fn slices<'s>(&'s self, out: &mut [IoSlice<'s>; MAX_IOVECS]) -> usize {
+        let Some(b) = &self.backlog else { return 0 };
         let mut n = 0;
-        for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
-            let start = if i == 0 { self.head } else { 0 };
+        for (i, chunk) in b.chunks.iter().take(MAX_IOVECS).enumerate() {
+            let start = if i == 0 { b.head } else { 0 };
             out[i] = IoSlice::new(&chunk[start..]);
             n += 1;
         }
@@ -449,29 +458,30 @@ impl WriteQueue {
 
     /// Drops the first `n` bytes, which the kernel took.
     pub(crate) fn consume(&mut self, mut n: usize) {
-        debug_assert!(n <= self.len);
-        self.len -= n;
+        let Some(b) = &mut self.backlog else {
+            debug_assert_eq!(n, 0);
+            return;
+        };
+        debug_assert!(n <= b.len);
+        b.len -= n;
         while n > 0 {
-            let front = &self.chunks[0];
-            let left = front.len() - self.head;
+            let left = b.chunks[0].len() - b.head;
             if n < left {
-                self.head += n;
+                b.head += n;
                 return;
             }
             n -= left;
-            self.head = 0;
-            self.chunks.pop_front();
+            b.head = 0;
+            b.chunks.pop_front();
         }
-        if self.len == 0 {
+        if b.len == 0 {
             self.clear();
         }
     }
 
     /// Drops everything and releases the memory.
     pub(crate) fn clear(&mut self) {
-        self.chunks = VecDeque::new();
-        self.head = 0;
-        self.len = 0;
+        self.backlog = None;
     }
 
     /// Writes as much as `write` takes, one vectored call at a time, until the queue
@@ -617,7 +627,7 @@ mod tests {
             q.push(b"0123456789");
         }
         assert_eq!(q.len(), 1000);
-        assert_eq!(q.chunks.len(), 1);
+        assert_eq!(q.backlog.as_ref().unwrap().chunks.len(), 1);
         assert_eq!(contents(&q), b"0123456789".repeat(100));
     }
 
@@ -636,7 +646,7 @@ mod tests {
         assert_eq!(contents(&q), expect);
         q.consume(expect.len());
         assert!(q.is_empty());
-        assert_eq!(q.chunks.capacity(), 0);
+        assert!(q.backlog.is_none(), "an empty queue holds no memory");
     }
 
     #[test]

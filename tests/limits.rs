@@ -249,12 +249,17 @@ fn stats_count_what_happened_and_return_to_zero() {
         .unwrap();
     let addr = listen(
         &mut r,
-        Rec::new(&log).on_data(|cx, d| match d {
-            b"bye" => cx.lose_connection(),
-            b"abort" => cx.abort_connection(),
-            b"panic" => panic!("asked to"),
-            // The peer never reads: the kernel's buffers fill, then the cap is passed.
-            b"flood" => {
+        // Commands are matched at the end of what arrived: `first` sends "x" and later
+        // "bye", which the server may read together.
+        Rec::new(&log).on_data(|cx, d| {
+            if d.ends_with(b"bye") {
+                cx.lose_connection();
+            } else if d.ends_with(b"abort") {
+                cx.abort_connection();
+            } else if d.ends_with(b"panic") {
+                panic!("asked to");
+            } else if d.ends_with(b"flood") {
+                // The peer never reads: the kernel's buffers fill, then the cap is passed.
                 let chunk = [0; 4096];
                 for _ in 0..16 * 1024 {
                     if !cx.write(&chunk) {
@@ -262,7 +267,6 @@ fn stats_count_what_happened_and_return_to_zero() {
                     }
                 }
             }
-            _ => {}
         }),
     );
     let clients = std::thread::spawn(move || {

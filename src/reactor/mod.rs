@@ -744,7 +744,7 @@ impl Core {
     fn close_with(&mut self, id: ConnId, reason: Reason) {
         let Some(c) = self.conn_mut(id) else { return };
         if c.close.is_none() {
-            c.close = Some(reason);
+            c.close = Some(Box::new(reason));
             c.out.clear();
         }
         self.mark_dirty(id);
@@ -830,7 +830,7 @@ impl Core {
             let Some(c) = self.conn_mut(id) else { continue };
             c.dirty = false;
             if let Some(reason) = c.close.take() {
-                self.finish(id, reason);
+                self.finish(id, *reason);
                 continue;
             }
             if c.notify_pause {

@@ -227,7 +227,7 @@ pub(crate) struct Conn {
     /// Timers that die with this connection.
     pub(crate) timers: Vec<TimerId>,
     /// A close decided but not yet carried out (it waits for the current callback).
-    pub(crate) close: Option<Reason>,
+    pub(crate) close: Option<Box<Reason>>,
     pub(crate) last_read: std::time::Instant,
     /// `connection_made` ran, so `connection_lost` is owed.
     pub(crate) made: bool,
@@ -414,6 +414,14 @@ pub(crate) struct Listener {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What an idle connection costs in the table (the budget is 256 bytes
+    /// of server memory per idle connection, all included): keep the slot small.
+    #[test]
+    fn a_connection_slot_stays_small() {
+        let size = std::mem::size_of::<Conn>();
+        assert!(size <= 160, "Conn is {size} bytes");
+    }
 
     #[test]
     fn tokens_round_trip_with_generation() {
