@@ -143,7 +143,10 @@ impl Model {
                 Action::Close => self.closed = true,
             }
             if last {
+                // As in `act`: the forced close overrides whatever the action was (a
+                // pause included), so that the two sides agree on `paused`.
                 self.closed = true;
+                self.paused = false;
             }
         }
         if self.closed {
