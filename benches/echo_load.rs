@@ -26,12 +26,21 @@
 //! cargo bench --bench echo_load -- --clients 8 --size 64 --depth 16 --secs 5 --warmup 1
 //! ```
 //!
+//! With `--busy-pool N`, N pool threads spin on CPU work for the whole run, to compare
+//! echo latency with a saturated pool against an idle one (`--busy-pool 0`):
+//!
+//! ```text
+//! cargo bench --bench echo_load -- --clients 50 --busy-pool 0
+//! cargo bench --bench echo_load -- --clients 50 --busy-pool 1
+//! ```
+//!
 //! This is a quick in-process check, not a comparison with other servers: for that use
 //! the load rig (a separate loadgen process, the same scenarios for every server).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -70,6 +79,8 @@ struct Config {
     depth: usize,
     secs: f64,
     warmup: f64,
+    /// Pool threads kept busy with CPU work for the whole run (0: an idle pool).
+    busy_pool: usize,
 }
 
 /// utime + stime of the calling thread, in seconds.
@@ -96,10 +107,31 @@ fn reactor_cpu_secs(handle: &Handle) -> f64 {
 
 /// Starts the echo server on its own thread; returns its address, a handle and the
 /// thread.
-fn start_server() -> (SocketAddr, Handle, thread::JoinHandle<()>) {
+fn start_server(
+    busy_pool: usize,
+    done: Arc<AtomicBool>,
+) -> (SocketAddr, Handle, thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel();
     let server = thread::spawn(move || {
-        let mut reactor = Reactor::new().expect("reactor");
+        let mut reactor = Reactor::builder()
+            .threads(busy_pool.max(1))
+            .build()
+            .expect("reactor");
+        // Saturate the pool: each job spins on CPU work until the run ends, as a
+        // server offloading hashing or compression would keep it.
+        for _ in 0..busy_pool {
+            let done = Arc::clone(&done);
+            reactor
+                .call_in_thread(move || {
+                    let mut x = 0u64;
+                    while !done.load(Ordering::Relaxed) {
+                        for i in 0..10_000u64 {
+                            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+                        }
+                    }
+                })
+                .expect("pool job");
+        }
         let port = reactor
             .listen_tcp("127.0.0.1:0".parse().unwrap(), |_: &Addr| {
                 Some(RawEcho::default())
@@ -152,7 +184,8 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 fn run(cfg: Config) {
-    let (addr, handle, server) = start_server();
+    let done = Arc::new(AtomicBool::new(false));
+    let (addr, handle, server) = start_server(cfg.busy_pool, Arc::clone(&done));
     let begin = Instant::now();
     let start = begin + Duration::from_secs_f64(cfg.warmup);
     let end = start + Duration::from_secs_f64(cfg.secs);
@@ -166,6 +199,7 @@ fn run(cfg: Config) {
         .map(|c| c.join().expect("client thread"))
         .collect();
     let cpu = reactor_cpu_secs(&handle) - cpu_before;
+    done.store(true, Ordering::Relaxed);
     handle.stop();
     server.join().expect("server thread");
 
@@ -174,12 +208,14 @@ fn run(cfg: Config) {
     latencies.sort_unstable();
     let msgs_per_sec = messages as f64 / cfg.secs;
     println!(
-        "echo_load clients={} size={} depth={} secs={}: {:.0} msgs/s, {:.1} MB/s, \
-         p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, reactor CPU {:.0} % = {:.2} µs/msg",
+        "echo_load clients={} size={} depth={} secs={} busy_pool={}: {:.0} msgs/s, \
+         {:.1} MB/s, p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, \
+         reactor CPU {:.0} % = {:.2} µs/msg",
         cfg.clients,
         cfg.size,
         cfg.depth,
         cfg.secs,
+        cfg.busy_pool,
         msgs_per_sec,
         msgs_per_sec * cfg.size as f64 / 1e6,
         percentile(&latencies, 50.0),
@@ -202,6 +238,7 @@ fn parse_args() -> (Config, bool) {
         depth: 1,
         secs: 3.0,
         warmup: 1.0,
+        busy_pool: 0,
     };
     let mut custom = false;
     let mut args = std::env::args().skip(1);
@@ -223,6 +260,10 @@ fn parse_args() -> (Config, bool) {
             }
             "--secs" => cfg.secs = value("secs"),
             "--warmup" => cfg.warmup = value("warmup"),
+            "--busy-pool" => {
+                cfg.busy_pool = value("busy-pool") as usize;
+                custom = true;
+            }
             _ => {} // `--bench` and criterion-style filters
         }
     }
