@@ -5,199 +5,19 @@
 
 use proptest::prelude::*;
 use twistor::framing::{
-    Int16Parser, Int8Parser, LineControl, LineEvent, LineParser, NetstringEvent, NetstringParser,
-    StringEvent,
+    Int16Parser, Int8Parser, LineEvent, LineParser, NetstringEvent, NetstringParser, StringEvent,
 };
 
-/// Events per run before the scripted handler closes the connection, so that a script
-/// that keeps handing back an overlong line cannot loop for ever.
-const MAX_EVENTS: usize = 400;
+// The line model (Action, Seen, Script, Model, Real) is the fuzz target's: one copy,
+// shared through `#[path]`, so the property test and the fuzzer check the same thing.
+#[allow(dead_code)]
+#[path = "../fuzz/checks/fuzz_input.rs"]
+mod fuzz_input;
+#[allow(dead_code)]
+#[path = "../fuzz/checks/line.rs"]
+mod line_model;
 
-/// What the scripted handler does after an event.
-#[derive(Clone, Debug)]
-enum Action {
-    Nothing,
-    RawMode,
-    LineMode,
-    /// `set_line_mode(extra)` with fresh bytes.
-    LineModeExtra(Vec<u8>),
-    /// In raw mode: `set_line_mode(&data[n..])`, a tail of the raw slice itself.
-    LineModeTail(usize),
-    Clear,
-    SetMax(usize),
-    Pause,
-    Close,
-}
-
-/// Everything observable: the events, and what `clear_line_buffer` returned.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Seen {
-    Line(Vec<u8>),
-    Raw(Vec<u8>),
-    TooLong(Vec<u8>),
-    Cleared(Vec<u8>),
-}
-
-/// Outcome of one event's action, for the connection.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Flow {
-    Go,
-    Pause,
-    Close,
-}
-
-/// The scripted handler: the same for the parser and for the model, so both get the
-/// same action for the same event.
-struct Script<'a> {
-    actions: &'a [Action],
-    n: usize,
-}
-
-impl Script<'_> {
-    fn next(&mut self) -> (Action, bool) {
-        let action = self.actions[self.n % self.actions.len()].clone();
-        self.n += 1;
-        (action, self.n >= MAX_EVENTS)
-    }
-}
-
-// ----- the reference model of LineReceiver -----
-
-struct Model {
-    buffer: Vec<u8>,
-    line_mode: bool,
-    max: usize,
-    delimiter: Vec<u8>,
-    paused: bool,
-    closed: bool,
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-impl Model {
-    fn data(&mut self, chunk: &[u8], script: &mut Script<'_>, seen: &mut Vec<Seen>) {
-        if self.closed {
-            return;
-        }
-        self.buffer.extend_from_slice(chunk);
-        while !self.buffer.is_empty() && !self.paused && !self.closed {
-            let d = self.delimiter.len();
-            let event = if self.line_mode {
-                match find(&self.buffer, &self.delimiter) {
-                    None if self.buffer.len() >= self.max + d => {
-                        Seen::TooLong(std::mem::take(&mut self.buffer))
-                    }
-                    None => break,
-                    Some(i) if i > self.max => Seen::TooLong(std::mem::take(&mut self.buffer)),
-                    Some(i) => {
-                        let line = self.buffer[..i].to_vec();
-                        self.buffer.drain(..i + d);
-                        Seen::Line(line)
-                    }
-                }
-            } else {
-                Seen::Raw(std::mem::take(&mut self.buffer))
-            };
-            seen.push(event.clone());
-            let (action, last) = script.next();
-            match action {
-                Action::Nothing => {}
-                Action::RawMode => self.line_mode = false,
-                Action::LineMode => self.line_mode = true,
-                Action::LineModeExtra(extra) => {
-                    self.line_mode = true;
-                    self.buffer.extend_from_slice(&extra);
-                }
-                Action::LineModeTail(n) => {
-                    self.line_mode = true;
-                    if let Seen::Raw(data) = &event {
-                        self.buffer.extend_from_slice(&data[n.min(data.len())..]);
-                    }
-                }
-                Action::Clear => seen.push(Seen::Cleared(std::mem::take(&mut self.buffer))),
-                Action::SetMax(n) => self.max = n,
-                Action::Pause => self.paused = true,
-                Action::Close => self.closed = true,
-            }
-            if last {
-                // As in `act`: the forced close overrides whatever the action was
-                // (a pause included), so that the two sides agree on `paused`.
-                self.closed = true;
-                self.paused = false;
-            }
-        }
-        if self.closed {
-            self.buffer.clear();
-        }
-    }
-}
-
-// ----- the parser under test, driven the way the LineReceiver adapter drives it -----
-
-struct Real {
-    parser: LineParser,
-    paused: bool,
-    closed: bool,
-}
-
-impl Real {
-    fn data(&mut self, chunk: &[u8], script: &mut Script<'_>, seen: &mut Vec<Seen>) {
-        if self.closed {
-            return;
-        }
-        let mut feed = self.parser.feed(chunk);
-        while !self.paused {
-            let Some((event, mut ctl)) = feed.next_event() else {
-                break;
-            };
-            let flow = act(event, &mut ctl, script, seen);
-            match flow {
-                Flow::Go => {}
-                Flow::Pause => self.paused = true,
-                Flow::Close => {
-                    self.closed = true;
-                    feed.discard();
-                    return;
-                }
-            }
-        }
-    }
-}
-
-fn act(
-    event: LineEvent<'_>,
-    ctl: &mut LineControl<'_>,
-    script: &mut Script<'_>,
-    seen: &mut Vec<Seen>,
-) -> Flow {
-    seen.push(match event {
-        LineEvent::Line(l) => Seen::Line(l.to_vec()),
-        LineEvent::Raw(d) => Seen::Raw(d.to_vec()),
-        LineEvent::LineTooLong(d) => Seen::TooLong(d.to_vec()),
-    });
-    let (action, last) = script.next();
-    let mut flow = Flow::Go;
-    match action {
-        Action::Nothing => {}
-        Action::RawMode => ctl.set_raw_mode(),
-        Action::LineMode => ctl.set_line_mode(b""),
-        Action::LineModeExtra(extra) => ctl.set_line_mode(&extra),
-        Action::LineModeTail(n) => match event {
-            LineEvent::Raw(data) => ctl.set_line_mode(&data[n.min(data.len())..]),
-            _ => ctl.set_line_mode(b""),
-        },
-        Action::Clear => seen.push(Seen::Cleared(ctl.clear_line_buffer())),
-        Action::SetMax(n) => ctl.set_max_length(n),
-        Action::Pause => flow = Flow::Pause,
-        Action::Close => flow = Flow::Close,
-    }
-    if last {
-        flow = Flow::Close;
-    }
-    flow
-}
+use line_model::{Action, Model, Real, Script};
 
 // ----- strategies -----
 
@@ -271,7 +91,7 @@ fn check_against_model(
         paused: false,
         closed: false,
     };
-    let (mut model_script, mut real_script) = (Script { actions, n: 0 }, Script { actions, n: 0 });
+    let (mut model_script, mut real_script) = (Script::new(actions), Script::new(actions));
     let (mut model_seen, mut real_seen) = (Vec::new(), Vec::new());
     // Resume (an empty feed) before each chunk and at the end, as the reactor's
     // reading_resumed does when the handler resumed reading.

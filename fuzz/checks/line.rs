@@ -28,8 +28,10 @@ const MAX_PAYLOAD: usize = 4096;
 
 const DELIMITERS: [&[u8]; 7] = [b"\r\n", b"\n", b"ab", b"aba", b"\r\n\r\n", b"aa", b"\0"];
 
+/// What the scripted handler does after an event. Shared with the property test
+/// `tests/framing_props.rs`, which includes this file.
 #[derive(Clone, Debug)]
-enum Action {
+pub(crate) enum Action {
     Nothing,
     RawMode,
     LineMode,
@@ -57,8 +59,9 @@ fn action(input: &mut Input<'_>) -> Action {
     }
 }
 
+/// Everything observable: the events, and what `clear_line_buffer` returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Seen {
+pub(crate) enum Seen {
     Line(Vec<u8>),
     Raw(Vec<u8>),
     TooLong(Vec<u8>),
@@ -73,14 +76,22 @@ enum Flow {
 }
 
 /// The scripted handler: the same for the parser and the model.
-struct Script<'a> {
+pub(crate) struct Script<'a> {
     actions: &'a [Action],
     n: usize,
     /// Bytes handed back with `set_line_mode`, for the accounting.
     handed_back: usize,
 }
 
-impl Script<'_> {
+impl<'a> Script<'a> {
+    pub(crate) fn new(actions: &'a [Action]) -> Self {
+        Script {
+            actions,
+            n: 0,
+            handed_back: 0,
+        }
+    }
+
     fn next(&mut self) -> (Action, bool) {
         let action = self.actions[self.n % self.actions.len()].clone();
         self.n += 1;
@@ -88,17 +99,18 @@ impl Script<'_> {
     }
 }
 
-struct Model {
-    buffer: Vec<u8>,
-    line_mode: bool,
-    max: usize,
-    delimiter: Vec<u8>,
-    paused: bool,
-    closed: bool,
+/// The reference model of `LineReceiver`, written the way Twisted's `basic.py` is.
+pub(crate) struct Model {
+    pub(crate) buffer: Vec<u8>,
+    pub(crate) line_mode: bool,
+    pub(crate) max: usize,
+    pub(crate) delimiter: Vec<u8>,
+    pub(crate) paused: bool,
+    pub(crate) closed: bool,
 }
 
 impl Model {
-    fn data(&mut self, chunk: &[u8], script: &mut Script<'_>, seen: &mut Vec<Seen>) {
+    pub(crate) fn data(&mut self, chunk: &[u8], script: &mut Script<'_>, seen: &mut Vec<Seen>) {
         if self.closed {
             return;
         }
@@ -155,14 +167,15 @@ impl Model {
     }
 }
 
-struct Real {
-    parser: LineParser,
-    paused: bool,
-    closed: bool,
+/// The parser under test, driven the way the `LineReceiver` adapter drives it.
+pub(crate) struct Real {
+    pub(crate) parser: LineParser,
+    pub(crate) paused: bool,
+    pub(crate) closed: bool,
 }
 
 impl Real {
-    fn data(&mut self, chunk: &[u8], script: &mut Script<'_>, seen: &mut Vec<Seen>) {
+    pub(crate) fn data(&mut self, chunk: &[u8], script: &mut Script<'_>, seen: &mut Vec<Seen>) {
         if self.closed {
             return;
         }
@@ -278,11 +291,7 @@ pub fn check(data: &[u8]) {
         paused: false,
         closed: false,
     };
-    let new_script = || Script {
-        actions: &actions,
-        n: 0,
-        handed_back: 0,
-    };
+    let new_script = || Script::new(&actions);
     let (mut model_script, mut real_script) = (new_script(), new_script());
     let (mut model_seen, mut real_seen) = (Vec::new(), Vec::new());
     let mut fed = 0;
