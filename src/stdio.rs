@@ -51,10 +51,6 @@ impl Stdio {
         self.input.read(buf)
     }
 
-    pub(crate) fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.output.write(buf)
-    }
-
     pub(crate) fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.output.write_vectored(bufs)
     }

@@ -98,10 +98,16 @@ impl<'a> Context<'a> {
 
     /// Sends `data`.
     ///
-    /// Goes straight to the socket when nothing is queued; what the kernel refuses is
-    /// buffered and sent when the socket is writable. Returns false if the bytes were
-    /// dropped: the connection is closing or gone, or this write passed the write
-    /// buffer's cap (the connection is then closed with [`Reason::WriteOverflow`]).
+    /// Small writes are gathered and offered to the kernel together, one system call
+    /// per connection at the end of the reactor's turn, before it waits for events
+    /// again; a write that would gather more than 16 KiB (or the high watermark, if
+    /// lower) goes out at once, behind what was gathered. What the kernel refuses is
+    /// buffered and sent when the socket is writable. Bytes always leave in the order
+    /// they were written.
+    ///
+    /// Returns false if the bytes were dropped: the connection is closing or gone, or
+    /// this write passed the write buffer's cap (the connection is then closed with
+    /// [`Reason::WriteOverflow`]).
     ///
     /// [`Reason::WriteOverflow`]: crate::Reason::WriteOverflow
     pub fn write(&mut self, data: &[u8]) -> bool {
@@ -393,10 +399,10 @@ where
 
 /// Chunk size for coalescing small queued writes: large enough that a burst of small
 /// replies becomes a few iovecs, small enough not to waste memory per slow peer.
-const CHUNK_BYTES: usize = 16 * 1024;
+pub(crate) const CHUNK_BYTES: usize = 16 * 1024;
 
 /// Most slices handed to one `writev`: past this a syscall is already moving plenty.
-const MAX_IOVECS: usize = 64;
+pub(crate) const MAX_IOVECS: usize = 64;
 
 /// Bytes waiting for the kernel, in order.
 ///
@@ -557,9 +563,9 @@ impl WriteQueue {
     /// Queues `parts` (what the kernel did not take) under `limits`: refuses them all
     /// if they would take the queue past the cap, and pauses the producer (setting
     /// `producer_paused`) when the queue goes above the high watermark.
-    pub(crate) fn push_limited(
+    pub(crate) fn push_limited<B: std::ops::Deref<Target = [u8]>>(
         &mut self,
-        parts: &[&[u8]],
+        parts: &[B],
         limits: &WriteLimits,
         producer_paused: &mut bool,
     ) -> Push {
@@ -658,17 +664,20 @@ mod tests {
         };
         let (mut q, mut paused, mut owed) = (WriteQueue::default(), false, false);
         assert_eq!(
-            q.push_limited(&[b"0123456789"], &limits, &mut paused),
+            q.push_limited(&[&b"0123456789"[..]], &limits, &mut paused),
             Push::Queued
         );
         assert_eq!(
-            q.push_limited(&[b"a", b"b"], &limits, &mut paused),
+            q.push_limited(&[&b"a"[..], b"b"], &limits, &mut paused),
             Push::PauseOwed
         );
         assert!(paused);
-        assert_eq!(q.push_limited(&[b"c"], &limits, &mut paused), Push::Queued);
         assert_eq!(
-            q.push_limited(&[&[0; 8]], &limits, &mut paused),
+            q.push_limited(&[&b"c"[..]], &limits, &mut paused),
+            Push::Queued
+        );
+        assert_eq!(
+            q.push_limited(&[&[0u8; 8][..]], &limits, &mut paused),
             Push::Overflow
         );
         assert_eq!(q.len(), 13, "an overflowing write queues nothing");
@@ -694,7 +703,7 @@ mod tests {
             write_cap_bytes: 100,
         };
         let (mut q, mut paused) = (WriteQueue::default(), false);
-        let mut owed = q.push_limited(&[b"abc"], &limits, &mut paused) == Push::PauseOwed;
+        let mut owed = q.push_limited(&[&b"abc"[..]], &limits, &mut paused) == Push::PauseOwed;
         assert!(owed);
         q.consume(3);
         assert!(!q.resume_after_drain(&limits, &mut paused, &mut owed));

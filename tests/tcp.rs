@@ -341,6 +341,88 @@ fn pause_reading_in_connection_made_holds_data_until_resumed() {
     log.check_lifecycles();
 }
 
+// ----- corked writes -----
+
+/// Answers each read with `pieces`, written one `Context::write` each, in one callback.
+#[derive(Clone)]
+struct Pieces(Rc<Vec<Vec<u8>>>);
+
+impl Protocol for Pieces {
+    fn data_received(&mut self, cx: &mut Context<'_>, _: &[u8]) {
+        for piece in self.0.iter() {
+            assert!(cx.write(piece));
+        }
+    }
+}
+
+/// Serves one request with `pieces` and returns what the client read and how many
+/// write system calls the reactor made for it.
+fn serve_pieces(pieces: Vec<Vec<u8>>) -> (Vec<u8>, u64) {
+    let want: usize = pieces.iter().map(Vec::len).sum();
+    let mut r = Reactor::new().unwrap();
+    let addr = listen(&mut r, Pieces(Rc::new(pieces)));
+    let c = client(addr, move |mut s| {
+        s.write_all(b"go").unwrap();
+        read_n(&mut s, want)
+    });
+    let got = drive(&mut r, c);
+    (got, r.stats().write_calls)
+}
+
+#[test]
+fn small_writes_in_one_callback_leave_in_one_system_call() {
+    let pieces: Vec<Vec<u8>> = (0..256u32).map(|i| format!("{i},").into_bytes()).collect();
+    let want = pieces.concat();
+    let (got, calls) = serve_pieces(pieces);
+    assert_eq!(got, want);
+    assert_eq!(calls, 1, "256 small writes were gathered into one writev");
+}
+
+#[test]
+fn a_large_write_after_small_ones_goes_out_at_once_in_order() {
+    // Small, large (past the cork limit: sent at once, with the corked bytes in
+    // front), small again (corked until the end of the turn), large.
+    let pieces = vec![
+        b"head,".to_vec(),
+        pattern(100_000),
+        b"middle,".to_vec(),
+        b"more,".to_vec(),
+        pattern(40_000),
+        b"tail".to_vec(),
+    ];
+    let want = pieces.concat();
+    let (got, calls) = serve_pieces(pieces);
+    assert!(got == want, "bytes arrive whole and in order");
+    assert!(
+        calls >= 2,
+        "the large writes did not wait for the end of the turn"
+    );
+}
+
+#[test]
+fn corked_bytes_are_flushed_before_a_graceful_close() {
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let addr = listen(
+        &mut r,
+        Rec::new(&log).no_data_log().on_data(|cx, _| {
+            for _ in 0..100 {
+                cx.write(b"bye ");
+            }
+            cx.lose_connection();
+        }),
+    );
+    let c = client(addr, |mut s| {
+        s.write_all(b"go").unwrap();
+        read_to_eof(&mut s)
+    });
+    let (got, err) = drive(&mut r, c);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got, b"bye ".repeat(100));
+    run_until(&mut r, |_| log.lost_count() == 1);
+    assert_eq!(log.lost(log.made()[0]), Some(Why::Done));
+}
+
 // ----- closing -----
 
 /// A server that answers "go" with `REPLY` bytes and then closes with `close`; it logs

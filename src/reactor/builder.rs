@@ -56,6 +56,13 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Most bytes a connection's small writes gather before going out (see
+    /// `Core::send`): one queue chunk, and never so much that corking alone would
+    /// pass the high watermark and pause a producer the kernel would have kept up with.
+    pub(super) fn cork_limit(&self) -> usize {
+        crate::transport::CHUNK_BYTES.min(self.high_watermark_bytes)
+    }
+
     pub(super) fn write_limits(&self) -> WriteLimits {
         WriteLimits {
             high_watermark_bytes: self.high_watermark_bytes,
@@ -216,6 +223,7 @@ impl Builder {
                 timers: TimerQueue::new(),
                 shared: Arc::new(Shared::new(waker)),
                 dirty: Vec::new(),
+                corked: Vec::new(),
                 ready: Vec::new(),
                 failed: Vec::new(),
                 now: Instant::now(),

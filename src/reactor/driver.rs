@@ -4,66 +4,11 @@ use super::*;
 
 impl Driver for Core {
     fn write(&mut self, id: ConnId, data: &[u8]) -> bool {
-        let Some(c) = self.conn_mut(id) else {
-            return false;
-        };
-        if !c.accepts_writes() {
-            log::debug!("{id}: write of {} bytes after close dropped", data.len());
-            return false;
-        }
-        if data.is_empty() {
-            return true;
-        }
-        let mut rest = data;
-        if c.out.is_empty() && !c.connecting {
-            loop {
-                match c.stream.write(rest) {
-                    Ok(n) => {
-                        rest = &rest[n..];
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        self.close_with(id, Reason::from_io(e));
-                        return false;
-                    }
-                }
-            }
-            if rest.is_empty() {
-                return true;
-            }
-        }
-        self.enqueue(id, &[rest])
+        self.send(id, &[IoSlice::new(data)])
     }
 
     fn write_vectored(&mut self, id: ConnId, bufs: &[IoSlice<'_>]) -> bool {
-        let Some(c) = self.conn_mut(id) else {
-            return false;
-        };
-        if !c.accepts_writes() {
-            log::debug!("{id}: vectored write after close dropped");
-            return false;
-        }
-        let mut written = 0;
-        if c.out.is_empty() && !c.connecting {
-            loop {
-                match c.stream.write_vectored(bufs) {
-                    Ok(n) => {
-                        written = n;
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        self.close_with(id, Reason::from_io(e));
-                        return false;
-                    }
-                }
-            }
-        }
-        let rest = unwritten(bufs, written);
-        rest.is_empty() || self.enqueue(id, &rest)
+        self.send(id, bufs)
     }
 
     fn lose_connection(&mut self, id: ConnId) {

@@ -58,6 +58,7 @@ pub(crate) struct Counters {
     pub(crate) refused: u64,
     pub(crate) accept_errors: u64,
     pub(crate) connect_failed: u64,
+    pub(crate) write_calls: u64,
     pub(crate) closed: ClosedByReason,
 }
 
@@ -89,6 +90,10 @@ pub struct Stats {
     pub accept_errors: u64,
     /// Outgoing connections that failed.
     pub connect_failed: u64,
+    /// `write`/`writev` system calls made on connections so far. Small writes made
+    /// during one turn are gathered into one call per connection, so under load this
+    /// grows more slowly than the number of `Context::write` calls.
+    pub write_calls: u64,
     /// Connections closed so far, by reason.
     pub closed: ClosedByReason,
 }
@@ -100,7 +105,7 @@ impl fmt::Display for Stats {
             f,
             "{} connections, {} listeners, {} datagram sockets, {} timers, {} bytes buffered, \
              {} jobs queued / {} pending; accepted {}, refused {}, accept errors {}, \
-             connects failed {}; closed {} (done {}, lost {}, aborted {}, timed out {}, \
+             connects failed {}, write calls {}; closed {} (done {}, lost {}, aborted {}, timed out {}, \
              overflow {}, io {}, panic {})",
             self.connections,
             self.listeners,
@@ -113,6 +118,7 @@ impl fmt::Display for Stats {
             self.refused,
             self.accept_errors,
             self.connect_failed,
+            self.write_calls,
             c.total(),
             c.done,
             c.lost,
@@ -156,6 +162,7 @@ impl Core {
             refused: c.refused,
             accept_errors: c.accept_errors,
             connect_failed: c.connect_failed,
+            write_calls: c.write_calls,
             closed: c.closed,
         }
     }

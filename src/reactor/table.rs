@@ -138,14 +138,6 @@ impl Stream {
         }
     }
 
-    pub(crate) fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-            Stream::Stdio(s) => s.write(buf),
-        }
-    }
-
     pub(crate) fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write_vectored(bufs),
@@ -249,6 +241,9 @@ pub(crate) struct Conn {
     pub(crate) dirty: bool,
     /// Queued in the reactor's ready list, to read again without an event.
     pub(crate) in_ready: bool,
+    /// `out` holds small writes not yet offered to the kernel; the connection is in
+    /// the reactor's corked list, flushed at the end of the turn.
+    pub(crate) corked: bool,
 }
 
 impl Conn {
@@ -281,6 +276,7 @@ impl Conn {
             notify_pause: false,
             dirty: false,
             in_ready: false,
+            corked: false,
         }
     }
 
