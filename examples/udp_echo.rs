@@ -15,7 +15,7 @@ mod common;
 
 use std::process::ExitCode;
 
-use common::echo::upper_into;
+use common::echo::upper;
 use common::{exit_status, init_logging, serve, Cli};
 use twistor::{Addr, DatagramContext, DatagramProtocol, Reactor, DEFAULT_MAX_DATAGRAM_BYTES};
 
@@ -51,9 +51,8 @@ struct UdpEcho {
 
 impl DatagramProtocol for UdpEcho {
     fn datagram_received(&mut self, cx: &mut DatagramContext<'_>, data: &[u8], from: &Addr) {
-        upper_into(&mut self.scratch, data);
         // UDP gives no delivery promise: a full socket buffer drops the reply.
-        if let Err(e) = cx.send_to(&self.scratch, from) {
+        if let Err(e) = cx.send_to(upper(&mut self.scratch, data), from) {
             log::debug!("reply to {from} dropped: {e}");
         }
     }

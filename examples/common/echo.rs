@@ -1,6 +1,8 @@
 //! The upper-casing echo protocols shared by `echo`, `unix_echo` and
 //! `socketserver_echo`: one piece of code, whatever the socket.
 
+use std::io::IoSlice;
+
 use twistor::framing::{LineContext, LineHandler, LineReceiver};
 use twistor::{Context, Protocol};
 
@@ -8,12 +10,17 @@ use twistor::{Context, Protocol};
 /// that never sends a newline cannot make the server buffer without bound.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
-/// Copies `data` into `scratch`, upper-cased. `scratch` is reused from call to call,
-/// so a busy connection allocates only while its largest chunk grows.
-pub fn upper_into(scratch: &mut Vec<u8>, data: &[u8]) {
+/// `data` upper-cased: `data` itself when it has no lower-case letter (nothing to
+/// change, so nothing to copy), else a copy upper-cased in one pass into `scratch`.
+/// `scratch` is reused from call to call, so a busy connection allocates only while
+/// its largest chunk grows.
+pub fn upper<'a>(scratch: &'a mut Vec<u8>, data: &'a [u8]) -> &'a [u8] {
+    if !data.iter().any(u8::is_ascii_lowercase) {
+        return data;
+    }
     scratch.clear();
-    scratch.extend_from_slice(data);
-    scratch.make_ascii_uppercase();
+    scratch.extend(data.iter().map(u8::to_ascii_uppercase));
+    scratch
 }
 
 /// `--raw`: echoes bytes upper-cased as they arrive, with no framing.
@@ -24,8 +31,7 @@ pub struct RawEcho {
 
 impl Protocol for RawEcho {
     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
-        upper_into(&mut self.scratch, data);
-        cx.write(&self.scratch);
+        cx.write(upper(&mut self.scratch, data));
     }
 
     // A client that sends faster than it reads would make our write buffer grow:
@@ -56,9 +62,8 @@ pub struct LineEcho {
 
 impl LineEcho {
     fn echo(&mut self, cx: &mut LineContext<'_, '_>, line: &[u8], ending: &[u8]) {
-        upper_into(&mut self.scratch, line);
-        self.scratch.extend_from_slice(ending);
-        cx.write(&self.scratch);
+        let line = upper(&mut self.scratch, line);
+        cx.write_vectored(&[IoSlice::new(line), IoSlice::new(ending)]);
     }
 }
 
