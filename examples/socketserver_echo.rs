@@ -16,12 +16,18 @@
 //! Poke it with `nc 127.0.0.1 5641` and type `hello SocketServer`: it answers
 //! `HELLO SOCKETSERVER`. SIGINT or SIGTERM calls `shutdown()`; the server then closes,
 //! giving running handlers a few seconds to finish, and exits 0.
+//!
+//! Each connection holds a worker thread while it is open, so a connection that sends
+//! nothing for `--request-timeout` seconds (default 60; 0 waits for ever, as Python's
+//! `StreamRequestHandler.timeout = None`) is closed: otherwise as many idle clients as
+//! there are workers and queue slots would shut everyone else out.
 
 mod common;
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use common::echo::MAX_LINE_BYTES;
 use common::{announce, exit_status, init_logging, Cli};
@@ -76,13 +82,24 @@ fn main() -> ExitCode {
         "Upper-casing line echo server on twistor's socketserver module (threading mode).",
         "127.0.0.1:5641",
     )
+    .option(
+        "request-timeout",
+        "SECS",
+        "60",
+        "close a connection idle this long (0: never)",
+    )
     .parse();
-    exit_status("socketserver_echo", run(args.listen_addr()))
+    let timeout = match args.value::<u64>("request-timeout") {
+        0 => None,
+        secs => Some(Duration::from_secs(secs)),
+    };
+    exit_status("socketserver_echo", run(args.listen_addr(), timeout))
 }
 
-fn run(addr: SocketAddr) -> io::Result<()> {
+fn run(addr: SocketAddr, request_timeout: Option<Duration>) -> io::Result<()> {
     let mut server = TcpServer::builder(addr)
         .threading(true)
+        .request_timeout(request_timeout)
         .bind(|| EchoRequestHandler)?;
 
     // SIGINT and SIGTERM stop serve_forever from a thread of their own, as a Python

@@ -1008,10 +1008,27 @@ struct Example {
 
 impl Example {
     fn start() -> Example {
-        let ex = example::serve("socketserver_echo", "127.0.0.1:0", &[]);
+        Example::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Example {
+        let ex = example::serve("socketserver_echo", "127.0.0.1:0", extra);
         let addr = ex.addr();
         Example { ex, addr }
     }
+}
+
+#[test]
+fn example_closes_idle_connections_after_the_request_timeout() {
+    let server = Example::start_with(&["--request-timeout", "1"]);
+    // Idle clients: each holds a worker until its timeout closes it. The client
+    // socket's own timeout (the watchdog) is far longer than the server's.
+    let mut idle: Vec<TcpStream> = (0..3).map(|_| tcp_client(server.addr)).collect();
+    for c in &mut idle {
+        assert_eq!(read_until_closed(c), b"", "an idle connection is closed");
+    }
+    let mut c = tcp_client(server.addr);
+    assert_eq!(exchange(&mut c, b"still here\n"), b"STILL HERE\n");
 }
 
 #[test]

@@ -319,6 +319,15 @@ pub enum RequestError {
 impl fmt::Display for RequestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // A blocking socket says EAGAIN when its timeout passes.
+            RequestError::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                write!(f, "timed out: nothing moved for request_timeout ({e})")
+            }
             RequestError::Io(e) => write!(f, "{e}"),
             RequestError::Panic(m) => write!(f, "handler panicked: {m}"),
             RequestError::TooLarge { max_packet_size } => {
