@@ -8,6 +8,10 @@
 //! * `empty_job_round_trip`: one job at a time (latency).
 //! * `empty_jobs_64_in_flight`: 64 jobs submitted at once, all results back
 //!   (throughput; the waker is written once per batch that finds the inbox empty).
+//! * `empty_job_round_trip_busy_poll_50us`: the same on a reactor built with
+//!   `busy_poll(50 µs)`: the reactor spins instead of sleeping in `epoll_wait`, so the
+//!   result needs no wake-up of the reactor thread (and the worker, spinning after its
+//!   last job, none either).
 //! * `baseline_std_channel_ping_pong`: no twistor at all: a message to a parked thread
 //!   and back over two `std::sync::mpsc` channels. Two thread wake-ups, as in the
 //!   pool's round trip, so this is the floor the machine sets for it.
@@ -59,6 +63,15 @@ fn pool(c: &mut Criterion) {
     group.bench_function("empty_job_round_trip", |b| {
         b.iter(|| round_trip(&mut reactor, &done, 1))
     });
+    let mut spinning = Reactor::builder()
+        .busy_poll(Duration::from_micros(50))
+        .build()
+        .expect("reactor");
+    round_trip(&mut spinning, &done, 1);
+    group.bench_function("empty_job_round_trip_busy_poll_50us", |b| {
+        b.iter(|| round_trip(&mut spinning, &done, 1))
+    });
+    drop(spinning);
     group.throughput(Throughput::Elements(IN_FLIGHT as u64));
     group.bench_function("empty_jobs_64_in_flight", |b| {
         b.iter(|| round_trip(&mut reactor, &done, IN_FLIGHT))

@@ -857,6 +857,39 @@ fn reactor_defer_to_thread_runs_the_job_off_thread_and_done_on_it() {
     assert_eq!(recorded(&rec), ["first 42", "second Ok(43)"]);
 }
 
+/// With `busy_poll`, a chain of jobs each handed out by the previous one's result
+/// still runs to the end, and a timer due long before the busy-poll window ends
+/// still fires: the spin never outlasts the next timer.
+#[test]
+fn busy_poll_delivers_results_and_timers() {
+    let mut r = Reactor::builder().busy_poll(WATCHDOG * 2).build().unwrap();
+    fn chain(r: &mut Reactor, left: u32, done: Rc<std::cell::Cell<bool>>) {
+        r.defer_to_thread(
+            move || left,
+            move |r: &mut Reactor, res: Result<u32, JobError>| match res.unwrap() {
+                0 => done.set(true),
+                n => chain(r, n - 1, done),
+            },
+        )
+        .unwrap();
+    }
+    let done = Rc::new(std::cell::Cell::new(false));
+    chain(&mut r, 100, done.clone());
+    run_until(&mut r, |_| done.get());
+    let fired = Rc::new(std::cell::Cell::new(false));
+    let f = fired.clone();
+    r.call_later(Duration::from_millis(1), move |_| f.set(true));
+    // One turn: the timer is due long before the busy-poll window ends, and must
+    // end the spin (else this turn would take twice the watchdog).
+    let start = Instant::now();
+    r.run_once(Some(WATCHDOG * 4)).unwrap();
+    assert!(fired.get());
+    assert!(
+        start.elapsed() < WATCHDOG,
+        "watchdog: the busy poll outlived a due timer"
+    );
+}
+
 /// `call_in_thread` runs the job on the pool and forgets it: the way back is a
 /// `Handle`. It counts as pending until it is back, and a panic in it is logged
 /// without harming the thread.

@@ -419,11 +419,7 @@ impl Reactor {
         // the poll can block.
         self.core.flush_corked();
         let timeout = self.core.poll_timeout(timeout);
-        if let Err(e) = self.core.poll.poll(&mut self.events, timeout) {
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
+        self.poll(timeout)?;
         let core = &mut self.core;
         core.now = Instant::now();
         let mut woken = false;
@@ -456,6 +452,35 @@ impl Reactor {
         self.run_timers();
         self.core.flush_corked();
         Ok(())
+    }
+
+    /// Polls for events, waiting at most `timeout` (`None`: until one comes), after
+    /// busy-polling for up to the builder's `busy_poll`.
+    fn poll(&mut self, mut timeout: Option<Duration>) -> io::Result<()> {
+        let spin = self.core.config.busy_poll;
+        if !spin.is_zero() && timeout != Some(Duration::ZERO) {
+            let start = Instant::now();
+            let spin = timeout.map_or(spin, |t| t.min(spin));
+            loop {
+                self.poll_once(Some(Duration::ZERO))?;
+                if !self.events.is_empty() {
+                    return Ok(());
+                }
+                if start.elapsed() >= spin {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+            timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
+        }
+        self.poll_once(timeout)
+    }
+
+    fn poll_once(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        match self.core.poll.poll(&mut self.events, timeout) {
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(e),
+            _ => Ok(()),
+        }
     }
 
     fn run_inbox(&mut self) {
