@@ -54,7 +54,8 @@ impl Reactor {
 
     /// Listens on a TCP socket that is already bound and listening: one made with
     /// options of your own (through `socket2`), one inherited from a supervisor
-    /// (socket activation), or one bound on another thread.
+    /// (socket activation), or one bound on another thread, as a
+    /// [`ReactorGroup`](crate::ReactorGroup) does.
     /// Each accepted connection gets a protocol from `factory`. The socket is made
     /// non-blocking; the reactor's [`ListenOptions`] do not apply to it.
     ///
