@@ -8,10 +8,14 @@
 //! With `--raw` there is no framing: bytes are echoed upper-cased as they arrive, as
 //! Twisted's `Echo` protocol does. This is the server the load rig measures.
 //!
+//! With `--threads N` (N > 1) it runs N reactors, one per thread, each with its own
+//! SO_REUSEPORT listener on the same address (a `ReactorGroup`): the kernel spreads
+//! connections over them. The default, 1, is the plain single-reactor server.
+//!
 //! Run it:
 //!
 //! ```text
-//! cargo run --release --example echo -- [--listen 127.0.0.1:5639] [--raw]
+//! cargo run --release --example echo -- [--listen 127.0.0.1:5639] [--raw] [--threads N]
 //! ```
 //!
 //! Poke it with `nc 127.0.0.1 5639` and type `hello SocketServer`: it answers
@@ -19,21 +23,36 @@
 
 mod common;
 
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::process::ExitCode;
 
 use common::echo::{line_echo, RawEcho};
-use common::{exit_status, init_logging, serve, Cli};
-use twistor::{Addr, Reactor};
+use common::{exit_status, init_logging, prepare_group_member, serve, serve_group, Cli};
+use twistor::{Addr, Protocol, Reactor, ReactorGroup};
 
 fn main() -> ExitCode {
     init_logging();
     let args = Cli::new("echo", "Upper-casing echo server.", "127.0.0.1:5639")
         .switch("raw", "echo bytes as they arrive, without line framing")
+        .option(
+            "threads",
+            "N",
+            "1",
+            "reactors, one per thread, sharing the address with SO_REUSEPORT",
+        )
         .parse();
-    exit_status("echo", run(args.listen_addr(), args.switch("raw")))
+    let addr = args.listen_addr();
+    let raw = args.switch("raw");
+    let result = match args.value::<NonZeroUsize>("threads").get() {
+        1 => run(addr, raw),
+        n if raw => run_group(addr, n, RawEcho::default),
+        n => run_group(addr, n, line_echo),
+    };
+    exit_status("echo", result)
 }
 
-fn run(addr: std::net::SocketAddr, raw: bool) -> std::io::Result<()> {
+fn run(addr: SocketAddr, raw: bool) -> std::io::Result<()> {
     let mut reactor = Reactor::new()?;
     let port = if raw {
         reactor.listen_tcp(addr, |_: &Addr| Some(RawEcho::default()))?
@@ -41,4 +60,20 @@ fn run(addr: std::net::SocketAddr, raw: bool) -> std::io::Result<()> {
         reactor.listen_tcp(addr, |_: &Addr| Some(line_echo()))?
     };
     serve(&mut reactor, port.local_addr)
+}
+
+/// `--threads N`: N reactors, each serving its share of the connections with
+/// protocols from `protocol`.
+fn run_group<P: Protocol>(
+    addr: SocketAddr,
+    threads: usize,
+    protocol: fn() -> P,
+) -> std::io::Result<()> {
+    let group = ReactorGroup::builder()
+        .threads(threads)
+        .spawn(addr, move |_, reactor| {
+            prepare_group_member(reactor)?;
+            Ok(move |_: &Addr| Some(protocol()))
+        })?;
+    serve_group(group)
 }

@@ -8,7 +8,9 @@
 //!
 //! What twistor is not: an async runtime. There are no futures and no tasks; state
 //! lives in your protocol structs (or in an `Rc<RefCell<_>>` they share, as a chat
-//! room does), and every callback runs on the reactor thread.
+//! room does), and every callback runs on the reactor thread. For more than one core,
+//! a [`ReactorGroup`] runs one reactor per thread, each with its own SO_REUSEPORT
+//! listener on the same address.
 //!
 //! # Example: an upper-casing echo server
 //!
@@ -49,6 +51,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod framing;
+pub mod group;
 mod net;
 mod pool;
 mod protocol;
@@ -59,6 +62,7 @@ pub mod testing;
 mod timer;
 mod transport;
 
+pub use group::ReactorGroup;
 pub use net::ListenOptions;
 pub use pool::{InOrder, JobError, PoolBusy};
 pub use protocol::{Addr, Factory, PeerCredentials, Protocol, Reason};

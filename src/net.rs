@@ -44,6 +44,14 @@ pub(crate) fn bind_tcp(
     addr: SocketAddr,
     opts: &ListenOptions,
 ) -> io::Result<mio::net::TcpListener> {
+    bind_tcp_std(addr, opts).map(mio::net::TcpListener::from_std)
+}
+
+/// A non-blocking TCP listener bound to `addr` and listening, set up with `opts`.
+pub(crate) fn bind_tcp_std(
+    addr: SocketAddr,
+    opts: &ListenOptions,
+) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM,
@@ -56,7 +64,7 @@ pub(crate) fn bind_tcp(
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(opts.backlog)?;
-    Ok(mio::net::TcpListener::from_std(socket.into()))
+    Ok(socket.into())
 }
 
 pub(crate) fn set_keepalive(

@@ -277,12 +277,40 @@ fn echo_raw_stops_gracefully_on_sigterm() {
     check_graceful_stop(&["--raw"], "TERM");
 }
 
+/// `--threads 2`: two reactors share the port; every client is served whichever
+/// reactor the kernel gave it to, and one SIGTERM stops both gracefully.
+#[test]
+fn echo_with_two_threads_serves_clients_and_stops_gracefully_on_sigterm() {
+    let mut server = Server::start("echo", &["--threads", "2"]);
+    let mut clients: Vec<TcpStream> = (0..16).map(|_| server.connect()).collect();
+    for (i, s) in clients.iter_mut().enumerate() {
+        s.write_all(format!("client {i} says hi\n").as_bytes())
+            .unwrap();
+        expect_reply(s, format!("CLIENT {i} SAYS HI\n").as_bytes());
+    }
+    server.ex.signal("TERM");
+    for s in &mut clients {
+        let mut buf = [0; 16];
+        assert_eq!(s.read(&mut buf).expect("clean EOF"), 0);
+    }
+    let status = server.ex.wait();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn echo_refuses_zero_threads() {
+    let out = run_example("echo", &["--threads", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--threads"));
+    assert!(out.stdout.is_empty(), "nothing may reach stdout");
+}
+
 #[test]
 fn echo_help_lists_flags_and_exits_0() {
     let out = run_example("echo", &["--help"]);
     assert!(out.status.success(), "exit status {}", out.status);
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--listen", "--raw", "--help"] {
+    for flag in ["--listen", "--raw", "--threads", "--help"] {
         assert!(
             help.contains(flag),
             "--help does not mention {flag}:\n{help}"

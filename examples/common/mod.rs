@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::str::FromStr;
 
-use twistor::Reactor;
+use twistor::{Reactor, ReactorGroup};
 
 pub mod echo;
 
@@ -284,6 +284,28 @@ pub fn serve(reactor: &mut Reactor, listening: impl Display) -> io::Result<()> {
         reactor.call_later(STATS_INTERVAL, log_stats);
     }
     reactor.run()
+}
+
+/// What [`serve`] does to its reactor before announcing, for each reactor of a
+/// [`ReactorGroup`], from the group's setup closure: SIGINT/SIGTERM stop it
+/// gracefully (one signal reaches every reactor's handler, and a reactor that stops
+/// stops the group), and at debug level its statistics are logged every
+/// [`STATS_INTERVAL`].
+pub fn prepare_group_member(reactor: &mut Reactor) -> io::Result<()> {
+    reactor.stop_on_signals()?;
+    if log::log_enabled!(log::Level::Debug) {
+        reactor.call_later(STATS_INTERVAL, log_stats);
+    }
+    Ok(())
+}
+
+/// [`serve`] for a group whose reactors were all set up with
+/// [`prepare_group_member`]: announces `listening on ADDR` (the handlers are in, since
+/// `spawn` returns only once every setup has run) and waits until a signal has
+/// stopped every reactor.
+pub fn serve_group(group: ReactorGroup) -> io::Result<()> {
+    announce(group.local_addr());
+    group.join()
 }
 
 /// How often `serve` logs statistics at debug level: often enough to watch a load

@@ -52,6 +52,59 @@ impl Reactor {
         Ok(Listening { id, local_addr })
     }
 
+    /// Listens on a TCP socket that is already bound and listening: one made with
+    /// options of your own (through `socket2`), one inherited from a supervisor
+    /// (socket activation), or one bound on another thread, as a
+    /// [`ReactorGroup`](crate::ReactorGroup) does.
+    /// Each accepted connection gets a protocol from `factory`. The socket is made
+    /// non-blocking; the reactor's [`ListenOptions`] do not apply to it.
+    ///
+    /// # Errors
+    /// The socket is not listening (`InvalidInput`, checked on Linux and Android), or
+    /// registering it with the poller failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use twistor::{Addr, Context, Protocol, Reactor};
+    ///
+    /// struct Echo;
+    /// impl Protocol for Echo {
+    ///     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+    ///         cx.write(data);
+    ///     }
+    /// }
+    ///
+    /// let socket = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut reactor = Reactor::new()?;
+    /// let port = reactor.listen_tcp_socket(socket, |_: &Addr| Some(Echo))?;
+    /// assert_ne!(port.local_addr.port(), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn listen_tcp_socket<F: Factory>(
+        &mut self,
+        socket: std::net::TcpListener,
+        factory: F,
+    ) -> io::Result<Listening> {
+        // A socket that is not listening would never accept a connection: say so now
+        // rather than log accept errors later.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if !socket2::SockRef::from(&socket).is_listener()? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "listen_tcp_socket: the socket is not listening",
+            ));
+        }
+        socket.set_nonblocking(true)?;
+        let local_addr = socket.local_addr()?;
+        let id = self.core.add_listener(
+            ListenSocket::Tcp(mio::net::TcpListener::from_std(socket)),
+            Addr::Inet(local_addr),
+            Box::new(factory),
+        )?;
+        Ok(Listening { id, local_addr })
+    }
+
     /// Listens on a Unix-domain stream socket at `path`.
     ///
     /// A stale socket file from a dead server is replaced; a path where a live server

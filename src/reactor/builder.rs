@@ -220,6 +220,12 @@ impl Builder {
         self
     }
 
+    /// The listen options, for listeners bound before the reactor exists (a
+    /// [`ReactorGroup`](crate::ReactorGroup)'s).
+    pub(crate) fn listen_opts(&self) -> &ListenOptions {
+        &self.config.listen
+    }
+
     /// The per-connection settings, for the testing kit: a harness built from this
     /// builder runs a protocol under the same limits as the reactor would.
     pub(crate) fn conn_settings(&self) -> ConnSettings {

@@ -32,7 +32,7 @@
 //! | `TCPServer((host, port), Handler)` | `TcpServer::builder(addr).bind(\|\| Handler)?` |
 //! | `UDPServer`, `UnixStreamServer`, `UnixDatagramServer` | [`UdpServer`], [`UnixStreamServer`], [`UnixDatagramServer`], built the same way |
 //! | `ThreadingMixIn`, `ThreadingTCPServer`, `ThreadingUDPServer`, ... | [`Builder::threading`]`(true)`; [`Builder::threads`] bounds the handlers running at once |
-//! | `ForkingMixIn`, `ForkingTCPServer`, ... | not provided (threads only) |
+//! | `ForkingMixIn`, `ForkingTCPServer`, ... | not provided (threads; for several cores, a [`ReactorGroup`](crate::ReactorGroup): one reactor per thread, each with its own SO_REUSEPORT listener) |
 //! | `bind_and_activate=False` | the [`Builder`]: nothing is bound before [`bind`](Builder::bind) |
 //! | `BaseRequestHandler`, `StreamRequestHandler` | [`StreamRequestHandler`] (a trait; one handler value per request, made by the factory given to `bind`) |
 //! | `DatagramRequestHandler` | [`DatagramRequestHandler`] |
