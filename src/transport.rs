@@ -406,9 +406,10 @@ pub(crate) const MAX_IOVECS: usize = 64;
 
 /// Bytes waiting for the kernel, in order.
 ///
-/// Small writes are appended to the last chunk while it has room, so a burst of tiny
-/// writes costs one allocation per 16 KiB, not one per write; a large write is one
-/// chunk of its own. An empty queue holds no memory and costs one pointer in the
+/// Small writes are appended to the last chunk, which grows (doubling) up to 16 KiB,
+/// so a burst of tiny writes costs a few allocations per 16 KiB, not one per write,
+/// and a single small write costs only its own size; a large write is one chunk of
+/// its own. An empty queue holds no memory and costs one pointer in the
 /// connection's slot: most connections have nothing queued most of the time.
 #[derive(Default)]
 pub(crate) struct WriteQueue {
@@ -440,14 +441,14 @@ impl WriteQueue {
         let b = self.backlog.get_or_insert_with(Box::default);
         b.len += data.len();
         if let Some(last) = b.chunks.back_mut() {
-            if last.capacity() - last.len() >= data.len() {
+            if last.len() + data.len() <= last.capacity().max(CHUNK_BYTES) {
                 last.extend_from_slice(data);
                 return;
             }
         }
-        let mut chunk = Vec::with_capacity(data.len().max(CHUNK_BYTES));
-        chunk.extend_from_slice(data);
-        b.chunks.push_back(chunk);
+        // Exactly as large as the write: a corked 1-byte reply costs a few bytes, not
+        // a chunk; small writes after it grow the chunk (doubling) up to CHUNK_BYTES.
+        b.chunks.push_back(data.to_vec());
     }
 
     /// Fills `out` with the queued bytes as slices, front first.
