@@ -100,8 +100,8 @@ impl<'a> Context<'a> {
     ///
     /// Small writes are gathered and offered to the kernel together, one system call
     /// per connection at the end of the reactor's turn, before it waits for events
-    /// again; a write that would gather more than 16 KiB (or the high watermark, if
-    /// lower) goes out at once, behind what was gathered. What the kernel refuses is
+    /// again; a write of 4 KiB or more, or one that would gather more than 16 KiB (or
+    /// the high watermark, if lower), goes out at once, behind what was gathered. What the kernel refuses is
     /// buffered and sent when the socket is writable. Bytes always leave in the order
     /// they were written.
     ///

@@ -59,6 +59,12 @@ use table::{
     Stream, MAX_SLOTS, WAKER_TOKEN,
 };
 
+/// A write at least this large is not corked: it goes out at once (behind anything
+/// corked before it), saving a copy. It is large enough that its system call is
+/// already well used; a copy of it would cost less than a syscall, but buy nothing
+/// unless more writes to the same connection followed in the turn.
+const DIRECT_WRITE_BYTES: usize = 4096;
+
 /// What the timer queue carries.
 enum Task {
     Call(Box<dyn FnOnce(&mut Reactor)>),
@@ -738,8 +744,9 @@ impl Core {
     /// Small writes are corked: gathered in the connection's queue and offered to the
     /// kernel once, by [`flush_corked`](Self::flush_corked) at the end of the turn, so
     /// that many small writes in a turn cost one `writev` (as Redis and Twisted do).
-    /// A write that would take the corked bytes past [`cork_limit`](Config::cork_limit)
-    /// goes out at once, with the corked bytes in front of it and without copying it.
+    /// A large write (from [`DIRECT_WRITE_BYTES`]), or one that would take the corked
+    /// bytes past [`cork_limit`](Config::cork_limit), goes out at once, with the
+    /// corked bytes in front of it and without copying it.
     /// While the kernel is behind (bytes queued and not corked) or a connect is in
     /// progress, writes queue behind what is there and go out on the writable edge.
     fn send(&mut self, id: ConnId, bufs: &[IoSlice<'_>]) -> bool {
@@ -758,7 +765,7 @@ impl Core {
         if c.connecting || (!c.out.is_empty() && !c.corked) {
             return self.enqueue(id, bufs);
         }
-        if c.out.len() + len <= cork_limit {
+        if len < DIRECT_WRITE_BYTES && c.out.len() + len <= cork_limit {
             if !c.corked {
                 c.corked = true;
                 self.corked.push(id);
