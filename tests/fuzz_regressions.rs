@@ -17,6 +17,12 @@ mod fuzz_input;
 #[path = "../examples/kv/resp.rs"]
 mod resp;
 
+#[path = "../examples/chat/command.rs"]
+#[allow(dead_code)] // the chat uses more of it than the check does
+mod chat_command;
+
+#[path = "../fuzz/checks/chat_command.rs"]
+mod chat_command_check;
 #[path = "../fuzz/checks/int_n.rs"]
 mod int_n;
 #[path = "../fuzz/checks/line.rs"]
@@ -64,4 +70,9 @@ fn netstring_corpus() {
 #[test]
 fn resp_corpus() {
     replay("resp", resp_check::check);
+}
+
+#[test]
+fn chat_command_corpus() {
+    replay("chat_command", chat_command_check::check);
 }

@@ -23,6 +23,12 @@ pub mod upload_header {
     }
 }
 
+/// The chat example's command parser (pure, std only).
+#[path = "../../examples/chat/command.rs"]
+pub mod chat_command;
+
+#[path = "../checks/chat_command.rs"]
+pub mod chat_command_check;
 #[path = "../checks/int_n.rs"]
 pub mod int_n;
 #[path = "../checks/line.rs"]
@@ -59,6 +65,11 @@ mod tests {
             }
         }
         assert!(files > 0, "no corpus for {target}");
+    }
+
+    #[test]
+    fn chat_command() {
+        replay("chat_command", super::chat_command_check::check);
     }
 
     #[test]
