@@ -34,6 +34,13 @@
 //! cargo bench --bench echo_load -- --clients 50 --busy-pool 1
 //! ```
 //!
+//! `--pool-nice N` builds the server with `Builder::pool_nice(N)`, so the busy pool
+//! threads yield to the reactor:
+//!
+//! ```text
+//! cargo bench --bench echo_load -- --clients 50 --busy-pool 1 --pool-nice 10
+//! ```
+//!
 //! This is a quick in-process check, not a comparison with other servers: for that use
 //! the load rig (a separate loadgen process, the same scenarios for every server).
 
@@ -81,6 +88,8 @@ struct Config {
     warmup: f64,
     /// Pool threads kept busy with CPU work for the whole run (0: an idle pool).
     busy_pool: usize,
+    /// `Builder::pool_nice` for the server's pool.
+    pool_nice: i32,
 }
 
 /// utime + stime of the calling thread, in seconds.
@@ -109,12 +118,14 @@ fn reactor_cpu_secs(handle: &Handle) -> f64 {
 /// thread.
 fn start_server(
     busy_pool: usize,
+    pool_nice: i32,
     done: Arc<AtomicBool>,
 ) -> (SocketAddr, Handle, thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel();
     let server = thread::spawn(move || {
         let mut reactor = Reactor::builder()
             .threads(busy_pool.max(1))
+            .pool_nice(pool_nice)
             .build()
             .expect("reactor");
         // Saturate the pool: each job spins on CPU work until the run ends, as a
@@ -185,7 +196,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 fn run(cfg: Config) {
     let done = Arc::new(AtomicBool::new(false));
-    let (addr, handle, server) = start_server(cfg.busy_pool, Arc::clone(&done));
+    let (addr, handle, server) = start_server(cfg.busy_pool, cfg.pool_nice, Arc::clone(&done));
     let begin = Instant::now();
     let start = begin + Duration::from_secs_f64(cfg.warmup);
     let end = start + Duration::from_secs_f64(cfg.secs);
@@ -208,7 +219,7 @@ fn run(cfg: Config) {
     latencies.sort_unstable();
     let msgs_per_sec = messages as f64 / cfg.secs;
     println!(
-        "echo_load clients={} size={} depth={} secs={} busy_pool={}: {:.0} msgs/s, \
+        "echo_load clients={} size={} depth={} secs={} busy_pool={} pool_nice={}: {:.0} msgs/s, \
          {:.1} MB/s, p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, \
          reactor CPU {:.0} % = {:.2} µs/msg",
         cfg.clients,
@@ -216,6 +227,7 @@ fn run(cfg: Config) {
         cfg.depth,
         cfg.secs,
         cfg.busy_pool,
+        cfg.pool_nice,
         msgs_per_sec,
         msgs_per_sec * cfg.size as f64 / 1e6,
         percentile(&latencies, 50.0),
@@ -239,6 +251,7 @@ fn parse_args() -> (Config, bool) {
         secs: 3.0,
         warmup: 1.0,
         busy_pool: 0,
+        pool_nice: 0,
     };
     let mut custom = false;
     let mut args = std::env::args().skip(1);
@@ -264,6 +277,7 @@ fn parse_args() -> (Config, bool) {
                 cfg.busy_pool = value("busy-pool") as usize;
                 custom = true;
             }
+            "--pool-nice" => cfg.pool_nice = value("pool-nice") as i32,
             _ => {} // `--bench` and criterion-style filters
         }
     }

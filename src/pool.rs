@@ -97,11 +97,14 @@ pub(crate) struct Pool {
     threads: Vec<JoinHandle<()>>,
     size: usize,
     capacity: usize,
+    /// Added to each worker's nice value when it starts (`Builder::pool_nice`).
+    nice: i32,
 }
 
 impl Pool {
-    /// A pool of `size` threads (started on first use) and a queue of `capacity` jobs.
-    pub(crate) fn new(size: usize, capacity: usize) -> Pool {
+    /// A pool of `size` threads (started on first use, `nice` added to their nice
+    /// value) and a queue of `capacity` jobs.
+    pub(crate) fn new(size: usize, capacity: usize, nice: i32) -> Pool {
         Pool {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -118,6 +121,7 @@ impl Pool {
             threads: Vec::new(),
             size: size.max(1),
             capacity: capacity.max(1),
+            nice,
         }
     }
 
@@ -164,10 +168,11 @@ impl Pool {
         while self.threads.len() < self.size {
             let inner = Arc::clone(&self.inner);
             let name = format!("twistor-pool-{}", self.threads.len());
-            match std::thread::Builder::new()
-                .name(name)
-                .spawn(move || worker(&inner))
-            {
+            let nice = self.nice;
+            match std::thread::Builder::new().name(name).spawn(move || {
+                renice(nice);
+                worker(&inner)
+            }) {
                 Ok(t) => self.threads.push(t),
                 Err(e) => {
                     // Fewer threads than asked still run every job; none at all is
@@ -270,6 +275,21 @@ fn worker(inner: &Inner) {
     }
 }
 
+/// Adds `by` to the calling thread's nice value. On Linux `setpriority(PRIO_PROCESS,
+/// 0)` applies to the calling thread alone; elsewhere it would renice the process, so
+/// it is not attempted. Lowering the nice value (a negative `by`) needs privileges; a
+/// refusal is logged and the thread runs as it is.
+fn renice(by: i32) {
+    if by == 0 || !cfg!(any(target_os = "linux", target_os = "android")) {
+        return;
+    }
+    let result = rustix::process::getpriority_process(None)
+        .and_then(|now| rustix::process::setpriority_process(None, now.saturating_add(by)));
+    if let Err(e) = result {
+        log::warn!("changing a pool thread's nice value by {by} failed: {e}");
+    }
+}
+
 /// Watches for a queued job for up to [`SPIN`], without the lock, unless another
 /// worker is already watching.
 fn spin_for_work(inner: &Inner) {
@@ -362,7 +382,7 @@ mod tests {
 
     #[test]
     fn runs_jobs_on_worker_threads() {
-        let mut pool = Pool::new(2, 16);
+        let mut pool = Pool::new(2, 16, 0);
         let (tx, rx) = mpsc::channel();
         for i in 0..10u64 {
             let tx = tx.clone();
@@ -377,7 +397,7 @@ mod tests {
 
     #[test]
     fn full_queue_refuses_work() {
-        let mut pool = Pool::new(1, 2);
+        let mut pool = Pool::new(1, 2, 0);
         let (block_tx, block_rx) = mpsc::channel::<()>();
         let (started_tx, started_rx) = mpsc::channel();
         pool.submit(
@@ -399,7 +419,7 @@ mod tests {
 
     #[test]
     fn shutdown_drops_queued_and_waits_for_running() {
-        let mut pool = Pool::new(1, 8);
+        let mut pool = Pool::new(1, 8, 0);
         let (go_tx, go_rx) = mpsc::channel::<()>();
         let (started_tx, started_rx) = mpsc::channel();
         let (done_tx, done_rx) = mpsc::channel();
@@ -437,7 +457,7 @@ mod tests {
 
     #[test]
     fn a_panicking_wrapper_does_not_kill_the_thread() {
-        let mut pool = Pool::new(1, 8);
+        let mut pool = Pool::new(1, 8, 0);
         let (tx, rx) = mpsc::channel();
         pool.submit(0, Box::new(|| panic!("boom"))).unwrap();
         pool.submit(1, Box::new(move || tx.send(()).unwrap()))

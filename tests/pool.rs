@@ -890,6 +890,28 @@ fn busy_poll_delivers_results_and_timers() {
     );
 }
 
+/// The calling thread's nice value, from `/proc/thread-self/stat` (field 19).
+fn thread_nice() -> i32 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("procfs");
+    // The command name (field 2) may hold spaces and parentheses: count from its end.
+    let after = &stat[stat.rfind(')').expect("a stat line") + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[16].parse().expect("a nice value")
+}
+
+#[test]
+fn pool_nice_lowers_the_priority_of_pool_threads_only() {
+    let mut r = Reactor::builder().pool_nice(5).build().unwrap();
+    let base = thread_nice();
+    let (tx, rx) = mpsc::channel();
+    r.defer_to_thread(thread_nice, move |_: &mut Reactor, nice| {
+        tx.send((nice.unwrap(), thread_nice())).unwrap();
+    })
+    .unwrap();
+    let got = recv_turning(&mut r, &rx, 1);
+    assert_eq!(got, [((base + 5).min(19), base)]);
+}
+
 /// `call_in_thread` runs the job on the pool and forgets it: the way back is a
 /// `Handle`. It counts as pending until it is back, and a panic in it is logged
 /// without harming the thread.

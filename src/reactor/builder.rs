@@ -31,6 +31,7 @@ pub(super) struct Config {
     pub(super) pool_queue_jobs: usize,
     pub(super) wait_for_jobs: bool,
     pub(super) busy_poll: Duration,
+    pub(super) pool_nice: i32,
 }
 
 impl Default for Config {
@@ -53,6 +54,7 @@ impl Default for Config {
             pool_queue_jobs: DEFAULT_POOL_QUEUE_JOBS,
             wait_for_jobs: true,
             busy_poll: Duration::ZERO,
+            pool_nice: 0,
         }
     }
 }
@@ -176,6 +178,24 @@ impl Builder {
     /// [`PoolBusy`](crate::PoolBusy) (default 4096).
     pub fn pool_queue_jobs(mut self, n: usize) -> Self {
         self.config.pool_queue_jobs = n.max(1);
+        self
+    }
+
+    /// Adds `n` to the nice value of the pool's threads (Linux; default 0), so that
+    /// when the pool's CPU-heavy jobs and the reactor compete for a core, the kernel
+    /// favours the reactor, which serves every connection, over a job, which serves
+    /// one request. At `n = 10` a busy pool thread sharing a core with the reactor
+    /// gets about a tenth of it. Jobs lose nothing on a machine with idle cores, but
+    /// they also yield to every other process of normal priority. A negative `n`
+    /// needs privileges; if refused, the threads run at the process's priority and a
+    /// warning is logged.
+    ///
+    /// ```
+    /// let reactor = twistor::Reactor::builder().pool_nice(10).build()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn pool_nice(mut self, n: i32) -> Self {
+        self.config.pool_nice = n;
         self
     }
 

@@ -122,9 +122,13 @@ impl Core {
             return Err(PoolBusy);
         }
         let config = &self.config;
-        let pool = self
-            .pool
-            .get_or_insert_with(|| Pool::new(config.pool_threads, config.pool_queue_jobs));
+        let pool = self.pool.get_or_insert_with(|| {
+            Pool::new(
+                config.pool_threads,
+                config.pool_queue_jobs,
+                config.pool_nice,
+            )
+        });
         self.next_job_generation = self.next_job_generation.wrapping_add(1);
         let generation = self.next_job_generation;
         let index = self.jobs.insert(PendingJob { generation, done });
