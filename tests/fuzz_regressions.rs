@@ -31,6 +31,8 @@ mod line;
 mod netstring;
 #[path = "../fuzz/checks/resp.rs"]
 mod resp_check;
+#[path = "../fuzz/checks/string_script.rs"]
+mod string_script;
 
 /// Runs `check` on every file kept for `target`; fails if there is none.
 fn replay(target: &str, check: fn(&[u8])) {

@@ -16,70 +16,16 @@
 use twistor::framing::{NetstringError, NetstringEvent, NetstringParser};
 
 use super::fuzz_input::{cut, Input};
+use super::string_script::{read_actions, Action, Flow, Script};
 
-const MAX_EVENTS: usize = 400;
 const MAX_PAYLOAD: usize = 1 << 16;
 
 const LIMITS: [usize; 12] = [0, 1, 2, 3, 5, 9, 10, 40, 99, 99_999, 1 << 20, usize::MAX];
-
-#[derive(Clone, Copy, Debug)]
-enum Action {
-    Nothing,
-    SetMax(usize),
-    Pause,
-    Close,
-}
-
-fn action(input: &mut Input<'_>) -> Action {
-    match input.byte() % 8 {
-        0..=3 => Action::Nothing,
-        4 => Action::SetMax(LIMITS[usize::from(input.byte()) % LIMITS.len()]),
-        5 | 6 => Action::Pause,
-        _ => Action::Close,
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Seen {
     String(Vec<u8>),
     Error(NetstringError),
-}
-
-struct Script<'a> {
-    actions: &'a [Action],
-    n: usize,
-}
-
-impl Script<'_> {
-    fn next(&mut self) -> (Action, bool) {
-        let action = self.actions[self.n % self.actions.len()];
-        self.n += 1;
-        (action, self.n >= MAX_EVENTS)
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Flow {
-    Go,
-    Pause,
-    Close,
-}
-
-fn apply(action: Action, last: bool, max: &mut usize) -> Flow {
-    let flow = match action {
-        Action::Nothing => Flow::Go,
-        Action::SetMax(n) => {
-            *max = n;
-            Flow::Go
-        }
-        Action::Pause => Flow::Pause,
-        Action::Close => Flow::Close,
-    };
-    if last {
-        Flow::Close
-    } else {
-        flow
-    }
 }
 
 /// The next netstring at the start of `buf`: `None` if incomplete, else the event and
@@ -142,8 +88,7 @@ impl Model {
             }
             self.buffer.drain(..taken);
             seen.push(event);
-            let (action, last) = script.next();
-            match apply(action, last, &mut self.max) {
+            match script.act(&mut self.max) {
                 Flow::Go => {}
                 Flow::Pause => self.paused = true,
                 Flow::Close => self.closed = true,
@@ -182,9 +127,8 @@ impl Real {
                 }
                 NetstringEvent::Error(e) => Seen::Error(e),
             });
-            let (action, last) = script.next();
             let mut new_max = max;
-            let flow = apply(action, last, &mut new_max);
+            let flow = script.act(&mut new_max);
             ctl.set_max_length(new_max);
             match flow {
                 Flow::Go => {}
@@ -240,8 +184,8 @@ fn run(chunks: &[&[u8]], max: usize, actions: &[Action], with_model: bool) -> Ve
         paused: false,
         closed: false,
     };
-    let mut model_script = Script { actions, n: 0 };
-    let mut real_script = Script { actions, n: 0 };
+    let mut model_script = Script::new(actions);
+    let mut real_script = Script::new(actions);
     let (mut model_seen, mut real_seen) = (Vec::new(), Vec::new());
     for chunk in chunks.iter().copied().chain([&[][..]]) {
         while real.paused {
@@ -289,12 +233,7 @@ pub fn check(data: &[u8]) {
     let mut input = Input::new(data);
     let max = LIMITS[usize::from(input.byte()) % LIMITS.len()];
     let sizes = input.list(16);
-    let mut actions: Vec<Action> = (0..usize::from(input.byte() % 8))
-        .map(|_| action(&mut input))
-        .collect();
-    if actions.is_empty() {
-        actions.push(Action::Nothing);
-    }
+    let actions = read_actions(&mut input, &LIMITS);
     let payload = input.rest(MAX_PAYLOAD);
     let chunks = cut(payload, sizes);
     let whole: Vec<&[u8]> = [payload].into_iter().filter(|c| !c.is_empty()).collect();

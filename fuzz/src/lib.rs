@@ -37,6 +37,8 @@ pub mod line;
 pub mod netstring;
 #[path = "../checks/resp.rs"]
 pub mod resp_check;
+#[path = "../checks/string_script.rs"]
+pub mod string_script;
 #[path = "../checks/upload_header.rs"]
 pub mod upload_header_check;
 

@@ -13,7 +13,7 @@ use super::{
     max_prefixed, Buffer, Framing, Src, StringContext, StringControl, StringHandler,
     DEFAULT_MAX_STRING_BYTES,
 };
-use crate::{Context, Protocol, Reason};
+use crate::Context;
 
 /// What an [`IntNParser`] found in the input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -341,51 +341,16 @@ impl<H: StringHandler, const N: usize> IntNReceiver<H, N> {
     }
 }
 
-impl<H: StringHandler, const N: usize> Protocol for IntNReceiver<H, N> {
-    fn connection_made(&mut self, cx: &mut Context<'_>) {
-        self.drive(cx, &[], |h, cx| h.connection_made(cx))
-    }
-
-    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
-        self.drive(cx, data, |_, _| {})
-    }
-
-    fn read_eof(&mut self, cx: &mut Context<'_>) {
-        self.drive(cx, &[], |h, cx| h.read_eof(cx))
-    }
-
-    fn connection_lost(&mut self, cx: &mut Context<'_>, reason: Reason) {
-        self.drive(cx, &[], |h, cx| h.connection_lost(cx, reason));
-        self.parser.discard();
-    }
-
-    fn reading_resumed(&mut self, cx: &mut Context<'_>) {
-        self.drive(cx, &[], |_, _| {})
-    }
-
-    fn pause_producing(&mut self, cx: &mut Context<'_>) {
-        self.drive(cx, &[], |h, cx| h.pause_producing(cx))
-    }
-
-    fn resume_producing(&mut self, cx: &mut Context<'_>) {
-        self.drive(cx, &[], |h, cx| h.resume_producing(cx))
-    }
-}
-
-impl<H: StringHandler, const N: usize> fmt::Debug for IntNReceiver<H, N> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IntNReceiver")
-            .field("prefix_bytes", &N)
-            .field("handler", &std::any::type_name::<H>())
-            .field("parser", &self.parser)
-            .finish()
-    }
-}
+receiver_impls!(
+    impl<H: StringHandler, const N: usize> IntNReceiver<H, N>,
+    debug { prefix_bytes: N }
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::framing::test_util::{chunkings, fed};
+    use crate::Reason;
 
     #[derive(Clone, Debug, PartialEq, Eq)]
     enum Ev {

@@ -7,12 +7,12 @@
 
 use std::fmt;
 use std::io::IoSlice;
-use std::ops::{Deref, DerefMut, Range};
+use std::ops::Range;
 
 use memchr::memmem;
 
 use super::{Buffer, Src, RETAINED_BUFFER_BYTES};
-use crate::{Context, Protocol, Reason};
+use crate::{Context, Reason};
 
 /// Twisted's default delimiter, `\r\n`: what telnet, SMTP, POP3, IRC and HTTP use.
 pub const DEFAULT_DELIMITER: &[u8] = b"\r\n";
@@ -911,19 +911,7 @@ impl LineContext<'_, '_> {
     }
 }
 
-impl<'b> Deref for LineContext<'_, 'b> {
-    type Target = Context<'b>;
-
-    fn deref(&self) -> &Context<'b> {
-        self.cx
-    }
-}
-
-impl DerefMut for LineContext<'_, '_> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        self.cx
-    }
-}
+deref_to_context!(LineContext);
 
 impl fmt::Debug for LineContext<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1116,45 +1104,7 @@ impl<H: LineHandler> LineReceiver<H> {
     }
 }
 
-impl<H: LineHandler> Protocol for LineReceiver<H> {
-    fn connection_made(&mut self, cx: &mut Context<'_>) {
-        self.drive(cx, &[], |h, cx| h.connection_made(cx))
-    }
-
-    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
-        self.drive(cx, data, |_, _| {})
-    }
-
-    fn read_eof(&mut self, cx: &mut Context<'_>) {
-        self.drive(cx, &[], |h, cx| h.read_eof(cx))
-    }
-
-    fn connection_lost(&mut self, cx: &mut Context<'_>, reason: Reason) {
-        self.drive(cx, &[], |h, cx| h.connection_lost(cx, reason));
-        self.parser.discard();
-    }
-
-    fn reading_resumed(&mut self, cx: &mut Context<'_>) {
-        self.drive(cx, &[], |_, _| {})
-    }
-
-    fn pause_producing(&mut self, cx: &mut Context<'_>) {
-        self.drive(cx, &[], |h, cx| h.pause_producing(cx))
-    }
-
-    fn resume_producing(&mut self, cx: &mut Context<'_>) {
-        self.drive(cx, &[], |h, cx| h.resume_producing(cx))
-    }
-}
-
-impl<H: LineHandler> fmt::Debug for LineReceiver<H> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LineReceiver")
-            .field("handler", &std::any::type_name::<H>())
-            .field("parser", &self.parser)
-            .finish()
-    }
-}
+receiver_impls!(impl<H: LineHandler> LineReceiver<H>);
 
 // ----- LineOnlyReceiver -----
 
@@ -1238,19 +1188,7 @@ impl LineOnlyContext<'_, '_> {
     }
 }
 
-impl<'b> Deref for LineOnlyContext<'_, 'b> {
-    type Target = Context<'b>;
-
-    fn deref(&self) -> &Context<'b> {
-        self.cx
-    }
-}
-
-impl DerefMut for LineOnlyContext<'_, '_> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        self.cx
-    }
-}
+deref_to_context!(LineOnlyContext);
 
 impl fmt::Debug for LineOnlyContext<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1371,45 +1309,7 @@ impl<H: LineOnlyHandler> LineOnlyReceiver<H> {
     }
 }
 
-impl<H: LineOnlyHandler> Protocol for LineOnlyReceiver<H> {
-    fn connection_made(&mut self, cx: &mut Context<'_>) {
-        self.drive(cx, &[], |h, cx| h.connection_made(cx))
-    }
-
-    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
-        self.drive(cx, data, |_, _| {})
-    }
-
-    fn read_eof(&mut self, cx: &mut Context<'_>) {
-        self.drive(cx, &[], |h, cx| h.read_eof(cx))
-    }
-
-    fn connection_lost(&mut self, cx: &mut Context<'_>, reason: Reason) {
-        self.drive(cx, &[], |h, cx| h.connection_lost(cx, reason));
-        self.parser.discard();
-    }
-
-    fn reading_resumed(&mut self, cx: &mut Context<'_>) {
-        self.drive(cx, &[], |_, _| {})
-    }
-
-    fn pause_producing(&mut self, cx: &mut Context<'_>) {
-        self.drive(cx, &[], |h, cx| h.pause_producing(cx))
-    }
-
-    fn resume_producing(&mut self, cx: &mut Context<'_>) {
-        self.drive(cx, &[], |h, cx| h.resume_producing(cx))
-    }
-}
-
-impl<H: LineOnlyHandler> fmt::Debug for LineOnlyReceiver<H> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LineOnlyReceiver")
-            .field("handler", &std::any::type_name::<H>())
-            .field("parser", &self.parser)
-            .finish()
-    }
-}
+receiver_impls!(impl<H: LineOnlyHandler> LineOnlyReceiver<H>);
 
 #[cfg(test)]
 mod tests {

@@ -90,9 +90,85 @@
 
 use std::fmt;
 use std::io::IoSlice;
-use std::ops::{Deref, DerefMut};
 
 use crate::{Context, Reason};
+
+/// Implements [`Protocol`](crate::Protocol) and `Debug` for a receiver, written as the
+/// impl header it stands for: `receiver_impls!(impl<H: LineHandler> LineReceiver<H>);`.
+///
+/// Every callback goes through the receiver's `drive(cx, chunk, first)`, which runs
+/// `first` (the handler's callback of the same name, if it has one) and then delivers
+/// what is ready while the connection reads; `connection_lost` then drops what is still
+/// buffered. `Debug` shows the receiver's name, the fields given after `debug` (if
+/// any), the handler's type and the parser.
+macro_rules! receiver_impls {
+    (
+        impl<$h:ident: $handler:path $(, const $n:ident: usize)?> $receiver:ident<$($param:ident),+>
+        $(, debug { $($field:ident: $value:expr),+ })?
+    ) => {
+        impl<$h: $handler $(, const $n: usize)?> $crate::Protocol for $receiver<$($param),+> {
+            fn connection_made(&mut self, cx: &mut $crate::Context<'_>) {
+                self.drive(cx, &[], |h, cx| h.connection_made(cx))
+            }
+
+            fn data_received(&mut self, cx: &mut $crate::Context<'_>, data: &[u8]) {
+                self.drive(cx, data, |_, _| {})
+            }
+
+            fn read_eof(&mut self, cx: &mut $crate::Context<'_>) {
+                self.drive(cx, &[], |h, cx| h.read_eof(cx))
+            }
+
+            fn connection_lost(&mut self, cx: &mut $crate::Context<'_>, reason: $crate::Reason) {
+                self.drive(cx, &[], |h, cx| h.connection_lost(cx, reason));
+                self.parser.discard();
+            }
+
+            fn reading_resumed(&mut self, cx: &mut $crate::Context<'_>) {
+                self.drive(cx, &[], |_, _| {})
+            }
+
+            fn pause_producing(&mut self, cx: &mut $crate::Context<'_>) {
+                self.drive(cx, &[], |h, cx| h.pause_producing(cx))
+            }
+
+            fn resume_producing(&mut self, cx: &mut $crate::Context<'_>) {
+                self.drive(cx, &[], |h, cx| h.resume_producing(cx))
+            }
+        }
+
+        impl<$h: $handler $(, const $n: usize)?> std::fmt::Debug for $receiver<$($param),+> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($receiver))
+                    $($(.field(stringify!($field), &$value))+)?
+                    .field("handler", &std::any::type_name::<$h>())
+                    .field("parser", &self.parser)
+                    .finish()
+            }
+        }
+    };
+}
+
+/// Implements `Deref` and `DerefMut` to [`Context`] for a handler's context type (a
+/// struct with a `cx: &mut Context` field), so that a handler reaches the connection's
+/// own controls (`cx.write`, `cx.lose_connection`, ...) directly.
+macro_rules! deref_to_context {
+    ($context:ident) => {
+        impl<'b> std::ops::Deref for $context<'_, 'b> {
+            type Target = $crate::Context<'b>;
+
+            fn deref(&self) -> &$crate::Context<'b> {
+                self.cx
+            }
+        }
+
+        impl std::ops::DerefMut for $context<'_, '_> {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                self.cx
+            }
+        }
+    };
+}
 
 mod int_n;
 mod line;
@@ -365,19 +441,7 @@ impl<'a, 'b> StringContext<'a, 'b> {
     }
 }
 
-impl<'b> Deref for StringContext<'_, 'b> {
-    type Target = Context<'b>;
-
-    fn deref(&self) -> &Context<'b> {
-        self.cx
-    }
-}
-
-impl DerefMut for StringContext<'_, '_> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        self.cx
-    }
-}
+deref_to_context!(StringContext);
 
 impl fmt::Debug for StringContext<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
