@@ -27,10 +27,9 @@
 mod common;
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -38,6 +37,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWr
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::example::{self, lines_of, Proc};
 use common::*;
 use socket2::{Domain, Socket, Type};
 use twistor::framing::{LineContext, LineHandler, LineReceiver};
@@ -704,40 +704,6 @@ fn a_reset_storm_ends_every_connection_once_and_the_good_client_is_served() {
 
 // ----- descriptor exhaustion -----
 
-/// The path of an example binary, built (debug) on first use with the `cargo` that
-/// runs the tests, as `tests/examples.rs` does.
-fn example_bin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let out = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", "echo"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        match out.status.success() {
-            true => Ok(()),
-            false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-        }
-    });
-    if let Err(e) = built {
-        panic!("building the examples failed:\n{e}");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("debug").join("examples").join(name)
-}
-
-/// A child process, killed on drop so that no server outlives its test.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `bin args...` with at most `fds` open descriptors (soft and hard limit), without
 /// `unsafe`: through `prlimit` (util-linux) if it is installed, else a shell's
 /// `ulimit -n`. Both exec the program, so the child's pid is the program's.
@@ -761,21 +727,6 @@ fn limited_command(bin: &std::path::Path, fds: u32, args: &[&str]) -> Command {
     };
     cmd.args(args);
     cmd
-}
-
-/// Lines of `out`, read on a thread of their own so that a test can wait with a
-/// timeout.
-fn lines_of(out: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
 }
 
 /// Waits for a line of `lines` containing `needle`; returns it.
@@ -853,18 +804,17 @@ fn an_example_server_out_of_descriptors_backs_off_serves_its_clients_and_recover
     const FDS: u32 = 64;
     const EXCESS: usize = 100;
     const HOLD: Duration = Duration::from_secs(2);
-    let bin = example_bin("echo");
-    let child = limited_command(&bin, FDS, &["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn echo");
-    let mut child = ChildGuard(child);
-    let pid = child.0.id();
-    let stdout = lines_of(child.0.stdout.take().unwrap());
-    let stderr = lines_of(child.0.stderr.take().unwrap());
+    let bin = example::bin("echo");
+    let mut child = Proc::spawn(
+        limited_command(&bin, FDS, &["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let pid = child.id();
+    let stdout = child.stdout_lines();
+    let stderr = lines_of(child.child().stderr.take().unwrap());
     let first = wait_for_line(&stdout, "listening on ");
     let addr: SocketAddr = first["listening on ".len()..].parse().expect("address");
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
@@ -909,17 +859,9 @@ fn an_example_server_out_of_descriptors_backs_off_serves_its_clients_and_recover
         open_fds(pid) == baseline
     });
 
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let mut status = None;
-    wait_until("the child exits after SIGTERM", || {
-        status = child.0.try_wait().expect("try_wait");
-        status.is_some()
-    });
-    assert!(status.unwrap().success(), "{status:?}");
+    child.signal("TERM");
+    let status = child.wait();
+    assert!(status.success(), "{status:?}");
 }
 
 fn round_trip_expect(s: &mut TcpStream, request: &[u8], answer: &[u8]) {
@@ -1376,33 +1318,21 @@ fn pool_faults_during_a_stop_are_reported_and_waited_for() {
 #[test]
 fn an_example_signalled_as_soon_as_it_announces_stops_cleanly() {
     let _g = shared();
-    let bin = example_bin("echo");
     for attempt in 0..50 {
-        let mut child = ChildGuard(
-            Command::new(&bin)
+        let mut child = Proc::spawn(
+            example::command("echo")
                 .args(["--listen", "127.0.0.1:0"])
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn echo"),
+                .stderr(Stdio::null()),
         );
-        let pid = child.0.id();
-        let stdout = lines_of(child.0.stdout.take().unwrap());
+        let stdout = child.stdout_lines();
         wait_for_line(&stdout, "listening on ");
-        let status = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let mut status = None;
-        wait_until("the child exits after SIGTERM", || {
-            status = child.0.try_wait().expect("try_wait");
-            status.is_some()
-        });
+        child.signal("TERM");
+        let status = child.wait();
         assert!(
-            status.unwrap().success(),
+            status.success(),
             "attempt {attempt}: SIGTERM right after `listening on` gave {status:?}"
         );
     }
