@@ -5,6 +5,8 @@
 //! Nothing here sleeps. The loopback test is bounded by a client read timeout and a
 //! watchdog on the reactor loop, neither of which decides a passing run.
 
+mod common;
+
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -12,39 +14,12 @@ use std::rc::Rc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::Why;
 use twistor::framing::{LineContext, LineHandler, LineReceiver};
 use twistor::testing::{Harness, HarnessBuilder};
 use twistor::{Addr, ConnId, Context, InOrder, JobError, Protocol, Reactor, Reason};
 
 // ----- a recording protocol -----
-
-/// A [`Reason`] reduced to what tests compare.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Why {
-    Done,
-    Lost,
-    Aborted,
-    TimedOut,
-    WriteOverflow,
-    Io,
-    Panic(String),
-    Other,
-}
-
-impl From<&Reason> for Why {
-    fn from(r: &Reason) -> Why {
-        match r {
-            Reason::Done => Why::Done,
-            Reason::Lost(_) => Why::Lost,
-            Reason::Aborted => Why::Aborted,
-            Reason::TimedOut => Why::TimedOut,
-            Reason::WriteOverflow => Why::WriteOverflow,
-            Reason::Io(_) => Why::Io,
-            Reason::Panic(m) => Why::Panic(m.clone()),
-            _ => Why::Other,
-        }
-    }
-}
 
 fn why(h: &Harness<impl Protocol>) -> Option<Why> {
     h.lost().map(Why::from)
