@@ -15,7 +15,9 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// `scratch` is reused from call to call, so a busy connection allocates only while
 /// its largest chunk grows.
 pub fn upper<'a>(scratch: &'a mut Vec<u8>, data: &'a [u8]) -> &'a [u8] {
-    if !data.iter().any(u8::is_ascii_lowercase) {
+    // 64 bytes at a time without an early exit inside, so that the check vectorises.
+    let lowercase = |chunk: &[u8]| chunk.iter().fold(false, |l, b| l | b.is_ascii_lowercase());
+    if !data.chunks(64).any(lowercase) {
         return data;
     }
     scratch.clear();
