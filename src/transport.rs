@@ -411,10 +411,105 @@ pub(crate) const MAX_IOVECS: usize = 64;
 /// and a single small write costs only its own size; a large write is one chunk of
 /// its own. An empty queue holds no memory and costs one pointer in the
 /// connection's slot: most connections have nothing queued most of the time.
+///
+/// Emptied backlogs and small chunks go to a per-thread stock ([`Spares`]) that the
+/// next queue on the thread takes from, so the steady state of corked writes (a
+/// queue filled and emptied every turn) costs no allocation.
 #[derive(Default)]
 pub(crate) struct WriteQueue {
     /// `None` exactly when nothing is queued.
     backlog: Option<Box<Backlog>>,
+}
+
+/// Most emptied backlogs kept per thread for reuse.
+const SPARE_BACKLOGS: usize = 256;
+
+/// Most bytes of chunk capacity kept per thread for reuse; only chunks of at most
+/// [`SPARE_CHUNK_BYTES`] are kept.
+const SPARE_BYTES: usize = 256 * 1024;
+
+/// Largest chunk kept for reuse: the size of the writes that are corked.
+const SPARE_CHUNK_BYTES: usize = 4096;
+
+/// Backlogs and chunks that queues on this thread emptied, for the next ones.
+/// Bounded by [`SPARE_BACKLOGS`] and [`SPARE_BYTES`], so a burst leaves at most a few
+/// hundred KiB behind per reactor thread, never anything per connection.
+#[derive(Default)]
+struct Spares {
+    backlogs: Vec<Box<Backlog>>,
+    chunks: Vec<Vec<u8>>,
+    chunk_bytes: usize,
+}
+
+thread_local! {
+    static SPARES: std::cell::RefCell<Spares> = std::cell::RefCell::default();
+}
+
+impl Spares {
+    fn backlog() -> Box<Backlog> {
+        SPARES
+            .with(|s| s.borrow_mut().backlogs.pop())
+            .unwrap_or_default()
+    }
+
+    /// A chunk holding `data`: a spare one when `data` is small.
+    fn chunk(data: &[u8]) -> Vec<u8> {
+        let spare = if data.len() <= SPARE_CHUNK_BYTES {
+            SPARES.with(|s| {
+                let mut s = s.borrow_mut();
+                let chunk = s.chunks.pop();
+                if let Some(c) = &chunk {
+                    s.chunk_bytes -= c.capacity();
+                }
+                chunk
+            })
+        } else {
+            None
+        };
+        match spare {
+            Some(mut chunk) => {
+                chunk.extend_from_slice(data);
+                chunk
+            }
+            None => data.to_vec(),
+        }
+    }
+
+    fn keep_chunk(mut chunk: Vec<u8>) {
+        let cap = chunk.capacity();
+        if cap == 0 || cap > SPARE_CHUNK_BYTES {
+            return;
+        }
+        chunk.clear();
+        // `try_with`: a queue dropped while the thread exits finds the stock gone.
+        let _ = SPARES.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.chunk_bytes + cap <= SPARE_BYTES {
+                s.chunk_bytes += cap;
+                s.chunks.push(chunk);
+            }
+        });
+    }
+
+    fn keep_backlog(mut backlog: Box<Backlog>) {
+        for chunk in backlog.chunks.drain(..) {
+            Spares::keep_chunk(chunk);
+        }
+        backlog.head = 0;
+        backlog.len = 0;
+        let _ = SPARES.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.backlogs.len() < SPARE_BACKLOGS {
+                s.backlogs.push(backlog);
+            }
+        });
+    }
+}
+
+impl Drop for WriteQueue {
+    fn drop(&mut self) {
+        self.clear();
+    }
 }
 
 #[derive(Default)]
@@ -438,7 +533,7 @@ impl WriteQueue {
         if data.is_empty() {
             return;
         }
-        let b = self.backlog.get_or_insert_with(Box::default);
+        let b = self.backlog.get_or_insert_with(Spares::backlog);
         b.len += data.len();
         if let Some(last) = b.chunks.back_mut() {
             if last.len() + data.len() <= last.capacity().max(CHUNK_BYTES) {
@@ -448,7 +543,7 @@ impl WriteQueue {
         }
         // Exactly as large as the write: a corked 1-byte reply costs a few bytes, not
         // a chunk; small writes after it grow the chunk (doubling) up to CHUNK_BYTES.
-        b.chunks.push_back(data.to_vec());
+        b.chunks.push_back(Spares::chunk(data));
     }
 
     /// Fills `out` with the queued bytes as slices, front first.
@@ -479,16 +574,21 @@ impl WriteQueue {
             }
             n -= left;
             b.head = 0;
-            b.chunks.pop_front();
+            if let Some(chunk) = b.chunks.pop_front() {
+                Spares::keep_chunk(chunk);
+            }
         }
         if b.len == 0 {
             self.clear();
         }
     }
 
-    /// Drops everything and releases the memory.
+    /// Drops everything; the memory goes back to the thread's stock (or to the
+    /// allocator, past the stock's bounds).
     pub(crate) fn clear(&mut self) {
-        self.backlog = None;
+        if let Some(backlog) = self.backlog.take() {
+            Spares::keep_backlog(backlog);
+        }
     }
 
     /// Writes as much as `write` takes, one vectored call at a time, until the queue
@@ -636,6 +736,34 @@ mod tests {
         assert_eq!(q.len(), 1000);
         assert_eq!(q.backlog.as_ref().unwrap().chunks.len(), 1);
         assert_eq!(contents(&q), b"0123456789".repeat(100));
+    }
+
+    #[test]
+    fn emptied_queues_stock_their_memory_within_bounds_and_reuse_it() {
+        let stock = || {
+            SPARES.with(|s| {
+                let s = s.borrow();
+                (s.backlogs.len(), s.chunks.len(), s.chunk_bytes)
+            })
+        };
+        let mut queues: Vec<WriteQueue> = (0..1000).map(|_| WriteQueue::default()).collect();
+        for q in &mut queues {
+            q.push(&[7; 3000]);
+        }
+        drop(queues);
+        let (backlogs, chunks, bytes) = stock();
+        assert_eq!(backlogs, SPARE_BACKLOGS);
+        assert!(
+            chunks > 0 && bytes <= SPARE_BYTES,
+            "{chunks} chunks, {bytes} bytes"
+        );
+        let mut q = WriteQueue::default();
+        q.push(b"reused");
+        assert_eq!(stock(), (backlogs - 1, chunks - 1, bytes - 3000));
+        assert_eq!(contents(&q), b"reused");
+        q.consume(6);
+        assert!(q.is_empty());
+        assert_eq!(stock(), (backlogs, chunks, bytes));
     }
 
     #[test]
