@@ -436,6 +436,8 @@ const SPARE_CHUNK_BYTES: usize = 4096;
 /// hundred KiB behind per reactor thread, never anything per connection.
 #[derive(Default)]
 struct Spares {
+    // The boxes are the allocations kept for reuse: a `WriteQueue` holds a box.
+    #[allow(clippy::vec_box)]
     backlogs: Vec<Box<Backlog>>,
     chunks: Vec<Vec<u8>>,
     chunk_bytes: usize,
