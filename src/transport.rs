@@ -158,7 +158,9 @@ impl<'a> Context<'a> {
         self.driver.is_reading(self.id)
     }
 
-    /// Bytes queued for this connection that the kernel has not taken yet.
+    /// Bytes queued for this connection that the kernel has not taken yet: small
+    /// writes gathered this turn (until the end of the turn) and what the kernel
+    /// refused.
     pub fn buffered(&self) -> usize {
         self.driver.buffered(self.id)
     }
