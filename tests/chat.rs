@@ -599,6 +599,43 @@ fn two_hundred_members_each_hear_the_199_others() {
     clients[0].expect_nothing_else("lobby");
 }
 
+/// The write system calls process `pid` has made so far: `syscw` in `/proc/PID/io`,
+/// which counts `write` and `writev` (the reactor's `writev` among them).
+fn write_syscalls(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("/proc/PID/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscw: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a syscw line in /proc/PID/io")
+}
+
+#[test]
+fn lines_that_arrive_together_reach_each_member_in_few_writes() {
+    const LINES: usize = 100;
+    let server = Server::start(&[]);
+    let mut c = server.join_many(3);
+    let before = write_syscalls(server.proc.0.id());
+    // One send, so the lines reach the server together (one segment on loopback).
+    let burst: String = (0..LINES).map(|i| format!("line {i}\n")).collect();
+    c[0].stream.write_all(burst.as_bytes()).expect("send");
+    let from = c[0].nick.clone();
+    for r in &mut c[1..] {
+        for i in 0..LINES {
+            r.expect(&format!("<{from}> line {i}"));
+        }
+    }
+    // Everything is read, so every write has been made. A write per delivery would
+    // be 2 x 100; the reactor gathers a turn's lines into one writev per member, and
+    // the bound leaves room for the burst being read in several turns.
+    let calls = write_syscalls(server.proc.0.id()) - before;
+    assert!(
+        calls <= 20,
+        "{} deliveries took {calls} write system calls",
+        2 * LINES
+    );
+    c[1].expect_nothing_else("lobby");
+}
+
 #[test]
 fn sigterm_stops_the_server_gracefully() {
     let mut server = Server::start(&[]);

@@ -6,17 +6,18 @@
 //! [`Server`] through its API, as their own sessions would: arriving is
 //! [`Server::arrive`], a line is [`command::parse`] then [`Server::execute`] (or
 //! [`Server::error`]), leaving is [`Server::depart`] once its fake connection is
-//! lost, each followed by the end-of-turn [`Server::flush`]. A peer's own session
-//! code (its line limit, `/quit`, its flush timer) is not run: alice's is. The session writes to them with `write_to`, so what each member
-//! got is read from its fake connection.
+//! lost, each run with the harness's context. A peer's own session code (its line
+//! limit, `/quit`) is not run: alice's is. The server writes to every member with
+//! `write_to`, so what each member got is read from its fake connection.
 //!
 //! Why not one harness per member: every harness numbers its own connection the
 //! same way (`ConnId` index 0, generation 1), so members of different harnesses
-//! sharing one `Server` would have colliding ids, and the flush run from one harness
-//! would write everybody's lines to that harness's connections.
+//! sharing one `Server` would have colliding ids, and a line sent from one harness
+//! would be written to that harness's connections whoever it was for.
 //!
-//! A member's output is queued and written at the end of the reactor's turn (a
-//! zero-delay timer): [`Chat::say`] ends the turn with `advance(Duration::ZERO)`.
+//! The server writes each line straight away; gathering a turn's small writes into
+//! one system call is the reactor's business (the harness writes at once), so what a
+//! member got can be read as soon as the callback that sent it has returned.
 
 #[path = "../examples/chat/command.rs"]
 #[allow(dead_code)]
@@ -29,12 +30,11 @@ mod session;
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
-use std::time::Duration;
 
 use server::{MemberKey, Server};
 use session::ChatProtocol;
 use twistor::testing::{Harness, HarnessBuilder};
-use twistor::{ConnId, Reactor, Reason};
+use twistor::{ConnId, Context, Reactor, Reason};
 
 /// `--max-line` for these tests.
 const MAX_LINE: usize = 32;
@@ -86,7 +86,7 @@ impl Chat {
     /// A peer arrives, as its session's `connection_made`; returns its number.
     fn arrive(&mut self) -> usize {
         let conn = self.h.add_peer();
-        let key = self.as_peers(|s| s.arrive(conn));
+        let key = self.as_peers(|s, cx| s.arrive(cx, conn));
         self.peers.push(Peer { conn, key });
         self.peers.len()
     }
@@ -97,35 +97,32 @@ impl Chat {
         let Peer { conn, key } = self.peers[i - 1];
         self.h
             .disconnect_of(conn, Reason::Lost(io::ErrorKind::ConnectionReset.into()));
-        self.as_peers(|s| s.depart(key));
+        self.as_peers(|s, cx| s.depart(cx, key));
     }
 
-    /// Member `i` sends `line`, and the turn ends. Alice's goes through her session;
+    /// Member `i` sends `line`. Alice's goes through her session;
     /// a peer's as its session would hand it to the server (`/quit` is the session's:
     /// use [`leave`](Self::leave)).
     fn say(&mut self, i: usize, line: &str) {
         if i == 0 {
             self.h.feed(format!("{line}\n").as_bytes());
-            self.h.advance(Duration::ZERO);
             return;
         }
         assert_ne!(line, "/quit", "a peer leaves with Chat::leave");
         let key = self.peers[i - 1].key;
-        self.as_peers(|s| match command::parse(line.as_bytes()) {
-            Ok(command) => s.execute(key, command),
-            Err(error) => s.error(key, error),
+        self.as_peers(|s, cx| match command::parse(line.as_bytes()) {
+            Ok(command) => s.execute(cx, key, command),
+            Err(error) => s.error(cx, key, error),
         });
     }
 
-    /// Runs `f` on the shared server as a peer's callback, then its end-of-turn flush,
-    /// with the harness's context (writes to peers go through it).
-    fn as_peers<R>(&mut self, f: impl FnOnce(&mut Server) -> R) -> R {
+    /// Runs `f` on the shared server as a peer's callback, with the harness's context
+    /// (writes to peers go through it).
+    fn as_peers<R>(&mut self, f: impl FnOnce(&mut Server, &mut Context<'_>) -> R) -> R {
         let server = Rc::clone(&self.server);
         let mut out = None;
         let ran = self.h.call(|_, cx| {
-            let mut server = server.borrow_mut();
-            out = Some(f(&mut server));
-            server.flush(cx);
+            out = Some(f(&mut server.borrow_mut(), cx));
         });
         assert!(
             ran,
@@ -164,11 +161,8 @@ impl Chat {
 // ----- arriving -----
 
 #[test]
-fn a_member_is_welcomed_at_the_end_of_the_turn_and_the_lobby_hears_of_arrivals() {
+fn a_member_is_welcomed_and_the_lobby_hears_of_arrivals() {
     let mut chat = Chat::start(HarnessBuilder::new());
-    assert_eq!(chat.got(0), "", "queued until the end of the turn");
-    assert_eq!(chat.h.pending_timers(), 1, "the zero-delay flush");
-    chat.h.advance(Duration::ZERO);
     assert_eq!(chat.got(0), "* welcome guest1, you are in lobby\n");
     chat.h.assert_clean();
 
@@ -361,7 +355,6 @@ fn a_line_over_max_line_gets_an_error_and_closes() {
     for (input, accepted) in cases {
         let mut chat = Chat::named(&["bob"]);
         chat.h.feed(input.as_bytes());
-        chat.h.advance(Duration::ZERO);
         let got = chat.got_all();
         if accepted {
             assert_eq!(
@@ -444,16 +437,13 @@ fn a_member_that_does_not_read_is_cut_off_and_the_room_goes_on() {
 }
 
 #[test]
-fn a_burst_is_written_at_once_past_the_flush_threshold_and_the_rest_at_the_end_of_the_turn() {
+fn a_burst_reaches_the_room_whole_and_in_order() {
     let mut chat = Chat::named(&["bob"]);
-    let lines = "0123456789\n".repeat(1600); // 1600 x "<alice> 0123456789\n" = 30400
+    let lines: String = (0..1600).map(|i| format!("{i:010}\n")).collect();
     chat.h.feed(lines.as_bytes());
-    let early = chat.got(1).len();
-    assert!(
-        (16 * 1024..30_400).contains(&early),
-        "{early} bytes before the end of the turn"
-    );
-    chat.h.advance(Duration::ZERO);
-    assert_eq!(early + chat.got(1).len(), 30_400);
+    let heard: String = (0..1600).map(|i| format!("<alice> {i:010}\n")).collect();
+    assert_eq!(heard.len(), 30_400);
+    assert_eq!(chat.got(1), heard);
+    assert_eq!(chat.got(0), "");
     chat.h.assert_clean();
 }

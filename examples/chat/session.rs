@@ -1,11 +1,10 @@
 //! One client's connection to the chat: a [`Session`] under a [`LineReceiver`].
 //!
-//! The session only turns lines into calls on the shared [`Server`] and decides when
-//! its queued output goes out; the chat's rules live in the server.
+//! The session only turns lines into calls on the shared [`Server`], which writes to
+//! the members through the session's context; the chat's rules live in the server.
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
 use twistor::framing::{LineContext, LineHandler, LineReceiver};
 use twistor::Reason;
@@ -42,13 +41,11 @@ pub struct Session {
 }
 
 impl Session {
-    /// Leaves the server and closes the connection, after sending what is queued
-    /// for it (a last notice, say).
+    /// Leaves the server and closes the connection, after sending what was written
+    /// to it (a last notice, say).
     fn close(&mut self, cx: &mut LineContext<'_, '_>) {
         if let Some(key) = self.key.take() {
-            let mut server = self.server.borrow_mut();
-            server.write_out(key, cx);
-            server.depart(key);
+            self.server.borrow_mut().depart(cx, key);
         }
         cx.lose_connection();
     }
@@ -63,31 +60,18 @@ impl Session {
         if let Some(key) = self.key {
             self.server
                 .borrow_mut()
-                .notice(key, b"error: line too long");
+                .notice(cx, key, b"error: line too long");
         }
         self.close(cx);
-    }
-
-    /// After every callback: writes out members with a lot queued, and makes sure
-    /// the rest goes out at the end of this turn of the reactor.
-    fn settle(&self, cx: &mut LineContext<'_, '_>) {
-        if self.server.borrow_mut().write_urgent(cx) {
-            // A zero delay runs in this turn's timer phase, after every connection
-            // with input has had its say: lines from several senders then reach
-            // each member in one write.
-            cx.call_later(Duration::ZERO, |p: &mut ChatProtocol, cx| {
-                p.handler().server.borrow_mut().flush(cx)
-            });
-        }
     }
 }
 
 impl LineHandler for Session {
     fn connection_made(&mut self, cx: &mut LineContext<'_, '_>) {
-        let key = self.server.borrow_mut().arrive(cx.id());
-        log::debug!("{}: member {key} arrived", cx.id());
+        let id = cx.id();
+        let key = self.server.borrow_mut().arrive(cx, id);
+        log::debug!("{id}: member {key} arrived");
         self.key = Some(key);
-        self.settle(cx);
     }
 
     fn line_received(&mut self, cx: &mut LineContext<'_, '_>, line: &[u8]) {
@@ -98,13 +82,12 @@ impl LineHandler for Session {
         }
         match command::parse(line) {
             Ok(Command::Quit) => {
-                self.server.borrow_mut().notice(key, b"bye");
+                self.server.borrow_mut().notice(cx, key, b"bye");
                 self.close(cx);
             }
-            Ok(command) => self.server.borrow_mut().execute(key, command),
-            Err(error) => self.server.borrow_mut().error(key, error),
+            Ok(command) => self.server.borrow_mut().execute(cx, key, command),
+            Err(error) => self.server.borrow_mut().error(cx, key, error),
         }
-        self.settle(cx);
     }
 
     fn line_length_exceeded(&mut self, cx: &mut LineContext<'_, '_>, _line: &[u8]) {
@@ -112,20 +95,15 @@ impl LineHandler for Session {
     }
 
     /// The client is done sending: it has had the answers to everything it sent
-    /// (they are queued before this), so leave and close.
+    /// (they are written before this), so leave and close.
     fn read_eof(&mut self, cx: &mut LineContext<'_, '_>) {
         self.close(cx);
-        self.settle(cx);
     }
 
     fn connection_lost(&mut self, cx: &mut LineContext<'_, '_>, reason: Reason) {
         log::debug!("{}: {reason}", cx.id());
-        let mut server = self.server.borrow_mut();
         if let Some(key) = self.key.take() {
-            server.depart(key);
+            self.server.borrow_mut().depart(cx, key);
         }
-        // The end-of-turn flush may have been this connection's timer, which died
-        // with it: flush now.
-        server.flush(cx);
     }
 }
