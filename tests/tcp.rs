@@ -399,6 +399,34 @@ fn a_large_write_after_small_ones_goes_out_at_once_in_order() {
     );
 }
 
+/// More buffers than one `writev` takes: the kernel refuses nothing, so no writable
+/// edge follows, and the buffers left over must still go out.
+#[test]
+fn a_vectored_write_of_more_buffers_than_one_writev_takes_arrives_whole() {
+    #[derive(Clone)]
+    struct ManyBufs;
+    impl Protocol for ManyBufs {
+        fn data_received(&mut self, cx: &mut Context<'_>, _: &[u8]) {
+            let pieces: Vec<Vec<u8>> = (0..200u32)
+                .map(|i| format!("{i:024},").into_bytes())
+                .collect();
+            let bufs: Vec<io::IoSlice<'_>> = pieces.iter().map(|p| io::IoSlice::new(p)).collect();
+            assert!(cx.write_vectored(&bufs));
+        }
+    }
+    let want: Vec<u8> = (0..200u32)
+        .flat_map(|i| format!("{i:024},").into_bytes())
+        .collect();
+    let mut r = Reactor::new().unwrap();
+    let addr = listen(&mut r, ManyBufs);
+    let n = want.len();
+    let c = client(addr, move |mut s| {
+        s.write_all(b"go").unwrap();
+        read_n(&mut s, n)
+    });
+    assert_eq!(drive(&mut r, c), want);
+}
+
 #[test]
 fn corked_bytes_are_flushed_before_a_graceful_close() {
     let log = Log::default();

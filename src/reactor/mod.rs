@@ -779,6 +779,7 @@ impl Core {
         let queued_bytes = c.out.len();
         let offered = (MAX_IOVECS - queued).min(bufs.len());
         slices[queued..queued + offered].copy_from_slice(&bufs[..offered]);
+        let offered_bytes: usize = slices[..queued + offered].iter().map(|s| s.len()).sum();
         let mut calls = 0;
         let result = loop {
             calls += 1;
@@ -799,7 +800,17 @@ impl Core {
         let c = self.conn_mut(id).expect("checked above");
         c.out.consume(written.min(queued_bytes));
         let rest = unwritten(bufs, written.saturating_sub(queued_bytes));
-        rest.is_empty() || self.enqueue(id, &rest)
+        if rest.is_empty() {
+            return true;
+        }
+        if written == offered_bytes {
+            // The kernel took all it was offered: what is left is what did not fit in
+            // one `writev` (too many buffers), not what it refused, so no writable
+            // edge will come for it. The end-of-turn flush sends it.
+            c.corked = true;
+            self.corked.push(id);
+        }
+        self.enqueue(id, &rest)
     }
 
     /// Offers every corked queue to the kernel (see [`send`](Self::send)), then
