@@ -41,8 +41,18 @@
 //! cargo bench --bench echo_load -- --clients 50 --busy-pool 1 --pool-nice 10
 //! ```
 //!
-//! This is a quick in-process check, not a comparison with other servers: for that use
-//! the load rig (a separate loadgen process, the same scenarios for every server).
+//! With `--listen ADDR` there are no client threads: the same server (with the same
+//! `--busy-pool` and `--pool-nice`) listens on ADDR, prints `listening on ADDR` and
+//! serves until it is killed, so the load rig's loadgen, a separate process, can drive
+//! it (BENCHMARKS.md, "Echo latency with the pool saturated"):
+//!
+//! ```text
+//! cargo bench --bench echo_load -- --listen 127.0.0.1:7000 --busy-pool 2 --pool-nice 19
+//! ```
+//!
+//! Otherwise this is a quick in-process check, not a comparison with other servers: for
+//! that use the load rig (a separate loadgen process, the same scenarios for every
+//! server).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -90,6 +100,12 @@ struct Config {
     busy_pool: usize,
     /// `Builder::pool_nice` for the server's pool.
     pool_nice: i32,
+    /// Pool threads (0: as many as `--busy-pool`, at least one).
+    threads: usize,
+    /// `Builder::busy_poll` for the reactor, in microseconds (0: off).
+    busy_poll_us: u64,
+    /// Serve on this address for an outside load generator instead of running clients.
+    listen: Option<SocketAddr>,
 }
 
 /// utime + stime of the calling thread, in seconds.
@@ -117,20 +133,26 @@ fn reactor_cpu_secs(handle: &Handle) -> f64 {
 /// Starts the echo server on its own thread; returns its address, a handle and the
 /// thread.
 fn start_server(
-    busy_pool: usize,
-    pool_nice: i32,
+    cfg: Config,
+    listen: SocketAddr,
     done: Arc<AtomicBool>,
 ) -> (SocketAddr, Handle, thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel();
+    let threads = if cfg.threads > 0 {
+        cfg.threads
+    } else {
+        cfg.busy_pool.max(1)
+    };
     let server = thread::spawn(move || {
         let mut reactor = Reactor::builder()
-            .threads(busy_pool.max(1))
-            .pool_nice(pool_nice)
+            .threads(threads)
+            .pool_nice(cfg.pool_nice)
+            .busy_poll(Duration::from_micros(cfg.busy_poll_us))
             .build()
             .expect("reactor");
         // Saturate the pool: each job spins on CPU work until the run ends, as a
         // server offloading hashing or compression would keep it.
-        for _ in 0..busy_pool {
+        for _ in 0..cfg.busy_pool {
             let done = Arc::clone(&done);
             reactor
                 .call_in_thread(move || {
@@ -144,9 +166,7 @@ fn start_server(
                 .expect("pool job");
         }
         let port = reactor
-            .listen_tcp("127.0.0.1:0".parse().unwrap(), |_: &Addr| {
-                Some(RawEcho::default())
-            })
+            .listen_tcp(listen, |_: &Addr| Some(RawEcho::default()))
             .expect("listen");
         tx.send((port.local_addr, reactor.handle())).unwrap();
         reactor.run().expect("reactor run");
@@ -194,9 +214,19 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[rank] as f64 / 1000.0
 }
 
+/// Serves on `listen` until the process is killed.
+fn serve(cfg: Config, listen: SocketAddr) {
+    let done = Arc::new(AtomicBool::new(false));
+    let (addr, _handle, server) = start_server(cfg, listen, done);
+    println!("listening on {addr}");
+    std::io::stdout().flush().expect("stdout");
+    server.join().expect("server thread");
+}
+
 fn run(cfg: Config) {
     let done = Arc::new(AtomicBool::new(false));
-    let (addr, handle, server) = start_server(cfg.busy_pool, cfg.pool_nice, Arc::clone(&done));
+    let any_port = "127.0.0.1:0".parse().expect("address");
+    let (addr, handle, server) = start_server(cfg, any_port, Arc::clone(&done));
     let begin = Instant::now();
     let start = begin + Duration::from_secs_f64(cfg.warmup);
     let end = start + Duration::from_secs_f64(cfg.secs);
@@ -252,6 +282,9 @@ fn parse_args() -> (Config, bool) {
         warmup: 1.0,
         busy_pool: 0,
         pool_nice: 0,
+        threads: 0,
+        busy_poll_us: 0,
+        listen: None,
     };
     let mut custom = false;
     let mut args = std::env::args().skip(1);
@@ -278,6 +311,15 @@ fn parse_args() -> (Config, bool) {
                 custom = true;
             }
             "--pool-nice" => cfg.pool_nice = value("pool-nice") as i32,
+            "--threads" => cfg.threads = value("threads") as usize,
+            "--busy-poll-us" => cfg.busy_poll_us = value("busy-poll-us") as u64,
+            "--listen" => {
+                let v = args.next().unwrap_or_default();
+                let addr = v
+                    .parse()
+                    .unwrap_or_else(|_| panic!("--listen needs an address, got `{v}`"));
+                cfg.listen = Some(addr);
+            }
             _ => {} // `--bench` and criterion-style filters
         }
     }
@@ -287,6 +329,10 @@ fn parse_args() -> (Config, bool) {
 
 fn main() {
     let (cfg, custom) = parse_args();
+    if let Some(listen) = cfg.listen {
+        serve(cfg, listen);
+        return;
+    }
     if custom {
         run(cfg);
         return;

@@ -423,19 +423,21 @@ pub(crate) struct WriteQueue {
     backlog: Option<Box<Backlog>>,
 }
 
-/// Most emptied backlogs kept per thread for reuse.
-const SPARE_BACKLOGS: usize = 256;
+/// Most emptied backlogs, and most chunks, kept per thread for reuse: one turn's
+/// worth of connections (the reactor's default events capacity), so a turn that
+/// corks a write for every connection it served allocates nothing.
+const SPARE_BACKLOGS: usize = 1024;
 
 /// Most bytes of chunk capacity kept per thread for reuse; only chunks of at most
 /// [`SPARE_CHUNK_BYTES`] are kept.
-const SPARE_BYTES: usize = 256 * 1024;
+const SPARE_BYTES: usize = 1024 * 1024;
 
 /// Largest chunk kept for reuse: the size of the writes that are corked.
 const SPARE_CHUNK_BYTES: usize = 4096;
 
 /// Backlogs and chunks that queues on this thread emptied, for the next ones.
-/// Bounded by [`SPARE_BACKLOGS`] and [`SPARE_BYTES`], so a burst leaves at most a few
-/// hundred KiB behind per reactor thread, never anything per connection.
+/// Bounded by [`SPARE_BACKLOGS`] and [`SPARE_BYTES`], so a burst leaves at most about
+/// a MiB behind per reactor thread, never anything per connection.
 #[derive(Default)]
 struct Spares {
     // The boxes are the allocations kept for reuse: a `WriteQueue` holds a box.
@@ -488,7 +490,7 @@ impl Spares {
         // `try_with`: a queue dropped while the thread exits finds the stock gone.
         let _ = SPARES.try_with(|s| {
             let mut s = s.borrow_mut();
-            if s.chunk_bytes + cap <= SPARE_BYTES {
+            if s.chunk_bytes + cap <= SPARE_BYTES && s.chunks.len() < SPARE_BACKLOGS {
                 s.chunk_bytes += cap;
                 s.chunks.push(chunk);
             }
@@ -550,11 +552,11 @@ impl WriteQueue {
         b.chunks.push_back(Spares::chunk(data));
     }
 
-    /// Fills `out` with the queued bytes as slices, front first.
-    pub(crate) fn slices<'s>(&'s self, out: &mut [IoSlice<'s>; MAX_IOVECS]) -> usize {
+    /// Fills `out` with the queued bytes as slices, front first (at most `N`).
+    pub(crate) fn slices<'s, const N: usize>(&'s self, out: &mut [IoSlice<'s>; N]) -> usize {
         let Some(b) = &self.backlog else { return 0 };
         let mut n = 0;
-        for (i, chunk) in b.chunks.iter().take(MAX_IOVECS).enumerate() {
+        for (i, chunk) in b.chunks.iter().take(N).enumerate() {
             let start = if i == 0 { b.head } else { 0 };
             out[i] = IoSlice::new(&chunk[start..]);
             n += 1;
@@ -595,6 +597,18 @@ impl WriteQueue {
         }
     }
 
+    /// Offers up to `N` slices of the queue to `write`: the bytes offered, and what
+    /// `write` answered.
+    fn offer<const N: usize>(
+        &self,
+        write: &mut impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+    ) -> (usize, io::Result<usize>) {
+        let mut slices = [IoSlice::new(&[]); N];
+        let count = self.slices(&mut slices);
+        let offered = slices[..count].iter().map(|s| s.len()).sum();
+        (offered, write(&slices[..count]))
+    }
+
     /// Writes as much as `write` takes, one vectored call at a time, until the queue
     /// is empty or the kernel takes less than offered. Returns the bytes written.
     pub(crate) fn drain_into(
@@ -602,11 +616,15 @@ impl WriteQueue {
         mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
     ) -> io::Result<usize> {
         let mut total = 0;
-        while !self.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let count = self.slices(&mut slices);
-            let offered: usize = slices[..count].iter().map(|s| s.len()).sum();
-            match write(&slices[..count]) {
+        while let Some(b) = &self.backlog {
+            // Most queues are one chunk (a turn's corked writes): offer it without
+            // filling a full `MAX_IOVECS` array of slices first.
+            let (offered, result) = if b.chunks.len() <= 2 {
+                self.offer::<2>(&mut write)
+            } else {
+                self.offer::<MAX_IOVECS>(&mut write)
+            };
+            match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.consume(n);
@@ -750,7 +768,9 @@ mod tests {
                 (s.backlogs.len(), s.chunks.len(), s.chunk_bytes)
             })
         };
-        let mut queues: Vec<WriteQueue> = (0..1000).map(|_| WriteQueue::default()).collect();
+        let mut queues: Vec<WriteQueue> = (0..2 * SPARE_BACKLOGS)
+            .map(|_| WriteQueue::default())
+            .collect();
         for q in &mut queues {
             q.push(&[7; 3000]);
         }
@@ -758,7 +778,7 @@ mod tests {
         let (backlogs, chunks, bytes) = stock();
         assert_eq!(backlogs, SPARE_BACKLOGS);
         assert!(
-            chunks > 0 && bytes <= SPARE_BYTES,
+            chunks > 0 && chunks <= SPARE_BACKLOGS && bytes <= SPARE_BYTES,
             "{chunks} chunks, {bytes} bytes"
         );
         let mut q = WriteQueue::default();

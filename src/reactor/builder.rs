@@ -279,6 +279,8 @@ impl Builder {
                 dirty: Vec::new(),
                 corked: Vec::new(),
                 ready: Vec::new(),
+                spare_corked: Spare::default(),
+                spare_ready: Spare::default(),
                 failed: Vec::new(),
                 now: Instant::now(),
                 next_generation: 0,

@@ -187,6 +187,10 @@ pub(crate) struct Core {
     corked: Vec<ConnId>,
     /// Sources to serve next turn without waiting for an event.
     ready: Vec<Source>,
+    /// Emptied allocations for `corked` and `ready`, swapped in while a turn walks
+    /// them (see [`Spare`]), so the steady state allocates nothing for either.
+    spare_corked: Spare<ConnId>,
+    spare_ready: Spare<Source>,
     /// Outgoing connections that failed before getting a slot, reported next turn.
     failed: Vec<(ConnId, Box<dyn Protocol>, io::Error)>,
     now: Instant,
@@ -818,13 +822,15 @@ impl Core {
     /// producer, who may cork more).
     fn flush_corked(&mut self) {
         while !self.corked.is_empty() {
-            for id in std::mem::take(&mut self.corked) {
+            let mut batch = self.spare_corked.swap(&mut self.corked);
+            for id in batch.drain(..) {
                 if let Some(c) = self.conn_mut(id) {
                     if std::mem::take(&mut c.corked) {
                         self.write_ready(id);
                     }
                 }
             }
+            self.spare_corked.keep(batch);
             self.settle();
         }
     }
@@ -1124,7 +1130,8 @@ impl Core {
 
     fn serve_carried_over(&mut self) {
         self.report_failed();
-        for source in std::mem::take(&mut self.ready) {
+        let mut batch = self.spare_ready.swap(&mut self.ready);
+        for source in batch.drain(..) {
             match source {
                 Source::Conn(id) => {
                     if self.conn(id).is_some_and(|c| c.in_ready) {
@@ -1146,6 +1153,35 @@ impl Core {
             }
             self.settle();
         }
+        self.spare_ready.keep(batch);
+    }
+}
+
+/// The emptied allocation of a list that a turn walks while the walk may add to it
+/// again (`Core::corked`, `Core::ready`). [`swap`](Self::swap) hands out the list's
+/// items and leaves the spare allocation in its place; [`keep`](Self::keep) takes the
+/// walked one back. Taking the list with `std::mem::take` instead freed it every turn
+/// and grew a new one, a `malloc` and `realloc`s per turn that the echo profile
+/// showed (see BENCHMARKS.md).
+pub(crate) struct Spare<T>(Vec<T>);
+
+impl<T> Default for Spare<T> {
+    fn default() -> Self {
+        Spare(Vec::new())
+    }
+}
+
+impl<T> Spare<T> {
+    /// The items of `list`, which is left empty with the spare allocation.
+    fn swap(&mut self, list: &mut Vec<T>) -> Vec<T> {
+        debug_assert!(self.0.is_empty());
+        std::mem::replace(list, std::mem::take(&mut self.0))
+    }
+
+    /// Keeps the (walked) allocation of `list` for the next [`swap`](Self::swap).
+    fn keep(&mut self, mut list: Vec<T>) {
+        list.clear();
+        self.0 = list;
     }
 }
 
