@@ -81,7 +81,10 @@ fn round(reactor: &mut Reactor, clients: &mut [TcpStream], reply: &mut [u8; 64])
     let deadline = Instant::now() + Duration::from_secs(20);
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     while got.iter().any(|&n| n < MESSAGE.len()) {
-        assert!(Instant::now() < deadline, "echoes did not come back: {got:?}");
+        assert!(
+            Instant::now() < deadline,
+            "echoes did not come back: {got:?}"
+        );
         COUNTING.with(|c| c.set(true));
         let turned = reactor.run_once(Some(Duration::from_millis(10)));
         COUNTING.with(|c| c.set(false));
