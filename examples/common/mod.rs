@@ -276,14 +276,16 @@ pub fn announce(addr: impl Display) {
 /// line is read stops the server cleanly instead of killing it.
 ///
 /// At debug log level (`RUST_LOG=debug`) the reactor's statistics are logged every
-/// [`STATS_INTERVAL`].
+/// [`STATS_INTERVAL`]; at info level, once more when the server has stopped.
 pub fn serve(reactor: &mut Reactor, listening: impl Display) -> io::Result<()> {
     reactor.stop_on_signals()?;
     announce(listening);
     if log::log_enabled!(log::Level::Debug) {
         reactor.call_later(STATS_INTERVAL, log_stats);
     }
-    reactor.run()
+    let result = reactor.run();
+    log::info!("stopped; stats: {}", reactor.stats());
+    result
 }
 
 /// What [`serve`] does to its reactor before announcing, for each reactor of a
