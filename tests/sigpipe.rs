@@ -5,8 +5,10 @@
 //! The test process catches `SIGPIPE` with a flag (so a regression fails the test
 //! instead of killing it), then has a protocol that does not read keep writing to
 //! clients that have closed, over TCP and over a Unix socket, until the reactor
-//! reports each connection lost. The flag must still be clear. Its own binary: the
-//! signal disposition is process-wide.
+//! reports each connection lost; and writes through the socketserver module's
+//! blocking `Connection` to closed peers until the write fails. The flag must still be
+//! clear. Its own binary: the signal disposition is process-wide, so the two checks
+//! are one test.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -14,6 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::io::{ErrorKind, IoSlice, Write};
+
+use twistor::socketserver::Connection;
 use twistor::{Addr, Context, Protocol, Reactor, Reason};
 
 /// Pauses reading (so the peer's close is not seen as end of input) and writes every
@@ -88,9 +93,39 @@ fn writes_to_a_closed_peer_raise_no_sigpipe() {
     drop(unix_client);
 
     run_until(&mut reactor, || lost.get() == 2);
+    assert!(
+        !sigpipe.load(Ordering::SeqCst),
+        "a reactor write to a closed peer raised SIGPIPE"
+    );
+
+    // The socketserver module's blocking connections, over both kinds of socket.
+    let tcp_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_peer = std::net::TcpStream::connect(tcp_listener.local_addr().unwrap()).unwrap();
+    let tcp_conn = Connection::Tcp(tcp_listener.accept().unwrap().0);
+    let (unix_conn, unix_peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    drop(tcp_peer);
+    drop(unix_peer);
+    for mut conn in [tcp_conn, Connection::Unix(unix_conn)] {
+        // Both kinds of write: std's own `write` already avoids the signal, its
+        // `write_vectored` (`writev(2)`) does not.
+        let error = (0..1000)
+            .find_map(|_| {
+                let slices = [IoSlice::new(b"are you "), IoSlice::new(b"there?\n")];
+                let vectored = conn.write_vectored(&slices).err();
+                vectored.or_else(|| conn.write(b"hello?\n").err())
+            })
+            .expect("writes to a closed peer kept succeeding");
+        assert!(
+            matches!(
+                error.kind(),
+                ErrorKind::BrokenPipe | ErrorKind::ConnectionReset
+            ),
+            "{error}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
         !sigpipe.load(Ordering::SeqCst),
-        "a write to a closed peer raised SIGPIPE"
+        "a socketserver write to a closed peer raised SIGPIPE"
     );
 }

@@ -13,6 +13,7 @@ use std::net::Shutdown;
 
 use mio::Token;
 
+use crate::net;
 use crate::protocol::{Addr, Factory, Protocol, Reason};
 use crate::timer::TimerId;
 use crate::transport::WriteQueue;
@@ -139,11 +140,11 @@ impl Stream {
     }
 
     /// One write system call: for a socket, `send(2)` for one slice and `sendmsg(2)`
-    /// for several (see [`send_slices`]).
+    /// for several (see [`net::send_slices`]).
     pub(crate) fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => send_slices(&*s, bufs),
-            Stream::Unix(s) => send_slices(&*s, bufs),
+            Stream::Tcp(s) => net::send_slices(&*s, bufs),
+            Stream::Unix(s) => net::send_slices(&*s, bufs),
             Stream::Stdio(s) => s.write_vectored(bufs),
         }
     }
@@ -407,26 +408,6 @@ pub(crate) struct Listener {
     /// descriptor frees up.
     pub(crate) backoff: Option<TimerId>,
     pub(crate) in_ready: bool,
-}
-
-/// Writes `bufs` to a connected socket with one system call, `send(2)` for one slice
-/// and `sendmsg(2)` for several, both with `MSG_NOSIGNAL`: a peer that has gone away
-/// gives `EPIPE`, never a `SIGPIPE` that would kill a program that has not ignored it
-/// (`writev(2)` has no such flag; `tests/sigpipe.rs`). The socket calls also skip the
-/// file layer `writev(2)` goes through: 1–3 % fewer kernel instructions per echoed
-/// message (BENCHMARKS.md).
-fn send_slices(socket: impl std::os::fd::AsFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-    use rustix::net::{send, sendmsg, SendAncillaryBuffer, SendFlags};
-    let sent = match bufs {
-        [one] => send(socket, one, SendFlags::NOSIGNAL),
-        _ => sendmsg(
-            socket,
-            bufs,
-            &mut SendAncillaryBuffer::default(),
-            SendFlags::NOSIGNAL,
-        ),
-    };
-    Ok(sent?)
 }
 
 #[cfg(test)]

@@ -107,18 +107,18 @@ impl Read for Connection {
     }
 }
 
+/// Writes go through `send(2)`/`sendmsg(2)` with `MSG_NOSIGNAL`, as the reactor's do:
+/// a client that has gone away is an `EPIPE` error for the handler, never a `SIGPIPE`
+/// for the process.
 impl Write for Connection {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Connection::Tcp(s) => s.write(buf),
-            Connection::Unix(s) => s.write(buf),
-        }
+        self.write_vectored(&[IoSlice::new(buf)])
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Connection::Tcp(s) => s.write_vectored(bufs),
-            Connection::Unix(s) => s.write_vectored(bufs),
+            Connection::Tcp(s) => crate::net::send_slices(&*s, bufs),
+            Connection::Unix(s) => crate::net::send_slices(&*s, bufs),
         }
     }
 
