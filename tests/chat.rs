@@ -130,6 +130,21 @@ impl Server {
         )
     }
 
+    /// Stops a server started with [`Server::start_logged`] (SIGTERM) and returns its
+    /// log.
+    fn stop_log(mut self) -> String {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.proc.0.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let mut log = String::new();
+        let mut stderr = self.proc.0.stderr.take().expect("piped stderr");
+        stderr.read_to_string(&mut log).expect("read the log");
+        assert!(self.proc.wait().success(), "exit status 0");
+        log
+    }
+
     fn spawn(cmd: &mut Command, extra: &[&str]) -> Server {
         let mut child = cmd
             .args(["--listen", "127.0.0.1:0"])
@@ -614,23 +629,6 @@ fn two_hundred_members_each_hear_the_199_others() {
         assert_eq!(heard, others, "{} heard the others exactly once", c.nick);
     }
     clients[0].expect_nothing_else("lobby");
-}
-
-impl Server {
-    /// Stops a server started with [`Server::start_logged`] (SIGTERM) and returns its
-    /// log.
-    fn stop_log(mut self) -> String {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.proc.0.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let mut log = String::new();
-        let mut stderr = self.proc.0.stderr.take().expect("piped stderr");
-        stderr.read_to_string(&mut log).expect("read the log");
-        assert!(self.proc.wait().success(), "exit status 0");
-        log
-    }
 }
 
 /// The reactor's count of write system calls, from the statistics the server logs
