@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use twistor::{Context, Protocol, Reactor, Reason};
@@ -397,6 +397,82 @@ fn a_large_write_after_small_ones_goes_out_at_once_in_order() {
         calls >= 2,
         "the large writes did not wait for the end of the turn"
     );
+}
+
+// ----- coalesced writes -----
+
+/// After a turn that wrote, a reactor with `coalesce_writes` sleeps out the window
+/// before it polls again: a request sent the moment the previous reply arrived is
+/// read no sooner than the window after that reply was written. (A lower bound that
+/// the sleep guarantees; without the pacing the gap is one loopback round trip.)
+#[test]
+fn coalesce_writes_waits_the_window_after_a_turn_that_wrote() {
+    let window = Duration::from_millis(200);
+    let mut r = Reactor::builder().coalesce_writes(window).build().unwrap();
+    let reads: Rc<RefCell<Vec<Instant>>> = Rc::default();
+    let seen = reads.clone();
+    let addr = listen(
+        &mut r,
+        Rec::new(&Log::default()).on_data(move |cx, d| {
+            seen.borrow_mut().push(cx.now());
+            cx.write(d);
+        }),
+    );
+    let c = client(addr, |mut s| {
+        for byte in [b"a", b"b"] {
+            s.write_all(byte).unwrap();
+            assert_eq!(read_n(&mut s, 1), byte);
+        }
+    });
+    drive(&mut r, c);
+    let reads = reads.borrow();
+    assert_eq!(reads.len(), 2);
+    assert!(
+        reads[1] - reads[0] >= window,
+        "read again {:?} after a reply, inside the {window:?} window",
+        reads[1] - reads[0]
+    );
+}
+
+/// The window never outlasts a due timer: with an hour's window, a timer due in a
+/// millisecond still fires (and here stops the reactor).
+#[test]
+fn coalesce_writes_never_sleeps_past_a_due_timer() {
+    let builder = Reactor::builder().coalesce_writes(Duration::from_secs(3600));
+    let (mut rt, addr) = spawn_reactor_with(builder, |r| {
+        listen(
+            r,
+            Rec::new(&Log::default()).on_data(|cx, d| {
+                cx.write(d);
+                cx.call_later(Duration::from_millis(1), |_: &mut Rec, cx| {
+                    cx.stop_reactor()
+                });
+            }),
+        )
+    });
+    let mut s = connect(addr);
+    s.write_all(b"x").unwrap();
+    assert_eq!(read_n(&mut s, 1), b"x");
+    rt.join();
+}
+
+/// Only a turn that wrote is paced: after a turn that only read, the reactor blocks
+/// in poll as usual and a stop from another thread reaches it at once (with an hour's
+/// window, a pause here would outlast the watchdog).
+#[test]
+fn coalesce_writes_does_not_pace_a_turn_that_wrote_nothing() {
+    let builder = Reactor::builder().coalesce_writes(Duration::from_secs(3600));
+    let (tx, rx) = mpsc::channel();
+    let (rt, addr) = spawn_reactor_with(builder, move |r| {
+        listen(
+            r,
+            Rec::new(&Log::default()).on_data(move |_, d| tx.send(d.to_vec()).unwrap()),
+        )
+    });
+    let mut s = connect(addr);
+    s.write_all(b"quiet").unwrap();
+    assert_eq!(rx.recv_timeout(WATCHDOG).unwrap(), b"quiet");
+    rt.stop_and_join();
 }
 
 /// More buffers than one `writev` takes: the kernel refuses nothing, so no writable

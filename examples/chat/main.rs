@@ -25,10 +25,15 @@
 //! read, so that more than `--max-backlog` bytes (default 1 MiB) wait for it, is
 //! disconnected (its queued output dropped) without slowing the rest of the room.
 //!
+//! While busy, the server reads and writes at most once per `--coalesce-us`
+//! microseconds (default 300; 0 turns it off), so each member gets one write carrying
+//! all the lines of that window rather than one write per line: about a fifth less
+//! CPU at a busy room's rates, for at most that much added latency.
+//!
 //! Run it:
 //!
 //! ```text
-//! cargo run --release --example chat -- [--listen 127.0.0.1:8000] [--max-line 4096] [--max-backlog 1048576]
+//! cargo run --release --example chat -- [--listen 127.0.0.1:8000] [--max-line 4096] [--max-backlog 1048576] [--coalesce-us 300]
 //! ```
 //!
 //! Poke it with `nc 127.0.0.1 8000` in two terminals (or with `chat_client`), type a
@@ -46,6 +51,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::rc::Rc;
+use std::time::Duration;
 
 use common::{exit_status, init_logging, serve, Cli};
 use server::Server;
@@ -56,6 +62,7 @@ use twistor::{Addr, Reactor};
 struct Limits {
     max_line_bytes: usize,
     max_backlog_bytes: usize,
+    coalesce: Duration,
 }
 
 fn main() -> ExitCode {
@@ -73,10 +80,17 @@ fn main() -> ExitCode {
             "1048576",
             "unsent output after which a member that does not read is cut off",
         )
+        .option(
+            "coalesce-us",
+            "MICROS",
+            "300",
+            "while busy, read and write at most once per this many µs (0: off)",
+        )
         .parse();
     let limits = Limits {
         max_line_bytes: args.value("max-line"),
         max_backlog_bytes: args.value("max-backlog"),
+        coalesce: Duration::from_micros(args.value("coalesce-us")),
     };
     exit_status("chat", run(args.listen_addr(), limits))
 }
@@ -84,8 +98,11 @@ fn main() -> ExitCode {
 fn run(addr: SocketAddr, limits: Limits) -> io::Result<()> {
     // The write cap is the slow-consumer rule: a write that would leave more than
     // `max_backlog` bytes queued for a member closes that member's connection alone.
+    // Fanout is where coalescing pays: each member gets one write per window carrying
+    // every line of it, not one per line (see `Builder::coalesce_writes`).
     let mut reactor = Reactor::builder()
         .write_cap_bytes(limits.max_backlog_bytes)
+        .coalesce_writes(limits.coalesce)
         .build()?;
     let server = Rc::new(RefCell::new(Server::default()));
     let port = reactor.listen_tcp(addr, move |_: &Addr| {

@@ -425,6 +425,7 @@ impl Reactor {
             self.cancel_queued_jobs();
             self.core.begin_shutdown();
         }
+        let writes = self.core.counters.write_calls;
         // Writes made between turns (`write_to` from outside the loop) go out before
         // the poll can block.
         self.core.flush_corked();
@@ -461,6 +462,9 @@ impl Reactor {
         }
         self.run_timers();
         self.core.flush_corked();
+        if self.core.counters.write_calls != writes {
+            self.core.pace();
+        }
         Ok(())
     }
 
@@ -635,6 +639,19 @@ impl Core {
                 c.in_ready = true;
                 self.ready.push(Source::Conn(id));
             }
+        }
+    }
+
+    /// After a turn that wrote: sleeps for the builder's `coalesce_writes` window,
+    /// less if a timer is due sooner, not at all if work is already waiting, so that
+    /// the next turn gathers what arrives meanwhile.
+    fn pace(&mut self) {
+        let window = self.config.coalesce_writes;
+        if window.is_zero() {
+            return;
+        }
+        if let Some(nap) = self.poll_timeout(Some(window)).filter(|t| !t.is_zero()) {
+            std::thread::sleep(nap);
         }
     }
 

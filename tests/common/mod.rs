@@ -413,10 +413,18 @@ pub struct ReactorThread {
 pub fn spawn_reactor<T: Send + 'static>(
     setup: impl FnOnce(&mut Reactor) -> T + Send + 'static,
 ) -> (ReactorThread, T) {
+    spawn_reactor_with(Reactor::builder(), setup)
+}
+
+/// [`spawn_reactor`] for a reactor built by `builder`.
+pub fn spawn_reactor_with<T: Send + 'static>(
+    builder: twistor::Builder,
+    setup: impl FnOnce(&mut Reactor) -> T + Send + 'static,
+) -> (ReactorThread, T) {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (done_tx, done) = mpsc::channel();
     let thread = thread::spawn(move || {
-        let mut r = Reactor::new().expect("reactor");
+        let mut r = builder.build().expect("reactor");
         let value = setup(&mut r);
         ready_tx.send((r.handle(), value)).unwrap();
         let _ = done_tx.send(r.run());
