@@ -27,7 +27,7 @@
 //!
 //! While busy, the server reads and writes at most once per `--coalesce-us`
 //! microseconds (default 300; 0 turns it off), so each member gets one write carrying
-//! all the lines of that window rather than one write per line: about a fifth less
+//! all the lines of that window rather than one write per line: about a quarter less
 //! CPU at a busy room's rates, for at most that much added latency.
 //!
 //! Run it:

@@ -246,7 +246,7 @@ impl Builder {
     /// get one `send` carrying several lines instead of one per line. A turn's cost is
     /// mostly one system call per connection it writes to, whatever they carry, so
     /// fewer turns cost less: at 1,000 lines/s from each of 10 senders into a
-    /// 100-member room, a 300 µs window saves about a fifth of the server's CPU (see
+    /// 100-member room, a 300 µs window saves about a quarter of the server's CPU (see
     /// BENCHMARKS.md). This is interrupt coalescing, done in the loop.
     ///
     /// The price is latency: a message can wait up to `window` before it is read, and
