@@ -11,7 +11,8 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::thread;
+use std::time::Duration;
 
 use common::*;
 use twistor::{Context, Protocol, Reactor, Reason};
@@ -408,30 +409,57 @@ fn a_large_write_after_small_ones_goes_out_at_once_in_order() {
 #[test]
 fn coalesce_writes_waits_the_window_after_a_turn_that_wrote() {
     let window = Duration::from_millis(200);
-    let mut r = Reactor::builder().coalesce_writes(window).build().unwrap();
-    let reads: Rc<RefCell<Vec<Instant>>> = Rc::default();
-    let seen = reads.clone();
-    let addr = listen(
-        &mut r,
-        Rec::new(&Log::default()).on_data(move |cx, d| {
-            seen.borrow_mut().push(cx.now());
-            cx.write(d);
-        }),
-    );
-    let c = client(addr, |mut s| {
-        for byte in [b"a", b"b"] {
-            s.write_all(byte).unwrap();
-            assert_eq!(read_n(&mut s, 1), byte);
-        }
+    let (tx, reads) = mpsc::channel();
+    let builder = Reactor::builder().coalesce_writes(window);
+    let (rt, addr) = spawn_reactor_with(builder, move |r| {
+        listen(
+            r,
+            Rec::new(&Log::default()).on_data(move |cx, d| {
+                tx.send(cx.now()).unwrap();
+                cx.write(d);
+            }),
+        )
     });
-    drive(&mut r, c);
-    let reads = reads.borrow();
-    assert_eq!(reads.len(), 2);
+    let mut s = connect(addr);
+    for byte in [b"a", b"b"] {
+        s.write_all(byte).unwrap();
+        assert_eq!(read_n(&mut s, 1), byte);
+    }
+    let first = reads.recv_timeout(WATCHDOG).unwrap();
+    let second = reads.recv_timeout(WATCHDOG).unwrap();
     assert!(
-        reads[1] - reads[0] >= window,
+        second - first >= window,
         "read again {:?} after a reply, inside the {window:?} window",
-        reads[1] - reads[0]
+        second - first
     );
+    rt.stop_and_join();
+}
+
+/// `run_once` never sleeps longer than the timeout it is given, so a program that
+/// turns the reactor from its own loop keeps its pace even with an hour's window.
+#[test]
+fn coalesce_writes_never_sleeps_past_the_run_once_timeout() {
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut r = Reactor::builder()
+            .coalesce_writes(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let log = Log::default();
+        addr_tx.send(listen(&mut r, Rec::echo(&log))).unwrap();
+        // `run_until` turns with a short timeout: each turn after the echo's write
+        // may sleep that long at most.
+        run_until(&mut r, |_| log.count(|e| matches!(e, Ev::Eof(_))) == 1);
+        done_tx.send(()).unwrap();
+    });
+    let mut s = connect(addr_rx.recv_timeout(WATCHDOG).unwrap());
+    s.write_all(b"x").unwrap();
+    assert_eq!(read_n(&mut s, 1), b"x");
+    drop(s);
+    done_rx
+        .recv_timeout(WATCHDOG)
+        .expect("watchdog: run_once slept past its timeout");
 }
 
 /// The window never outlasts a due timer: with an hour's window, a timer due in a

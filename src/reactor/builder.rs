@@ -251,7 +251,9 @@ impl Builder {
     ///
     /// The price is latency: a message can wait up to `window` before it is read, and
     /// so can a [`Handle`](crate::Handle) call or stop; a saturated reactor loses up
-    /// to `window` of every turn. An idle reactor blocks in `epoll_wait` as before.
+    /// to `window` of every turn. An idle reactor blocks in `epoll_wait` as before, and
+    /// [`Reactor::run_once`] never sleeps longer than the timeout it is given (with a
+    /// zero timeout, a program that turns the reactor from its own loop paces itself).
     /// Worth it for fanout, where each turn writes to many connections; not for
     /// request/response servers whose latency matters.
     ///

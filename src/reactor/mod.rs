@@ -429,8 +429,8 @@ impl Reactor {
         // Writes made between turns (`write_to` from outside the loop) go out before
         // the poll can block.
         self.core.flush_corked();
-        let timeout = self.core.poll_timeout(timeout);
-        self.poll(timeout)?;
+        let wait = self.core.poll_timeout(timeout);
+        self.poll(wait)?;
         let core = &mut self.core;
         core.now = Instant::now();
         let mut woken = false;
@@ -463,7 +463,7 @@ impl Reactor {
         self.run_timers();
         self.core.flush_corked();
         if self.core.counters.write_calls != writes {
-            self.core.pace();
+            self.core.pace(timeout);
         }
         Ok(())
     }
@@ -643,13 +643,15 @@ impl Core {
     }
 
     /// After a turn that wrote: sleeps for the builder's `coalesce_writes` window,
-    /// less if a timer is due sooner, not at all if work is already waiting, so that
-    /// the next turn gathers what arrives meanwhile.
-    fn pace(&mut self) {
+    /// less if a timer is due sooner or the turn's caller (`run_once`) allowed less,
+    /// not at all if work is already waiting, so that the next turn gathers what
+    /// arrives meanwhile.
+    fn pace(&mut self, limit: Option<Duration>) {
         let window = self.config.coalesce_writes;
         if window.is_zero() {
             return;
         }
+        let window = limit.map_or(window, |t| t.min(window));
         if let Some(nap) = self.poll_timeout(Some(window)).filter(|t| !t.is_zero()) {
             std::thread::sleep(nap);
         }
