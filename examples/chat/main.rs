@@ -25,10 +25,10 @@
 //! read, so that more than `--max-backlog` bytes (default 1 MiB) wait for it, is
 //! disconnected (its queued output dropped) without slowing the rest of the room.
 //!
-//! While busy, the server reads and writes at most once per `--coalesce-us`
-//! microseconds (default 300; 0 turns it off), so each member gets one write carrying
-//! all the lines of that window rather than one write per line: about a quarter less
-//! CPU at a busy room's rates, for at most that much added latency.
+//! After each round of writes the server waits `--coalesce-us` microseconds (default
+//! 300; 0 turns it off) before it reads again, so each member's next write carries
+//! every line that arrived meanwhile rather than one write per line: about a quarter
+//! less CPU at a busy room's rates, for at most that much added latency.
 //!
 //! Run it:
 //!
@@ -84,7 +84,7 @@ fn main() -> ExitCode {
             "coalesce-us",
             "MICROS",
             "300",
-            "while busy, read and write at most once per this many µs (0: off)",
+            "after writing, wait this many µs before reading again (0: off)",
         )
         .parse();
     let limits = Limits {
