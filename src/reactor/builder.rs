@@ -254,6 +254,9 @@ impl Builder {
     /// to `window` of every turn. An idle reactor blocks in `epoll_wait` as before, and
     /// [`Reactor::run_once`] never sleeps longer than the timeout it is given (with a
     /// zero timeout, a program that turns the reactor from its own loop paces itself).
+    /// The sleep is the kernel's timer: it runs past `window` by the thread's timer
+    /// slack (50 µs by default) and, on a busy VM, by whatever the hypervisor adds
+    /// (BENCHMARKS.md measured a 300 µs sleep at 391 µs median, 1.5 ms at p99).
     /// Worth it for fanout, where each turn writes to many connections; not for
     /// request/response servers whose latency matters.
     ///
