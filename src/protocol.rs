@@ -216,15 +216,18 @@ pub struct PeerCredentials {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Reason {
-    /// A clean close: we called `lose_connection` and everything queued was sent, or
-    /// the peer closed cleanly (Twisted's `ConnectionDone`).
+    /// A clean close: we called `lose_connection`, everything queued went to the
+    /// kernel, and the peer then ended its side (see `Builder::linger`); or the peer
+    /// closed cleanly (Twisted's `ConnectionDone`).
     Done,
     /// The peer went away uncleanly: reset, broken pipe (Twisted's `ConnectionLost`).
     Lost(io::Error),
     /// We called `abort_connection`; queued bytes were dropped and the peer saw a reset.
     Aborted,
-    /// A deadline passed: the idle timeout, or a graceful close or shutdown that the
-    /// peer did not let finish in time.
+    /// A deadline or bound passed: the idle timeout, or a graceful close or shutdown
+    /// that the peer did not let finish in time (it did not take the queued bytes,
+    /// or, while we lingered after our end, did not end its own within the linger's
+    /// time or byte bound), or pool jobs the close waited for that did not finish.
     TimedOut,
     /// The write buffer would have passed its cap (a peer that does not read); queued
     /// bytes were dropped.

@@ -743,8 +743,14 @@ impl<P: Protocol> Harness<P> {
     /// A pool job's result is back: `done` runs with the protocol if the connection is
     /// still there (`Reactor::job_finished`).
     fn deliver(&mut self, id: ConnId, done: BoundDone, result: crate::transport::JobResult) {
-        if self.kit.live(id).is_some_and(|c| c.made) {
+        if let Some(c) = self.kit.live_mut(id).filter(|c| c.made) {
+            c.jobs -= 1;
+            c.job_writes = true;
             self.invoke(id, move |p, cx| done(p, cx, result));
+            if let Some(c) = self.kit.live_mut(id) {
+                c.job_writes = false;
+            }
+            self.kit.mark_dirty(id);
         } else {
             log::debug!("{id}: dropping a pool result: the connection is gone");
         }
@@ -795,7 +801,11 @@ impl<P: Protocol> Harness<P> {
                 continue;
             }
             if c.losing {
-                self.finish(id, Reason::Done);
+                // The kit's kernel never resets, so nothing to linger for: a graceful
+                // close ends once flushed and the connection's pool results are in.
+                if c.jobs == 0 {
+                    self.finish(id, Reason::Done);
+                }
             } else if c.shutdown_write && !c.write_shut {
                 c.write_shut = true;
                 log::trace!("{id}: write side shut");
@@ -984,6 +994,10 @@ struct FakeConn {
     resumed: bool,
     read_eof: bool,
     losing: bool,
+    /// Pool jobs of this connection not delivered yet: a graceful close waits for them.
+    jobs: u32,
+    /// A pool result is being delivered: its writes are accepted while closing.
+    job_writes: bool,
     shutdown_write: bool,
     write_shut: bool,
     producer_paused: bool,
@@ -1011,6 +1025,8 @@ impl FakeConn {
             resumed: false,
             read_eof: false,
             losing: false,
+            jobs: 0,
+            job_writes: false,
             shutdown_write: false,
             write_shut: false,
             producer_paused: false,
@@ -1028,7 +1044,7 @@ impl FakeConn {
     }
 
     fn accepts_writes(&self) -> bool {
-        !self.is_closing() && !self.shutdown_write
+        self.close.is_none() && (!self.losing || self.job_writes) && !self.shutdown_write
     }
 
     /// A readable event would do something now.
@@ -1216,11 +1232,10 @@ impl Driver for Kit {
             return;
         }
         c.losing = true;
-        if c.out.is_empty() {
-            self.mark_dirty(id);
-        } else {
+        if !c.out.is_empty() || c.jobs > 0 {
             self.track_timer(id, deadline, Task::CloseDeadline(id));
         }
+        self.mark_dirty(id);
     }
 
     fn lose_write_connection(&mut self, id: ConnId) {
@@ -1321,6 +1336,9 @@ impl Driver for Kit {
             || self.jobs.len() >= self.settings.pool_queue_jobs
         {
             return Err(PoolBusy);
+        }
+        if let Some(c) = self.live_mut(id) {
+            c.jobs += 1;
         }
         self.jobs.push_back(Job {
             id,

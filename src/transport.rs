@@ -121,9 +121,16 @@ impl<'a> Context<'a> {
 
     /// Flushes what is queued, then closes (Twisted's `loseConnection`).
     ///
-    /// Reading stops at once. Writes after this are dropped (and logged at debug). A
-    /// peer that never reads cannot hold the connection open: after the reactor's
-    /// close timeout it is aborted with [`Reason::TimedOut`](crate::Reason::TimedOut).
+    /// Reading stops at once: nothing more reaches `data_received`. Writes after this
+    /// are dropped (and logged at debug), except those of the `done` callbacks of this
+    /// connection's pool jobs that are still out: the close waits for them (see
+    /// [`defer_to_thread`](Self::defer_to_thread)). Once everything is flushed, the
+    /// write side is shut and the close *lingers* until the peer closes its side,
+    /// discarding what it still sends, so that no reset throws away the bytes the
+    /// kernel has yet to deliver (bounded by `Builder::linger`). `connection_lost`
+    /// then gets [`Reason::Done`](crate::Reason::Done). A peer that never reads cannot
+    /// hold the connection open: after the reactor's close timeout it is aborted with
+    /// [`Reason::TimedOut`](crate::Reason::TimedOut).
     pub fn lose_connection(&mut self) {
         self.driver.lose_connection(self.id)
     }
@@ -252,7 +259,11 @@ impl<'a> Context<'a> {
     /// Results come back in completion order; a connection that must answer in
     /// request order puts them back in order with [`InOrder`](crate::InOrder). If the
     /// connection is lost before the job ends, the result is dropped (logged at debug)
-    /// and `done` never runs. A job that panics gives `done` a
+    /// and `done` never runs. A *graceful* close does not lose it: `lose_connection`
+    /// (and so a framer's close and the default `read_eof` after the peer half-closes)
+    /// waits for the connection's jobs still out, runs their `done` callbacks and
+    /// sends what they write, then closes; the close timeout bounds that wait. A job
+    /// that panics gives `done` a
     /// [`JobError::Panicked`]; a job still queued when the reactor stops never runs
     /// and gives `done` a [`JobError::Cancelled`].
     ///

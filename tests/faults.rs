@@ -530,7 +530,9 @@ fn line_bombs_are_cut_off_or_discarded_and_memory_stays_flat() {
     let (sent, err) = drive(&mut r, bomb);
     assert!(err.is_some() && sent < BOMB_BYTES, "sent {sent} bytes");
     run_until(&mut r, |_| log.lost(closing_id).is_some());
-    assert_eq!(log.lost(closing_id), Some(Why::Done));
+    // The close lingered, discarding what the bomb kept sending, until the linger's
+    // byte bound: the peer never confirmed the end.
+    assert_eq!(log.lost(closing_id), Some(Why::TimedOut));
     assert_eq!(closing.exceeded.get(), 1);
     good.wait_served(&mut r, 3);
 
@@ -1051,6 +1053,8 @@ fn a_stop_with_megabytes_in_flight_delivers_every_byte_before_closing() {
     }
     let (got, err) = read_to_eof(&mut good_sock);
     assert_eq!((got, err.map(|e| e.kind())), (vec![], None));
+    // Our end confirms the server's: its lingering close ends cleanly.
+    drop(good_sock);
 
     let ended = ended.recv_timeout(WATCHDOG).expect("run() did not return");
     ended.result.expect("run()");
@@ -1245,7 +1249,7 @@ fn pool_faults_during_a_stop_are_reported_and_waited_for() {
             })
         })
         .collect();
-    let mut panickers: Vec<TcpStream> = panickers
+    let panickers: Vec<TcpStream> = panickers
         .into_iter()
         .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
         .collect();
@@ -1279,20 +1283,27 @@ fn pool_faults_during_a_stop_are_reported_and_waited_for() {
     handle.stop();
     // The queued jobs are cancelled as the stop begins, while their connections can
     // still hear it; then the connections close.
-    for s in &mut later {
-        assert_eq!(read_line(s), "cancelled");
-        assert_eq!(read_to_eof(s).0, b"");
+    // Each socket is dropped once read to its end, confirming the server's
+    // lingering close.
+    for mut s in later {
+        assert_eq!(read_line(&mut s), "cancelled");
+        assert_eq!(read_to_eof(&mut s).0, b"");
     }
-    for s in panickers.iter_mut().chain([&mut good_sock, &mut slow_sock]) {
-        let (got, err) = read_to_eof(s);
+    for mut s in panickers.into_iter().chain([good_sock]) {
+        let (got, err) = read_to_eof(&mut s);
         assert!(got.is_empty() && err.is_none(), "{got:?} {err:?}");
     }
-    // Every connection is gone, but two jobs still run: run() must wait for them.
+    // Two jobs still run, and the slow one's connection waits for its result (a
+    // graceful close waits for the connection's pool jobs): run() must wait too.
     assert!(
         matches!(ended.try_recv(), Err(mpsc::TryRecvError::Empty)),
         "run() returned while jobs were running"
     );
     gate.open();
+    assert_eq!(read_line(&mut slow_sock), "slow done");
+    let (got, err) = read_to_eof(&mut slow_sock);
+    assert!(got.is_empty() && err.is_none(), "{got:?} {err:?}");
+    drop(slow_sock);
     let ended = ended.recv_timeout(WATCHDOG).expect("run() did not return");
     ended.result.expect("run()");
     assert_eq!(

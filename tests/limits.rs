@@ -276,6 +276,8 @@ fn stats_count_what_happened_and_return_to_zero() {
         assert_closed_by_server(&mut connect(addr));
         first.write_all(b"bye").unwrap();
         let _ = read_to_eof(&mut first);
+        // Closing our end ends the server's lingering close and frees its slot.
+        drop(first);
         for command in [&b"abort"[..], b"panic", b"flood"] {
             let mut s = connect(addr);
             s.write_all(command).unwrap();

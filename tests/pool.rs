@@ -229,6 +229,7 @@ fn a_result_for_a_lost_connection_is_dropped_not_given_to_the_slots_next_owner()
                 };
                 cx.defer_to_thread(job, done).unwrap();
             }
+            "abort" => cx.abort_connection(),
             _ => {
                 cx.write(b"pong\n");
             }
@@ -236,11 +237,13 @@ fn a_result_for_a_lost_connection_is_dropped_not_given_to_the_slots_next_owner()
     };
     let addr = listen_lines(&mut r, &log, None, hook);
 
+    // Lost by an abort: a graceful close (the peer's end, say) would wait for the job.
     let mut old = connect(addr);
     old.write_all(b"work\n").unwrap();
     recv_turning(&mut r, &started, 1);
-    drop(old);
+    old.write_all(b"abort\n").unwrap();
     run_until(&mut r, |_| log.lost_count() == 1);
+    drop(old);
     assert_eq!(r.pending_jobs(), 1, "the job still runs");
 
     let mut new = connect(addr);
@@ -487,8 +490,8 @@ fn stop_scene(wait_for_jobs: bool) -> StopScene {
 
 /// A stop drops the queued jobs: their `done`s get `Cancelled` before the
 /// connection's `connection_lost`, and what they write still reaches the client. With
-/// `wait_for_jobs_on_stop(true)`, `run()` returns only after the running job has
-/// finished; its result is then dropped, its connection being gone.
+/// `wait_for_jobs_on_stop(true)`, the connection's graceful close waits for the
+/// running job and sends what its `done` writes, so `run()` returns only after it.
 #[test]
 fn stop_cancels_queued_jobs_before_connection_lost_and_waits_for_the_running_one() {
     let StopScene {
@@ -497,15 +500,20 @@ fn stop_cancels_queued_jobs_before_connection_lost_and_waits_for_the_running_one
         rec,
         gate,
         finished,
-        lost,
+        lost: _lost,
         mut client,
     } = stop_scene(true);
-    // Let the running job end only once the stop has closed the connection, so that
-    // the stop has to wait for it.
-    let releaser = thread::spawn(move || {
-        lost.recv_timeout(WATCHDOG)
-            .expect("the connection was lost");
+    let cancelled = format!("{:?}", Err::<(), _>(JobError::Cancelled));
+    // The client lets the running job end only once the stop has cancelled the
+    // queued ones, so that the stop has to wait for it; then it reads to the end and
+    // closes, which ends the server's lingering close.
+    let reader = thread::spawn(move || {
+        let mut got = read_line(&mut client) + &read_line(&mut client);
         gate.open(0);
+        let (rest, err) = read_to_eof(&mut client);
+        assert!(err.is_none(), "{err:?}");
+        got += std::str::from_utf8(&rest).unwrap();
+        got
     });
     r.stop();
     r.run().unwrap();
@@ -513,9 +521,12 @@ fn stop_cancels_queued_jobs_before_connection_lost_and_waits_for_the_running_one
         finished.load(Ordering::SeqCst),
         "run() returned before the running job finished"
     );
-    releaser.join().unwrap();
+    let got = reader.join().unwrap();
+    assert_eq!(
+        got,
+        format!("q1 {cancelled}\nq2 {cancelled}\nblock Ok(())\n")
+    );
 
-    let cancelled = format!("{:?}", Err::<(), _>(JobError::Cancelled));
     let conn = log.made()[0];
     assert_eq!(
         log.events(),
@@ -523,18 +534,12 @@ fn stop_cancels_queued_jobs_before_connection_lost_and_waits_for_the_running_one
             Ev::Made(conn),
             Ev::Mark(format!("q1 {cancelled}")),
             Ev::Mark(format!("q2 {cancelled}")),
+            Ev::Mark("block Ok(())".to_owned()),
             Ev::Lost(conn, Why::Done),
         ]
     );
     assert_eq!(recorded(&rec), [format!("reactor job {cancelled}")]);
-    let (got, _) = read_to_eof(&mut client);
-    assert_eq!(
-        String::from_utf8(got).unwrap(),
-        format!("q1 {cancelled}\nq2 {cancelled}\n")
-    );
-    // The running job's result is still on its way in; it is dropped, never run.
-    run_until(&mut r, |r| r.pending_jobs() == 0);
-    assert!(!log.has_mark("block Ok(())"));
+    assert_eq!(r.pending_jobs(), 0);
     log.check_lifecycles();
 }
 
@@ -552,6 +557,8 @@ fn stop_without_waiting_returns_while_a_job_runs_and_leaves_it_to_finish() {
         lost: _lost,
         mut client,
     } = stop_scene(false);
+    // The client reads to the end and closes, ending the server's lingering close.
+    let reader = thread::spawn(move || read_to_eof(&mut client));
     // Opens the gate if run() has not returned by the watchdog, so that a stop that
     // wrongly waits fails this test instead of hanging it.
     let (returned_tx, returned) = mpsc::channel::<()>();
@@ -579,7 +586,7 @@ fn stop_without_waiting_returns_while_a_job_runs_and_leaves_it_to_finish() {
     let cancelled = format!("{:?}", Err::<(), _>(JobError::Cancelled));
     assert_eq!(recorded(&rec), [format!("reactor job {cancelled}")]);
     assert_eq!(log.lost_count(), 1);
-    let (got, _) = read_to_eof(&mut client);
+    let (got, _) = reader.join().unwrap();
     assert_eq!(
         String::from_utf8(got).unwrap(),
         format!("q1 {cancelled}\nq2 {cancelled}\n")

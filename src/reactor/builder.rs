@@ -11,6 +11,17 @@ const DEFAULT_POOL_QUEUE_JOBS: usize = 4096;
 /// that a connection flood meets a limit before it meets the descriptor table.
 const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
 
+/// Default bound on the wait for the peer's end after a graceful close has flushed and
+/// shut the write side: nginx's `lingering_timeout`. A peer that has sent nothing for
+/// this long after our FIN has nothing in flight that could still turn our close
+/// into a reset.
+const DEFAULT_LINGER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default bound on the input discarded while lingering: more than a peer can have in
+/// flight when the close begins (Linux's largest default receive buffer, 6 MiB, plus
+/// its send buffer, 4 MiB), so only a peer that keeps sending after our FIN reaches it.
+const DEFAULT_LINGER_BYTES: usize = 16 * 1024 * 1024;
+
 /// Limits and tunables, set through [`Builder`].
 #[derive(Clone, Debug)]
 pub(super) struct Config {
@@ -24,6 +35,8 @@ pub(super) struct Config {
     pub(super) idle_timeout: Option<Duration>,
     pub(super) close_timeout: Duration,
     pub(super) shutdown_timeout: Duration,
+    pub(super) linger_timeout: Duration,
+    pub(super) linger_bytes: usize,
     pub(super) connect_timeout: Option<Duration>,
     pub(super) listen: ListenOptions,
     pub(super) events_capacity: usize,
@@ -48,6 +61,8 @@ impl Default for Config {
             idle_timeout: None,
             close_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(5),
+            linger_timeout: DEFAULT_LINGER_TIMEOUT,
+            linger_bytes: DEFAULT_LINGER_BYTES,
             connect_timeout: Some(Duration::from_secs(30)),
             listen: ListenOptions::default(),
             events_capacity: 1024,
@@ -149,8 +164,8 @@ impl Builder {
         self
     }
 
-    /// How long `lose_connection` waits for the peer to take queued bytes before it
-    /// aborts (default 30 s).
+    /// How long `lose_connection` waits for the peer to take queued bytes (and for
+    /// the connection's pool jobs to finish) before it aborts (default 30 s).
     pub fn close_timeout(mut self, t: Duration) -> Self {
         self.config.close_timeout = t;
         self
@@ -160,6 +175,24 @@ impl Builder {
     /// is left (default 5 s).
     pub fn shutdown_timeout(mut self, t: Duration) -> Self {
         self.config.shutdown_timeout = t;
+        self
+    }
+
+    /// Bounds on the lingering close (defaults 5 s and 16 MiB).
+    ///
+    /// Once a graceful close has handed every queued byte to the kernel, the reactor
+    /// shuts the socket's write side and, until the peer closes its own, reads and
+    /// discards what it still sends, as nginx's `lingering_close` and Apache do: closing
+    /// a socket with unread input makes the kernel answer with a reset, which throws
+    /// away the replies not yet delivered. The linger ends when the peer closes
+    /// ([`Reason::Done`](crate::Reason::Done)), after `timeout`, or once `max_bytes`
+    /// have been discarded ([`Reason::TimedOut`](crate::Reason::TimedOut) for both:
+    /// the peer did not confirm the end). At the timeout, what is pending is read and
+    /// discarded first and the socket is closed normally, so the kernel goes on
+    /// delivering the replies it holds.
+    pub fn linger(mut self, timeout: Duration, max_bytes: usize) -> Self {
+        self.config.linger_timeout = timeout;
+        self.config.linger_bytes = max_bytes;
         self
     }
 
@@ -333,6 +366,7 @@ impl Builder {
                 counters: stats::Counters::default(),
                 refusal_logged: None,
                 signals: None,
+                signal_stop: None,
                 config,
             },
         })

@@ -22,11 +22,10 @@ impl Driver for Core {
             return self.fail_connect(id, err);
         }
         c.losing = true;
-        if c.out.is_empty() {
-            self.mark_dirty(id);
-        } else {
+        if !c.out.is_empty() || c.jobs > 0 {
             self.track_timer(id, Instant::now() + close_timeout, Task::CloseDeadline(id));
         }
+        self.mark_dirty(id);
     }
 
     fn lose_write_connection(&mut self, id: ConnId) {

@@ -78,13 +78,20 @@ impl Reactor {
             return;
         };
         match job.done {
-            JobDone::Bound(id, done) => {
-                if self.core.conn(id).is_some_and(|c| c.made) {
+            JobDone::Bound(id, done) => match self.core.conn_mut(id) {
+                Some(c) if c.made => {
+                    // A graceful close waits for this result and sends what it writes.
+                    c.jobs -= 1;
+                    c.job_writes = true;
                     self.core.invoke(id, move |p, cx| done(p, cx, result));
-                } else {
-                    log::debug!("{id}: dropping a pool result: the connection is gone");
+                    if let Some(c) = self.core.conn_mut(id) {
+                        c.job_writes = false;
+                    }
+                    self.core.mark_dirty(id);
                 }
-            }
+                Some(c) => c.jobs -= 1,
+                None => log::debug!("{id}: dropping a pool result: the connection is gone"),
+            },
             JobDone::Reactor(done) => {
                 if let Err(panic) = catch_unwind(AssertUnwindSafe(|| done(self, result))) {
                     log::error!("pool result callback panicked: {}", panic_message(&*panic));
@@ -144,6 +151,11 @@ impl Core {
         if let Err(busy) = pool.submit(key, work) {
             self.jobs.remove(index);
             return Err(busy);
+        }
+        if let JobDone::Bound(id, _) = self.jobs[index].done {
+            if let Some(c) = self.conn_mut(id) {
+                c.jobs += 1;
+            }
         }
         Ok(())
     }

@@ -71,6 +71,7 @@ enum Task {
     Bound(ConnId, BoundCall),
     Idle(ConnId),
     CloseDeadline(ConnId),
+    LingerDeadline(ConnId),
     ConnectTimeout(ConnId),
     AcceptRetry(ListenerId),
     ShutdownDeadline,
@@ -211,6 +212,9 @@ pub(crate) struct Core {
     /// When the last max_connections refusal was logged (they are rate-limited).
     refusal_logged: Option<Instant>,
     signals: Option<signal_hook::iterator::Handle>,
+    /// Set by the signal thread when a signal starts a stop, cleared when the stop
+    /// finishes: a signal that finds it set exits the process.
+    signal_stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Reactor {
@@ -396,23 +400,32 @@ impl Reactor {
         self.core.stop();
     }
 
-    /// Stops gracefully on the first SIGINT or SIGTERM (opt-in; a later signal is
-    /// logged and otherwise ignored while the stop is under way).
+    /// Stops gracefully on SIGINT or SIGTERM (opt-in). A second signal while that
+    /// stop is under way exits the process at once, with status 130 for SIGINT or
+    /// 143 for SIGTERM (128 + the signal, as a shell reports it): what a user who
+    /// presses Ctrl-C twice expects when a graceful stop is slow.
     ///
     /// # Errors
     /// The signal handlers could not be installed.
     pub fn stop_on_signals(&mut self) -> io::Result<()> {
         use signal_hook::consts::{SIGINT, SIGTERM};
+        use std::sync::atomic::{AtomicBool, Ordering};
         if self.core.signals.is_some() {
             return Ok(());
         }
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
         self.core.signals = Some(signals.handle());
+        let stopping = Arc::new(AtomicBool::new(false));
+        self.core.signal_stop = Some(Arc::clone(&stopping));
         let handle = self.handle();
         std::thread::Builder::new()
             .name("twistor-signals".into())
             .spawn(move || {
                 for signal in signals.forever() {
+                    if stopping.swap(true, Ordering::SeqCst) {
+                        log::warn!("signal {signal} during the graceful stop: exiting now");
+                        std::process::exit(128 + signal);
+                    }
                     log::info!("signal {signal}: stopping");
                     handle.stop();
                 }
@@ -528,12 +541,9 @@ impl Reactor {
                     self.core.untrack_timer(id, timer);
                     self.core.check_idle(id);
                 }
-                Task::CloseDeadline(id) => {
+                Task::CloseDeadline(id) | Task::LingerDeadline(id) => {
                     self.core.untrack_timer(id, timer);
-                    if let Some(c) = self.core.conn(id) {
-                        log::warn!("{id} {}: peer did not take queued bytes in time", c.peer);
-                    }
-                    self.core.close_with(id, Reason::TimedOut);
+                    self.core.close_deadline(id);
                 }
                 Task::ConnectTimeout(id) => {
                     self.core.untrack_timer(id, timer);
@@ -686,6 +696,10 @@ impl Core {
                 return;
             };
             c.in_ready = false;
+            if c.lingering {
+                self.read_buf = buf;
+                return self.discard_input(id, budget);
+            }
             if c.resumed && c.wants_read() {
                 c.resumed = false;
                 self.read_buf = buf;
@@ -909,6 +923,96 @@ impl Core {
         self.mark_dirty(id);
     }
 
+    /// A graceful close has flushed (and its pool jobs are back): shut the write side
+    /// and linger, reading and discarding input until the peer closes, so that
+    /// closing over unread input cannot make the kernel reset the connection and
+    /// throw away the replies it still holds (see [`Builder::linger`]). Where there is
+    /// nothing to linger for (the peer's end already came, or stdio), finish now.
+    fn linger(&mut self, id: ConnId) {
+        let Some(c) = self.conn_mut(id) else { return };
+        if c.lingering {
+            return;
+        }
+        if c.read_eof || !c.stream.lingers() {
+            return self.finish(id, Reason::Done);
+        }
+        c.lingering = true;
+        if !c.write_shut {
+            c.write_shut = true;
+            if let Err(e) = c.stream.shutdown(Shutdown::Write) {
+                return self.close_with(id, Reason::from_io(e));
+            }
+        }
+        let deadline = Instant::now() + self.config.linger_timeout;
+        self.track_timer(id, deadline, Task::LingerDeadline(id));
+        // Input may already wait in the kernel, and its edge has passed.
+        self.mark_ready(id);
+    }
+
+    /// Reads and drops what a lingering connection's peer sends, up to `budget`
+    /// bytes this time (then it is carried over) and the linger's byte bound in all.
+    /// The peer's end finishes the close cleanly.
+    fn discard_input(&mut self, id: ConnId, mut budget: usize) {
+        let limit = self.config.linger_bytes;
+        loop {
+            let Some(c) = self.conns.get_mut(id.index as usize) else {
+                return;
+            };
+            if c.generation != id.generation
+                || !c.lingering
+                || c.close.is_some()
+                || c.discarded as usize > limit
+            {
+                return;
+            }
+            match c.stream.read(&mut self.read_buf) {
+                Ok(0) => {
+                    c.read_eof = true;
+                    return self.close_with(id, Reason::Done);
+                }
+                Ok(n) => {
+                    let discarded = c.discarded as usize + n;
+                    c.discarded = discarded.min(u32::MAX as usize) as u32;
+                    if discarded > limit {
+                        log::warn!(
+                            "{id} {}: peer sent more than {limit} bytes after the close; closing",
+                            c.peer
+                        );
+                        return self.close_with(id, Reason::TimedOut);
+                    }
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        return self.mark_ready(id);
+                    }
+                }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => return,
+                    io::ErrorKind::Interrupted => {}
+                    _ => return self.close_with(id, Reason::from_io(e)),
+                },
+            }
+        }
+    }
+
+    /// A graceful close's deadline: the peer did not take the queued bytes in time
+    /// (the close is aborted), or did not end its side while we lingered (the
+    /// connection closes without a reset; the kernel goes on delivering what it
+    /// holds). Either way the close was not confirmed: [`Reason::TimedOut`].
+    fn close_deadline(&mut self, id: ConnId) {
+        let Some(c) = self.conn(id) else { return };
+        if c.lingering {
+            log::debug!("{id} {}: peer did not close within the linger", c.peer);
+        } else if c.jobs > 0 && c.out.is_empty() {
+            log::warn!(
+                "{id} {}: pool jobs did not finish before the close deadline",
+                c.peer
+            );
+        } else {
+            log::warn!("{id} {}: peer did not take queued bytes in time", c.peer);
+        }
+        self.close_with(id, Reason::TimedOut);
+    }
+
     fn abort_all(&mut self, reason: Reason) {
         let ids: Vec<ConnId> = self.conn_ids();
         for id in ids {
@@ -955,10 +1059,18 @@ impl Core {
 
     /// Removes the connection and calls `connection_lost`, exactly once.
     fn finish(&mut self, id: ConnId, reason: Reason) {
-        let reset = matches!(
-            reason,
-            Reason::Aborted | Reason::TimedOut | Reason::WriteOverflow | Reason::Panic(_)
-        );
+        let lingering = self.conn(id).is_some_and(|c| c.lingering);
+        // A connection whose bytes have all gone to the kernel and whose write side is
+        // shut has nothing a reset would rightly throw away: it closes normally, after
+        // reading what is pending so that the close itself does not reset.
+        let reset = match reason {
+            Reason::Aborted | Reason::WriteOverflow | Reason::Panic(_) => true,
+            Reason::TimedOut => !lingering,
+            _ => false,
+        };
+        if lingering && !reset {
+            self.discard_input(id, self.config.read_budget_bytes);
+        }
         let made = self.conn(id).is_some_and(|c| c.made);
         let Some((mut protocol, peer)) = self.remove_conn(id, reset) else {
             return;
@@ -985,6 +1097,9 @@ impl Core {
     /// a graceful close or half-close. Runs until nothing is left, since settling one
     /// connection can touch others.
     fn settle(&mut self) {
+        // A graceful close waits for the connection's pool results, unless a stop that
+        // does not wait for jobs is under way.
+        let skip_jobs = self.stopping != Stopping::No && !self.config.wait_for_jobs;
         while let Some(id) = self.dirty.pop() {
             let Some(c) = self.conn_mut(id) else { continue };
             c.dirty = false;
@@ -1005,7 +1120,9 @@ impl Core {
                 continue;
             }
             if c.losing {
-                self.finish(id, Reason::Done);
+                if c.jobs == 0 || skip_jobs {
+                    self.linger(id);
+                }
             } else if c.shutdown_write && !c.write_shut {
                 c.write_shut = true;
                 if let Err(e) = c.stream.shutdown(Shutdown::Write) {
@@ -1132,6 +1249,9 @@ impl Core {
         let done = self.stop_done();
         if done {
             self.stopping = Stopping::No;
+            if let Some(flag) = &self.signal_stop {
+                flag.store(false, std::sync::atomic::Ordering::SeqCst);
+            }
             if let Some(t) = self.shutdown_deadline.take() {
                 self.timers.cancel(t);
             }

@@ -149,6 +149,12 @@ impl Stream {
         }
     }
 
+    /// Whether a graceful close lingers (a socket, whose kernel would answer unread
+    /// input after `close` with a reset), rather than ending once flushed (stdio).
+    pub(crate) fn lingers(&self) -> bool {
+        !matches!(self, Stream::Stdio(_))
+    }
+
     pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.shutdown(how),
@@ -232,8 +238,18 @@ pub(crate) struct Conn {
     /// `reading_resumed` is owed before the next read.
     pub(crate) resumed: bool,
     pub(crate) read_eof: bool,
-    /// `lose_connection` was called: close once `out` drains.
+    /// `lose_connection` was called: close once `out` drains and `jobs` is zero.
     pub(crate) losing: bool,
+    /// A graceful close flushed and shut the write side; input is read and discarded
+    /// until the peer closes (see `Builder::linger`).
+    pub(crate) lingering: bool,
+    /// A pool job's result is being delivered: its writes are accepted even while the
+    /// connection is closing (a graceful close waits for them).
+    pub(crate) job_writes: bool,
+    /// Pool jobs bound to this connection whose results are not back yet.
+    pub(crate) jobs: u32,
+    /// Bytes read and discarded while lingering.
+    pub(crate) discarded: u32,
     pub(crate) shutdown_write: bool,
     pub(crate) write_shut: bool,
     /// The protocol was (or is about to be) told to pause producing.
@@ -273,6 +289,10 @@ impl Conn {
             resumed: false,
             read_eof: false,
             losing: false,
+            lingering: false,
+            job_writes: false,
+            jobs: 0,
+            discarded: 0,
             shutdown_write: false,
             write_shut: false,
             producer_paused: false,
@@ -293,7 +313,7 @@ impl Conn {
     }
 
     pub(crate) fn accepts_writes(&self) -> bool {
-        !self.is_closing() && !self.shutdown_write
+        self.close.is_none() && (!self.losing || self.job_writes) && !self.shutdown_write
     }
 }
 

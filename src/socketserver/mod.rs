@@ -123,7 +123,7 @@ mod stream;
 pub use builder::Builder;
 pub use datagram::{DatagramRequest, DatagramRequestHandler};
 pub use server::{Server, ShutdownHandle};
-pub use stream::{Connection, StreamRequest, StreamRequestHandler};
+pub use stream::{Connection, StreamRequest, StreamRequestHandler, LINGER_BYTES, LINGER_TIMEOUT};
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

@@ -2,13 +2,26 @@
 //!
 //! The connection is in blocking mode and belongs to the handler's thread for the
 //! whole request. After `finish`, `wfile` is flushed and the connection is shut down
-//! for writing and closed (socketserver's `shutdown_request`).
+//! for writing (socketserver's `shutdown_request`), then closed once the client has
+//! closed its side: until then what it still sends is read and discarded (a lingering
+//! close, bounded by [`LINGER_TIMEOUT`] and [`LINGER_BYTES`]), because closing a
+//! socket with unread input makes the kernel reset the connection and throw away the
+//! reply it has not delivered yet.
 
 use std::io::{self, BufReader, BufWriter, IoSlice, IoSliceMut, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Longest a finished request waits for the client to close its side (less if the
+/// server's `request_timeout` is shorter): nginx's `lingering_timeout`, as the
+/// reactor's default (`Builder::linger`).
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most bytes a finished request reads and discards while it waits for the client to
+/// close: more than a client can have in flight when the request ends.
+pub const LINGER_BYTES: usize = 16 * 1024 * 1024;
 
 use super::{first_failure, run_step, Hooks, Request, RequestError, Serve};
 use crate::{Accepted, Addr};
@@ -164,10 +177,30 @@ impl StreamRequest {
     }
 
     /// Flush-free end of a request: shut down the write side (the client sees EOF even
-    /// if another handle on the socket lives on), then close both handles.
-    fn close(self) {
+    /// if another handle on the socket lives on), linger until the client closes
+    /// (discarding what it sends, at most `linger` and [`LINGER_BYTES`]), then close
+    /// both handles.
+    fn close(self, linger: Duration) {
         let (writer, _unsent) = self.wfile.into_parts();
-        let _ = writer.shutdown(Shutdown::Write);
+        if writer.shutdown(Shutdown::Write).is_err() {
+            return;
+        }
+        let mut reader = self.rfile.into_inner();
+        let deadline = Instant::now() + linger;
+        let mut buf = [0; 8192];
+        let mut discarded = 0;
+        while discarded <= LINGER_BYTES {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || reader.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
+            match reader.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => discarded += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
     }
 }
 
@@ -261,15 +294,16 @@ fn serve<H: StreamRequestHandler>(
             .set_write_timeout(timeout)
             .map_err(RequestError::Io)?;
     }
+    let linger = timeout.map_or(LINGER_TIMEOUT, |t| t.min(LINGER_TIMEOUT));
     let mut request = StreamRequest::new(connection, client.clone()).map_err(RequestError::Io)?;
     let mut handler = run_step(|| Ok(factory()))?;
     if let Err(e) = run_step(|| handler.setup(&mut request)) {
-        request.close();
+        request.close(linger);
         return Err(e);
     }
     let handled = run_step(|| handler.handle(&mut request));
     let finished = run_step(|| handler.finish(&mut request));
     let flushed = request.wfile.flush().map_err(RequestError::Io);
-    request.close();
+    request.close(linger);
     first_failure(client, [handled, finished, flushed])
 }
