@@ -317,7 +317,7 @@ fn a_line_reaches_everyone_in_the_room_but_the_sender() {
     c[1].expect(&format!("<{nick}> hello, world"));
     c[2].expect(&format!("<{nick}> hello, world"));
     c[0].expect_nothing_else("lobby");
-    // Text is passed through as bytes, UTF-8 or not; an empty line is ignored.
+    // UTF-8 text passes unchanged; an empty line is ignored.
     c[1].send("");
     c[1].send("caf\u{e9} \u{1f600}");
     let from = c[1].nick.clone();
@@ -532,9 +532,13 @@ fn abrupt_departures_are_announced() {
 /// reader's own backlog stays far below the 64 KiB cap however slowly it reads.
 const FLOOD_WINDOW_LINES: u64 = 32;
 
+/// `--max-backlog` is a hard cap: a write that would pass it cuts the member off at
+/// once. At 64 KiB, no more than the high watermark, it leaves flow control no room
+/// (a member is congested only above the watermark), so the cap cuts the member that
+/// does not read long before the (here, hour-long) slow timeout.
 #[test]
-fn a_member_that_does_not_read_is_cut_off_and_the_room_goes_on() {
-    let server = Server::start(&["--max-backlog", "65536"]);
+fn a_member_that_does_not_read_is_cut_off_at_max_backlog_and_the_room_goes_on() {
+    let server = Server::start_logged(&["--max-backlog", "65536", "--slow-timeout", "3600"]);
     let mut c = server.join_many(3);
     let slow = c.pop().unwrap();
     let mut reader = c.pop().unwrap();
@@ -594,6 +598,93 @@ fn a_member_that_does_not_read_is_cut_off_and_the_room_goes_on() {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
         Err(e) => panic!("the slow member's connection did not end: {e}"),
+    }
+    let log = server.stop_log();
+    let cut: Vec<&str> = log.lines().filter(|l| l.ends_with("; closing")).collect();
+    assert_eq!(cut.len(), 1, "one member cut off: {cut:?}");
+    assert!(
+        cut[0].contains("write buffer would pass 65536 bytes"),
+        "{}",
+        cut[0]
+    );
+}
+
+// ----- clean text -----
+
+/// What a member types reaches the others as valid UTF-8 without control characters:
+/// no terminal escapes, no bare `\r` to forge a server notice, no invalid bytes.
+#[test]
+fn text_is_relayed_as_clean_utf8() {
+    let server = Server::start(&[]);
+    let mut c = server.join_many(2);
+    let (from, to) = (c[0].nick.clone(), c[1].nick.clone());
+    let r = "\u{FFFD}";
+    let cases: [(Vec<u8>, String); 5] = [
+        (
+            b"\x1b[31mred\x1b[0m".to_vec(),
+            format!("<{from}> {r}[31mred{r}[0m"),
+        ),
+        (
+            b"hi\r* root is now admin".to_vec(),
+            format!("<{from}> hi{r}* root is now admin"),
+        ),
+        (
+            b"caf\xe9 \xff\tend\x7f".to_vec(),
+            format!("<{from}> caf{r} {r}\tend{r}"),
+        ),
+        (
+            b"/me \xc2\x9b2J waves".to_vec(),
+            format!("* {from} {r}2J waves"),
+        ),
+        (
+            format!("/msg {to} \x07bell\x08").into_bytes(),
+            format!("*private* <{from}> {r}bell{r}"),
+        ),
+    ];
+    for (line, want) in &cases {
+        let mut bytes = line.clone();
+        bytes.push(b'\n');
+        c[0].stream.write_all(&bytes).expect("send");
+        c[1].expect(want);
+    }
+    // The sender's own /me confirmation is cleaned too.
+    c[0].expect(&format!("* {from} {r}2J waves"));
+    c[0].expect_nothing_else("lobby");
+}
+
+// ----- flags -----
+
+/// A flag value that cannot work stops the server before it listens: one line on
+/// stderr naming the flag, exit status 2.
+#[test]
+fn flags_that_cannot_work_are_refused_at_start() {
+    let cases: [&[&str]; 6] = [
+        &["--max-line", "0"],
+        &["--max-backlog", "0"],
+        &["--slow-timeout", "0"],
+        &["--slow-timeout", "-1"],
+        &["--slow-timeout", "nan"],
+        &["--slow-timeout", "inf"],
+    ];
+    for args in cases {
+        let mut child = Command::new(example_bin("chat"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn chat");
+        let stderr = lines_of(child.stderr.take().expect("piped stderr"));
+        let mut proc = Proc(child);
+        let status = proc.wait();
+        let lines: Vec<String> = stderr.iter().collect();
+        assert_eq!(status.code(), Some(2), "{args:?}: {lines:?}");
+        assert_eq!(lines.len(), 1, "{args:?}: {lines:?}");
+        assert!(
+            lines[0].starts_with("chat: ") && lines[0].contains(args[0]),
+            "{args:?}: {lines:?}"
+        );
     }
 }
 
@@ -695,7 +786,7 @@ fn help_lists_the_flags() {
         assert!(out.status.success(), "{name} --help exits 0");
         let text = String::from_utf8_lossy(&out.stdout);
         let flags: &[&str] = match name {
-            "chat" => &["--listen", "--max-line", "--max-backlog"],
+            "chat" => &["--listen", "--max-line", "--max-backlog", "--slow-timeout"],
             _ => &["--connect"],
         };
         for flag in flags {

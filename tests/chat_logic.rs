@@ -18,6 +18,11 @@
 //! The server writes each line straight away; gathering a turn's small writes into
 //! one system call is the reactor's business (the harness writes at once), so what a
 //! member got can be read as soon as the callback that sent it has returned.
+//!
+//! Flow control runs on small watermarks ([`HIGH`], [`LOW`]) so that a few lines
+//! congest a member. A peer that stops reading is a peer whose window is closed; its
+//! session would hear `resume_producing` once it drains, and so call
+//! [`Server::drained`]: the test calls it for the peer ([`Chat::drained`]).
 
 #[path = "../examples/chat/command.rs"]
 #[allow(dead_code)]
@@ -26,18 +31,30 @@ mod command;
 mod server;
 #[path = "../examples/chat/session.rs"]
 mod session;
+#[path = "../examples/chat/text.rs"]
+mod text;
 
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
+use std::time::Duration;
 
 use server::{MemberKey, Server};
-use session::ChatProtocol;
+use session::{ChatProtocol, SessionLimits};
 use twistor::testing::{Harness, HarnessBuilder};
 use twistor::{ConnId, Context, Reactor, Reason};
 
 /// `--max-line` for these tests.
 const MAX_LINE: usize = 32;
+
+/// The high watermark for these tests: three [`numbered`] lines pass it.
+const HIGH: usize = 100;
+
+/// The low watermark for these tests.
+const LOW: usize = 40;
+
+/// `--slow-timeout` for these tests.
+const SLOW: Duration = Duration::from_secs(10);
 
 /// A member played by the test: a fake peer of the harness.
 #[derive(Clone, Copy, Debug)]
@@ -57,8 +74,14 @@ struct Chat {
 impl Chat {
     /// A fresh server and alice's connection made (as `guest1`); nothing taken yet.
     fn start(settings: HarnessBuilder) -> Chat {
-        let server = Rc::new(RefCell::new(Server::default()));
-        let mut h = settings.build(session::protocol(Rc::clone(&server), MAX_LINE));
+        let server = Rc::new(RefCell::new(Server::new(HIGH)));
+        let limits = SessionLimits {
+            max_line_bytes: MAX_LINE,
+            slow_timeout: SLOW,
+        };
+        let mut h = settings
+            .write_watermarks(HIGH, LOW)
+            .build(session::protocol(Rc::clone(&server), limits));
         h.connect();
         Chat {
             h,
@@ -114,6 +137,27 @@ impl Chat {
             Ok(command) => s.execute(cx, key, command),
             Err(error) => s.error(cx, key, error),
         });
+    }
+
+    /// Peer `i` stops reading: its window closes.
+    fn stall(&mut self, i: usize) {
+        self.h.set_peer_window_of(self.peers[i - 1].conn, Some(0));
+    }
+
+    /// Peer `i` reads everything queued for it and goes on reading; its session
+    /// hears `resume_producing` if it was congested, and tells the server.
+    fn drained(&mut self, i: usize) {
+        let Peer { conn, key } = self.peers[i - 1];
+        self.h.set_peer_window_of(conn, None);
+        self.as_peers(|s, cx| s.drained(cx, key));
+    }
+
+    /// Member `i` (alice is 0) is held back: the server does not read from it.
+    fn held_back(&self, i: usize) -> bool {
+        match i {
+            0 => self.h.reading_paused(),
+            _ => self.server.borrow().is_held_back(self.peers[i - 1].key),
+        }
     }
 
     /// Runs `f` on the shared server as a peer's callback, with the harness's context
@@ -445,5 +489,202 @@ fn a_burst_reaches_the_room_whole_and_in_order() {
     assert_eq!(heard.len(), 30_400);
     assert_eq!(chat.got(1), heard);
     assert_eq!(chat.got(0), "");
+    chat.h.assert_clean();
+}
+
+// ----- clean text -----
+
+#[test]
+fn text_from_members_is_relayed_as_clean_utf8() {
+    let mut chat = Chat::named(&["bob"]);
+    let r = "\u{FFFD}";
+    // Bytes, not `&str`: alice's line need not be UTF-8.
+    let cases: [(&[u8], String, String); 5] = [
+        (
+            b"\x1b[31mred",
+            String::new(),
+            format!("<alice> {r}[31mred\n"),
+        ),
+        (
+            b"fake\r* bob is now root",
+            String::new(),
+            format!("<alice> fake{r}* bob is now root\n"),
+        ),
+        (
+            b"/me caf\xe9\x7f\tok",
+            format!("* alice caf{r}{r}\tok\n"),
+            format!("* alice caf{r}{r}\tok\n"),
+        ),
+        (
+            "/msg bob \u{9b}2J gone".as_bytes(),
+            String::new(),
+            format!("*private* <alice> {r}2J gone\n"),
+        ),
+        (
+            b"/msg \x1bbob hi",
+            format!("* error: no such nick: {r}bob\n"),
+            String::new(),
+        ),
+    ];
+    for (line, alice_got, bob_got) in cases {
+        let mut input = line.to_vec();
+        input.push(b'\n');
+        chat.h.feed(&input);
+        assert_eq!(chat.got_all(), [alice_got, bob_got], "{line:?}");
+    }
+}
+
+// ----- flow control -----
+
+/// 30 bytes of text, numbered: 37 bytes as `<bob> TEXT\n`, 39 as `<alice> TEXT\n`.
+fn numbered(i: usize) -> String {
+    format!("{i:02}{}", "x".repeat(28))
+}
+
+#[test]
+fn a_sender_is_held_back_at_the_line_that_congests_a_recipient() {
+    let mut chat = Chat::named(&["bob", "carol"]);
+    chat.stall(1);
+    // Twenty lines in one read: alice is held back as soon as bob has more than
+    // HIGH bytes unsent (the third line, 3 x 39 bytes), the rest kept unread.
+    let burst: String = (0..20).map(|i| numbered(i) + "\n").collect();
+    chat.h.feed(burst.as_bytes());
+    let heard = |lines: std::ops::Range<usize>| -> String {
+        lines
+            .map(|i| format!("<alice> {}\n", numbered(i)))
+            .collect()
+    };
+    assert!(chat.held_back(0));
+    assert_eq!(chat.got(2), heard(0..3));
+    assert_eq!(chat.h.buffered_of(chat.peers[0].conn), 3 * 39);
+    // Bob reads: alice reads again, and everything reaches both, in order.
+    chat.drained(1);
+    assert!(!chat.held_back(0));
+    assert_eq!(chat.got(1), heard(0..20));
+    assert_eq!(chat.got(2), heard(3..20));
+    chat.h.assert_clean();
+}
+
+#[test]
+fn a_sender_held_back_by_several_reads_again_once_none_holds_it() {
+    let mut chat = Chat::named(&["bob", "carol", "dave"]);
+    chat.stall(1);
+    chat.stall(2);
+    let burst: String = (0..10).map(|i| numbered(i) + "\n").collect();
+    chat.h.feed(burst.as_bytes());
+    assert!(chat.held_back(0));
+    assert_eq!(chat.got(3).lines().count(), 3);
+    chat.drained(1);
+    assert!(chat.held_back(0), "carol still holds alice back");
+    assert_eq!(chat.got(3), "");
+    chat.drained(2);
+    assert!(!chat.held_back(0));
+    for i in 1..=3 {
+        assert_eq!(chat.got(i).lines().count(), 10 - if i == 3 { 3 } else { 0 });
+    }
+}
+
+#[test]
+fn notices_and_private_messages_hold_their_sender_back_too() {
+    let mut chat = Chat::named(&["bob", "carol"]);
+    chat.stall(1);
+    // /msg to a member that does not read.
+    for i in 0..3 {
+        chat.say(2, &format!("/msg bob {}", numbered(i)));
+    }
+    assert!(chat.held_back(2));
+    assert!(!chat.held_back(0));
+    // A notice: alice renames herself, and bob is still congested.
+    chat.say(0, "/nick alicia");
+    assert!(chat.held_back(0));
+    chat.drained(1);
+    assert!(!chat.held_back(0) && !chat.held_back(2));
+    chat.got_all();
+    // A member's own answers: alice stops reading and keeps asking.
+    chat.h.set_peer_window(Some(0));
+    let asks = "/who\n".repeat(20);
+    chat.h.feed(asks.as_bytes());
+    assert!(chat.held_back(0), "alice's own answers hold her back");
+    let answer = "* in lobby: alicia, bob, carol\n";
+    let asked = chat.h.buffered().div_ceil(answer.len());
+    assert!(asked < 20, "alice was held back after {asked} answers");
+    chat.h.set_peer_window(None);
+    assert!(!chat.held_back(0));
+    assert_eq!(chat.got(0), answer.repeat(20));
+}
+
+#[test]
+fn a_member_that_does_not_read_is_cut_off_after_the_slow_timeout() {
+    let mut chat = Chat::named(&["bob", "carol"]);
+    chat.h.set_peer_window(Some(0)); // alice stops reading
+    for i in 0..3 {
+        chat.say(1, &numbered(i));
+    }
+    assert!(chat.held_back(1), "bob waits on alice");
+    assert!(chat.h.producer_paused());
+    assert_eq!(chat.h.next_timer_in(), Some(SLOW));
+    chat.h.advance(SLOW - Duration::from_millis(1));
+    assert!(chat.h.is_open());
+    chat.h.advance(Duration::from_millis(1));
+    assert!(matches!(chat.h.lost(), Some(Reason::Aborted)));
+    assert!(!chat.held_back(1), "bob goes on");
+    let heard: String = (0..3).map(|i| format!("<bob> {}\n", numbered(i))).collect();
+    assert_eq!(chat.got(2), heard + "* alice disconnected\n");
+    assert_eq!(chat.got(1), "* alice disconnected\n");
+    chat.h.assert_clean();
+}
+
+#[test]
+fn a_member_whose_output_drains_in_time_stays() {
+    let mut chat = Chat::named(&["bob", "carol"]);
+    chat.h.set_peer_window(Some(0));
+    for i in 0..3 {
+        chat.say(1, &numbered(i));
+    }
+    assert!(chat.held_back(1));
+    chat.h.advance(SLOW - Duration::from_millis(1));
+    // Alice reads down to the low watermark: the timer stops, bob goes on.
+    chat.h.peer_reads(3 * 37 - LOW);
+    assert!(!chat.h.producer_paused());
+    assert!(!chat.held_back(1));
+    chat.h.assert_clean();
+    chat.h.advance(SLOW);
+    assert!(chat.h.is_open());
+    // Congested again: a new timer, the whole timeout again.
+    chat.h.set_peer_window(Some(0));
+    for i in 3..6 {
+        chat.say(1, &numbered(i));
+    }
+    assert!(chat.held_back(1));
+    assert_eq!(chat.h.next_timer_in(), Some(SLOW));
+}
+
+#[test]
+fn a_congested_member_that_leaves_releases_its_senders() {
+    let mut chat = Chat::named(&["bob", "carol"]);
+    chat.stall(1);
+    let burst: String = (0..10).map(|i| numbered(i) + "\n").collect();
+    chat.h.feed(burst.as_bytes());
+    assert!(chat.held_back(0));
+    chat.leave(1);
+    assert!(!chat.held_back(0));
+    let heard: String = (0..10)
+        .map(|i| format!("<alice> {}\n", numbered(i)))
+        .collect();
+    assert_eq!(
+        chat.got(2),
+        heard[..3 * 39].to_owned() + "* bob disconnected\n" + &heard[3 * 39..]
+    );
+    // A held-back sender that leaves is forgotten by the member it waited on, whose
+    // output then drains with nobody to release.
+    chat.h.set_peer_window(Some(0));
+    for i in 0..3 {
+        chat.say(2, &numbered(i));
+    }
+    assert!(chat.held_back(2));
+    chat.leave(2);
+    chat.h.set_peer_window(None);
+    assert!(chat.h.is_open());
+    assert!(chat.got(0).ends_with("* carol disconnected\n"));
     chat.h.assert_clean();
 }

@@ -20,7 +20,7 @@
 pub const MAX_NAME_BYTES: usize = 32;
 
 /// What a line asks for. Text is the raw bytes of the line (chat is not required to
-/// be UTF-8); names are valid ASCII.
+/// be UTF-8: the server cleans text as it relays it); names are valid ASCII.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command<'a> {
     /// An empty line: ignored.

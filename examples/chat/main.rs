@@ -20,10 +20,26 @@
 //! confirmation. A member that leaves in any way (quit, drop, end of input, cut off)
 //! is announced to its room as `* NICK disconnected`.
 //!
+//! Text is relayed clean: what others receive of a line, a `/me` or a `/msg` is
+//! valid UTF-8, an invalid sequence replaced by U+FFFD, and so is every control
+//! character but tab (C0, DEL, C1), so that nobody can colour another member's
+//! terminal or forge a `* ` notice with a bare `\r`.
+//!
+//! Flow control, not eviction: while a member's unsent output is above the high
+//! watermark (64 KiB), the server stops reading from whoever sends to it (their
+//! lines wait in their own sockets) and reads them again once it has drained to
+//! 16 KiB. A member that reads, however slowly, thus slows its senders down to its
+//! pace and misses nothing. A member that does not read at all is cut off, its
+//! queued output dropped, once its output has stayed above the watermark for
+//! `--slow-timeout` seconds (default 10; fractions allowed), or at once when a write
+//! would take it past `--max-backlog` bytes (default 1 MiB; a backlog at or below
+//! the watermark leaves flow control no room, and the cap cuts first). The room then
+//! goes on at full speed.
+//!
 //! Limits: a line over `--max-line` bytes (default 4096, `\r\n` not counted) gets
-//! `* error: line too long` and the connection is closed. A member that does not
-//! read, so that more than `--max-backlog` bytes (default 1 MiB) wait for it, is
-//! disconnected (its queued output dropped) without slowing the rest of the room.
+//! `* error: line too long` and the connection is closed. A flag value that cannot
+//! work (`--max-line 0`, `--max-backlog 0`, `--slow-timeout 0` or negative) is
+//! refused at start with one line on stderr and exit status 2.
 //!
 //! After each round of writes the server waits `--coalesce-us` microseconds (default
 //! 300; 0 turns it off) before it reads again, so each member's next write carries
@@ -33,7 +49,7 @@
 //! Run it:
 //!
 //! ```text
-//! cargo run --release --example chat -- [--listen 127.0.0.1:8000] [--max-line 4096] [--max-backlog 1048576] [--coalesce-us 300]
+//! cargo run --release --example chat -- [--listen 127.0.0.1:8000] [--max-line 4096] [--max-backlog 1048576] [--slow-timeout 10] [--coalesce-us 300]
 //! ```
 //!
 //! Poke it with `nc 127.0.0.1 8000` in two terminals (or with `chat_client`), type a
@@ -45,6 +61,7 @@ mod command;
 mod common;
 mod server;
 mod session;
+mod text;
 
 use std::cell::RefCell;
 use std::io;
@@ -55,12 +72,24 @@ use std::time::Duration;
 
 use common::{exit_status, init_logging, serve, Cli};
 use server::Server;
+use session::SessionLimits;
 use twistor::{Addr, Reactor};
+
+/// Unsent output above which a member is congested and its senders wait: the
+/// reactor's default high watermark, set explicitly since the server must know it.
+/// Enough for a few hundred lines of chat, so a member that reads gets whole
+/// bursts before its senders wait.
+const HIGH_WATERMARK_BYTES: usize = 64 * 1024;
+
+/// Unsent output at which a congested member's senders read again: the reactor's
+/// default low watermark. A quarter of the high one, so that a sender held back
+/// gets a good run before it is held back again.
+const LOW_WATERMARK_BYTES: usize = 16 * 1024;
 
 /// Limits from the command line.
 #[derive(Clone, Copy)]
 struct Limits {
-    max_line_bytes: usize,
+    session: SessionLimits,
     max_backlog_bytes: usize,
     coalesce: Duration,
 }
@@ -78,7 +107,13 @@ fn main() -> ExitCode {
             "max-backlog",
             "BYTES",
             "1048576",
-            "unsent output after which a member that does not read is cut off",
+            "unsent output a write may not pass: the member is cut off at once",
+        )
+        .option(
+            "slow-timeout",
+            "SECONDS",
+            "10",
+            "cut off a member whose unsent output stays above 64 KiB this long",
         )
         .option(
             "coalesce-us",
@@ -87,26 +122,51 @@ fn main() -> ExitCode {
             "after writing, wait this many µs before reading again (0: off)",
         )
         .parse();
+    let max_line_bytes: usize = args.value("max-line");
+    if max_line_bytes == 0 {
+        refuse("--max-line must be at least 1");
+    }
+    let max_backlog_bytes: usize = args.value("max-backlog");
+    if max_backlog_bytes == 0 {
+        refuse("--max-backlog must be at least 1");
+    }
+    // Negative, NaN, infinite and too large all fail the conversion.
+    let slow_timeout = Duration::try_from_secs_f64(args.value("slow-timeout"))
+        .ok()
+        .filter(|t| !t.is_zero())
+        .unwrap_or_else(|| refuse("--slow-timeout must be a positive number of seconds"));
     let limits = Limits {
-        max_line_bytes: args.value("max-line"),
-        max_backlog_bytes: args.value("max-backlog"),
+        session: SessionLimits {
+            max_line_bytes,
+            slow_timeout,
+        },
+        max_backlog_bytes,
         coalesce: Duration::from_micros(args.value("coalesce-us")),
     };
     exit_status("chat", run(args.listen_addr(), limits))
 }
 
+/// Refuses to start: `message` on stderr, exit status 2.
+fn refuse(message: &str) -> ! {
+    eprintln!("chat: {message}");
+    std::process::exit(2);
+}
+
 fn run(addr: SocketAddr, limits: Limits) -> io::Result<()> {
-    // The write cap is the slow-consumer rule: a write that would leave more than
+    // The watermarks are the server's flow control: its senders wait while a member
+    // has more than the high one unsent, and go on once it is down to the low one.
+    // The write cap is the hard limit: a write that would leave more than
     // `max_backlog` bytes queued for a member closes that member's connection alone.
     // Fanout is where coalescing pays: each member gets one write per window carrying
     // every line of it, not one per line (see `Builder::coalesce_writes`).
     let mut reactor = Reactor::builder()
+        .write_watermarks(HIGH_WATERMARK_BYTES, LOW_WATERMARK_BYTES)
         .write_cap_bytes(limits.max_backlog_bytes)
         .coalesce_writes(limits.coalesce)
         .build()?;
-    let server = Rc::new(RefCell::new(Server::default()));
+    let server = Rc::new(RefCell::new(Server::new(HIGH_WATERMARK_BYTES)));
     let port = reactor.listen_tcp(addr, move |_: &Addr| {
-        Some(session::protocol(Rc::clone(&server), limits.max_line_bytes))
+        Some(session::protocol(Rc::clone(&server), limits.session))
     })?;
     serve(&mut reactor, port.local_addr)
 }

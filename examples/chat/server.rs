@@ -9,9 +9,22 @@
 //! system call, not one per line, which is what the load rig's fanout scenario
 //! measures.
 //!
-//! A member that does not read is left to the reactor's write cap (the server's
-//! `--max-backlog`): the write that would pass it closes that connection alone, and
-//! its `connection_lost` tells the room.
+//! Flow control: a member with more unsent output than the reactor's high watermark is
+//! congested. Whoever writes a line to a congested member (a room line, a `/msg`, a
+//! notice, even an answer to the member itself) is its *sender*: the server stops
+//! reading from the sender at once, in the middle of its input (the framer delivers no
+//! further line until reading resumes), and notes that the sender waits on that member.
+//! When the member's output drains to the low watermark ([`Server::drained`], from its
+//! `resume_producing`) or the member leaves, the senders waiting on it read again, each
+//! once nothing else holds it back. So a sender goes as fast as its slowest recipient
+//! reads, and nothing is dropped. The server does not wait for the congested member's
+//! `pause_producing`: that notice comes only once the sender's whole read (many lines)
+//! has been delivered, which could queue a read's worth of lines for each recipient.
+//! Cutting off a member that does not read at all is the session's business (its slow
+//! timer), or the reactor's write cap.
+//!
+//! Text from members is cleaned on the way (see [`crate::text`]): what others
+//! receive is valid UTF-8 without control characters.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -20,6 +33,7 @@ use slab::Slab;
 use twistor::{ConnId, Context};
 
 use crate::command::{Command, CommandError};
+use crate::text::push_clean;
 
 /// Identifies a member while it is connected.
 pub type MemberKey = usize;
@@ -33,6 +47,11 @@ struct Member {
     conn: ConnId,
     nick: String,
     room: RoomKey,
+    /// Senders whose reading is paused until this member's output drains.
+    waiters: Vec<MemberKey>,
+    /// Congested members this member waits on; it reads again when none is left.
+    /// Short: the members congested at one time.
+    blockers: Vec<MemberKey>,
 }
 
 struct Room {
@@ -41,7 +60,6 @@ struct Room {
 }
 
 /// The whole chat: shared by every connection through an `Rc<RefCell<_>>`.
-#[derive(Default)]
 pub struct Server {
     members: Slab<Member>,
     nicks: HashMap<String, MemberKey>,
@@ -52,6 +70,8 @@ pub struct Server {
     last_guest: u64,
     /// The line being sent: composed once, written to each recipient.
     line: Vec<u8>,
+    /// Unsent output above which a member is congested.
+    high_watermark_bytes: usize,
 }
 
 /// Sets `line` to the concatenation of `parts` and a newline.
@@ -63,7 +83,32 @@ fn compose(line: &mut Vec<u8>, parts: &[&[u8]]) {
     line.push(b'\n');
 }
 
+/// Sets `line` to `prefix`, `text` cleaned (see [`crate::text`]) and a newline.
+fn compose_text(line: &mut Vec<u8>, prefix: &[&[u8]], text: &[u8]) {
+    line.clear();
+    for part in prefix {
+        line.extend_from_slice(part);
+    }
+    push_clean(line, text);
+    line.push(b'\n');
+}
+
 impl Server {
+    /// An empty chat whose members are congested above `high_watermark_bytes` of
+    /// unsent output: the reactor's high watermark, so that a member's
+    /// `pause_producing` and `resume_producing` match the server's idea of it.
+    pub fn new(high_watermark_bytes: usize) -> Server {
+        Server {
+            members: Slab::new(),
+            nicks: HashMap::new(),
+            rooms: Slab::new(),
+            room_names: BTreeMap::new(),
+            last_guest: 0,
+            line: Vec::new(),
+            high_watermark_bytes,
+        }
+    }
+
     // ----- membership -----
 
     /// A new connection: it becomes `guestN` in the lobby and is welcomed; the lobby
@@ -75,6 +120,8 @@ impl Server {
             conn,
             nick: nick.clone(),
             room,
+            waiters: Vec::new(),
+            blockers: Vec::new(),
         });
         self.nicks.insert(nick, key);
         self.rooms[room].members.push(key);
@@ -83,28 +130,58 @@ impl Server {
             &mut self.line,
             &[b"* welcome ", nick, b", you are in ", LOBBY.as_bytes()],
         );
-        self.send(cx, key);
+        self.send(cx, key, Some(key));
         let nick = self.members[key].nick.as_bytes();
         compose(
             &mut self.line,
             &[b"* ", nick, b" joined ", LOBBY.as_bytes()],
         );
-        self.send_room(cx, room, Some(key));
+        self.send_room(cx, room, Some(key), Some(key));
         key
     }
 
-    /// The member leaves the server: its room hears `* NICK disconnected`.
+    /// The member leaves the server: the senders it held back read again, and its
+    /// room hears `* NICK disconnected`.
     pub fn depart(&mut self, cx: &mut Context<'_>, key: MemberKey) {
+        // It waits on nobody any more, and nobody waits on it.
+        for blocker in std::mem::take(&mut self.members[key].blockers) {
+            self.members[blocker].waiters.retain(|&w| w != key);
+        }
+        self.drained(cx, key);
         let member = &self.members[key];
         compose(
             &mut self.line,
             &[b"* ", member.nick.as_bytes(), b" disconnected"],
         );
         let room = member.room;
-        self.send_room(cx, room, Some(key));
+        // Nobody to hold back: the line is the server's own.
+        self.send_room(cx, room, Some(key), None);
         self.leave_room(key, room);
         let member = self.members.remove(key);
         self.nicks.remove(&member.nick);
+    }
+
+    /// Member `key`'s output has drained to the low watermark (its session's
+    /// `resume_producing`): the senders it held back read again, each once no other
+    /// congested member holds it back.
+    pub fn drained(&mut self, cx: &mut Context<'_>, key: MemberKey) {
+        let mut waiters = std::mem::take(&mut self.members[key].waiters);
+        for &waiter in &waiters {
+            let w = &mut self.members[waiter];
+            w.blockers.retain(|&b| b != key);
+            if w.blockers.is_empty() {
+                cx.resume_reading_of(w.conn);
+            }
+        }
+        // Keep the vector's room for the next time this member is congested.
+        waiters.clear();
+        self.members[key].waiters = waiters;
+    }
+
+    /// True while member `key` is held back, waiting on a congested member.
+    #[cfg(test)]
+    pub fn is_held_back(&self, key: MemberKey) -> bool {
+        !self.members[key].blockers.is_empty()
     }
 
     /// Carries out a command of member `key`. `/quit` is the caller's, since it
@@ -120,8 +197,9 @@ impl Server {
             Command::Msg { to, text } => self.private(cx, key, to, text),
             Command::Me(text) => {
                 let member = &self.members[key];
-                compose(&mut self.line, &[b"* ", member.nick.as_bytes(), b" ", text]);
-                self.send_room(cx, member.room, None);
+                let nick = member.nick.as_bytes();
+                compose_text(&mut self.line, &[b"* ", nick, b" "], text);
+                self.send_room(cx, member.room, None, Some(key));
             }
         }
     }
@@ -129,7 +207,7 @@ impl Server {
     /// Sends `* TEXT` to member `key` alone.
     pub fn notice(&mut self, cx: &mut Context<'_>, key: MemberKey, text: &[u8]) {
         compose(&mut self.line, &[b"* ", text]);
-        self.send(cx, key);
+        self.send(cx, key, Some(key));
     }
 
     /// Sends `* error: ...` to member `key`.
@@ -144,15 +222,16 @@ impl Server {
             self.line.extend_from_slice(part);
         }
         self.line.push(b'\n');
-        self.send(cx, key);
+        self.send(cx, key, Some(key));
     }
 
     // ----- commands -----
 
     fn say(&mut self, cx: &mut Context<'_>, key: MemberKey, text: &[u8]) {
         let member = &self.members[key];
-        compose(&mut self.line, &[b"<", member.nick.as_bytes(), b"> ", text]);
-        self.send_room(cx, member.room, Some(key));
+        let nick = member.nick.as_bytes();
+        compose_text(&mut self.line, &[b"<", nick, b"> "], text);
+        self.send_room(cx, member.room, Some(key), Some(key));
     }
 
     fn rename(&mut self, cx: &mut Context<'_>, key: MemberKey, nick: &str) {
@@ -167,7 +246,7 @@ impl Server {
         let old = std::mem::replace(&mut self.members[key].nick, nick.to_owned());
         self.nicks.remove(&old);
         self.nicks.insert(nick.to_owned(), key);
-        self.send_room(cx, self.members[key].room, None);
+        self.send_room(cx, self.members[key].room, None, Some(key));
     }
 
     fn join(&mut self, cx: &mut Context<'_>, key: MemberKey, name: &str) {
@@ -178,14 +257,14 @@ impl Server {
         let nick = self.members[key].nick.as_bytes();
         let old_name = self.rooms[old].name.as_bytes();
         compose(&mut self.line, &[b"* ", nick, b" left ", old_name]);
-        self.send_room(cx, old, Some(key));
+        self.send_room(cx, old, Some(key), Some(key));
         self.leave_room(key, old);
         let new = self.room_named(name);
         self.rooms[new].members.push(key);
         self.members[key].room = new;
         let nick = self.members[key].nick.as_bytes();
         compose(&mut self.line, &[b"* ", nick, b" joined ", name.as_bytes()]);
-        self.send_room(cx, new, None);
+        self.send_room(cx, new, None, Some(key));
     }
 
     /// `* in ROOM: a, b, c`, nicks sorted (byte order, so `Zed` before `amy`).
@@ -201,7 +280,7 @@ impl Server {
         line.clear();
         let _ = write!(line, "* in {}: {}", room.name, nicks.join(", "));
         line.push(b'\n');
-        self.send(cx, key);
+        self.send(cx, key, Some(key));
     }
 
     /// `* rooms: kitchen (1), lobby (3)`, sorted by name.
@@ -215,7 +294,7 @@ impl Server {
             let _ = write!(line, "{separator}{name} ({count})");
         }
         line.push(b'\n');
-        self.send(cx, key);
+        self.send(cx, key, Some(key));
     }
 
     fn private(&mut self, cx: &mut Context<'_>, key: MemberKey, to: &[u8], text: &[u8]) {
@@ -223,11 +302,14 @@ impl Server {
             .ok()
             .and_then(|nick| self.nicks.get(nick).copied());
         let Some(target) = target else {
-            return self.error_text(cx, key, &[b"no such nick: ", to]);
+            // The name is the sender's own input, but it is cleaned all the same:
+            // everything the server sends is clean UTF-8.
+            compose_text(&mut self.line, &[b"* error: no such nick: "], to);
+            return self.send(cx, key, Some(key));
         };
         let from = self.members[key].nick.as_bytes();
-        compose(&mut self.line, &[b"*private* <", from, b"> ", text]);
-        self.send(cx, target);
+        compose_text(&mut self.line, &[b"*private* <", from, b"> "], text);
+        self.send(cx, target, Some(key));
     }
 
     // ----- rooms -----
@@ -270,20 +352,50 @@ impl Server {
         }
     }
 
-    /// Writes the composed line to member `key`.
+    /// Writes the composed line to member `to`, then holds `sender` back if `to` is
+    /// congested.
     ///
     /// A refused write means the connection is closing, or has just passed the write
     /// cap and is being closed for it: either way its `connection_lost` follows.
-    fn send(&self, cx: &mut Context<'_>, key: MemberKey) {
-        cx.write_to(self.members[key].conn, &self.line);
+    fn send(&mut self, cx: &mut Context<'_>, to: MemberKey, sender: Option<MemberKey>) {
+        cx.write_to(self.members[to].conn, &self.line);
+        self.hold_back(cx, sender, to);
     }
 
-    /// Writes the composed line to every member of `room` but `except`.
-    fn send_room(&self, cx: &mut Context<'_>, room: RoomKey, except: Option<MemberKey>) {
-        for &key in &self.rooms[room].members {
-            if Some(key) != except {
-                cx.write_to(self.members[key].conn, &self.line);
+    /// Writes the composed line to every member of `room` but `except`, holding
+    /// `sender` back if any of them is congested. The line goes to every one of them
+    /// all the same: holding back stops the sender's next line, not this one.
+    fn send_room(
+        &mut self,
+        cx: &mut Context<'_>,
+        room: RoomKey,
+        except: Option<MemberKey>,
+        sender: Option<MemberKey>,
+    ) {
+        for i in 0..self.rooms[room].members.len() {
+            let to = self.rooms[room].members[i];
+            if Some(to) != except {
+                self.send(cx, to, sender);
             }
         }
+    }
+
+    /// Stops reading from `sender` if member `to` is congested, until `to` drains
+    /// ([`drained`](Self::drained)) or leaves. `None` is the server itself (a
+    /// departure's notice), which nothing holds back.
+    fn hold_back(&mut self, cx: &mut Context<'_>, sender: Option<MemberKey>, to: MemberKey) {
+        let Some(sender) = sender else { return };
+        if cx.buffered_of(self.members[to].conn) <= self.high_watermark_bytes {
+            return;
+        }
+        let s = &mut self.members[sender];
+        if s.blockers.contains(&to) {
+            return;
+        }
+        s.blockers.push(to);
+        // At once, not at the end of the sender's read: the framer delivers no further
+        // line of it, so each recipient gets at most this one line more.
+        cx.pause_reading_of(s.conn);
+        self.members[to].waiters.push(sender);
     }
 }

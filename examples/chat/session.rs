@@ -1,13 +1,17 @@
 //! One client's connection to the chat: a [`Session`] under a [`LineReceiver`].
 //!
-//! The session only turns lines into calls on the shared [`Server`], which writes to
-//! the members through the session's context; the chat's rules live in the server.
+//! The session turns lines into calls on the shared [`Server`], which writes to the
+//! members through the session's context; the chat's rules live in the server. The
+//! session also watches its own output: while it stays above the high watermark (from
+//! `pause_producing` to `resume_producing`) a slow timer runs, and a member whose
+//! output has not drained when it fires does not read and is cut off.
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use twistor::framing::{LineContext, LineHandler, LineReceiver};
-use twistor::Reason;
+use twistor::{Reason, TimerId};
 
 use crate::command::{self, Command};
 use crate::server::{MemberKey, Server};
@@ -15,18 +19,29 @@ use crate::server::{MemberKey, Server};
 /// A chat connection: lines cut at `\n`, handled by a [`Session`].
 pub type ChatProtocol = LineReceiver<Session>;
 
+/// The limits of one connection.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionLimits {
+    /// The longest line accepted, `\r\n` not counted: a longer one gets
+    /// `* error: line too long` and closes the connection.
+    pub max_line_bytes: usize,
+    /// How long the member's unsent output may stay above the high watermark before
+    /// the member is cut off.
+    pub slow_timeout: Duration,
+}
+
 /// The protocol for one client connection, sharing `server` with every other: lines
-/// end with `\n`, and a line over `max_line_bytes` (`\r\n` not counted) gets
-/// `* error: line too long` and closes the connection.
-pub fn protocol(server: Rc<RefCell<Server>>, max_line_bytes: usize) -> ChatProtocol {
+/// end with `\n`, under `limits`.
+pub fn protocol(server: Rc<RefCell<Server>>, limits: SessionLimits) -> ChatProtocol {
     let session = Session {
         server,
         key: None,
-        max_line_bytes,
+        limits,
+        slow_timer: None,
     };
     // One byte more than the limit for the `\r` that may precede `\n`; the length
     // without it is checked in `line_received`.
-    let max_length = max_line_bytes.saturating_add(1);
+    let max_length = limits.max_line_bytes.saturating_add(1);
     LineReceiver::new(session)
         .delimiter(b"\n")
         .max_length(max_length)
@@ -37,25 +52,32 @@ pub struct Session {
     server: Rc<RefCell<Server>>,
     /// `None` before `connection_made` and once the member has left.
     key: Option<MemberKey>,
-    max_line_bytes: usize,
+    limits: SessionLimits,
+    /// Runs while the output is above the high watermark.
+    slow_timer: Option<TimerId>,
 }
 
 impl Session {
     /// Leaves the server and closes the connection, after sending what was written
     /// to it (a last notice, say).
     fn close(&mut self, cx: &mut LineContext<'_, '_>) {
+        self.leave(cx);
+        cx.lose_connection();
+    }
+
+    /// Leaves the server, if not done yet.
+    fn leave(&mut self, cx: &mut LineContext<'_, '_>) {
         if let Some(key) = self.key.take() {
             self.server.borrow_mut().depart(cx, key);
         }
-        cx.lose_connection();
     }
 
     fn line_too_long(&mut self, cx: &mut LineContext<'_, '_>) {
         log::warn!(
             "{} {}: line over {} bytes; closing",
             cx.id(),
-            cx.peer_addr().map_or_else(String::new, |a| a.to_string()),
-            self.max_line_bytes
+            peer(cx),
+            self.limits.max_line_bytes
         );
         if let Some(key) = self.key {
             self.server
@@ -64,6 +86,28 @@ impl Session {
         }
         self.close(cx);
     }
+
+    /// The slow timer fired: the output has stayed above the high watermark for the
+    /// whole slow timeout, so the member is not reading. Its queued output is
+    /// dropped; the room hears `* NICK disconnected` and the senders it held back
+    /// read again.
+    fn too_slow(&mut self, cx: &mut LineContext<'_, '_>) {
+        self.slow_timer = None;
+        log::warn!(
+            "{} {}: output above the watermark for {:?} ({} bytes unsent); closing",
+            cx.id(),
+            peer(cx),
+            self.limits.slow_timeout,
+            cx.buffered()
+        );
+        self.leave(cx);
+        cx.abort_connection();
+    }
+}
+
+/// The peer's address for the log, or nothing.
+fn peer(cx: &LineContext<'_, '_>) -> String {
+    cx.peer_addr().map_or_else(String::new, |a| a.to_string())
 }
 
 impl LineHandler for Session {
@@ -77,7 +121,7 @@ impl LineHandler for Session {
     fn line_received(&mut self, cx: &mut LineContext<'_, '_>, line: &[u8]) {
         let Some(key) = self.key else { return };
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.len() > self.max_line_bytes {
+        if line.len() > self.limits.max_line_bytes {
             return self.line_too_long(cx);
         }
         match command::parse(line) {
@@ -102,8 +146,29 @@ impl LineHandler for Session {
 
     fn connection_lost(&mut self, cx: &mut LineContext<'_, '_>, reason: Reason) {
         log::debug!("{}: {reason}", cx.id());
-        if let Some(key) = self.key.take() {
-            self.server.borrow_mut().depart(cx, key);
+        self.leave(cx);
+    }
+
+    /// The output passed the high watermark: the slow timer starts. (The senders
+    /// that wrote to this member were held back already, as they wrote.)
+    fn pause_producing(&mut self, cx: &mut LineContext<'_, '_>) {
+        if self.key.is_none() || self.slow_timer.is_some() {
+            return;
+        }
+        let timer = cx.call_later(self.limits.slow_timeout, |p: &mut ChatProtocol, cx| {
+            p.with_handler(cx, |session, cx| session.too_slow(cx))
+        });
+        self.slow_timer = Some(timer);
+    }
+
+    /// The output drained to the low watermark: the slow timer stops, and the
+    /// senders held back read again.
+    fn resume_producing(&mut self, cx: &mut LineContext<'_, '_>) {
+        if let Some(timer) = self.slow_timer.take() {
+            cx.cancel_timer(timer);
+        }
+        if let Some(key) = self.key {
+            self.server.borrow_mut().drained(cx, key);
         }
     }
 }
