@@ -46,10 +46,13 @@ const REPS: usize = 5;
 /// Bytes of one request line of the echo repros, newline included (the issue's).
 const LINE_BYTES: usize = 100;
 
-/// Most bytes a client offers before it reads, when the kernel keeps taking them: far
-/// more than loopback socket buffers hold, so the bound is reached only by a server
-/// that keeps reading (and discarding), which is what a lingering close does.
-const MAX_SEND_BYTES: usize = 24 * 1024 * 1024;
+/// Most bytes a client offers before it reads, when the kernel keeps taking them: more
+/// than loopback socket buffers hold (at most 6 MiB received plus 4 MiB sent, by
+/// Linux's defaults), so the bound is reached only by a server that keeps reading (and
+/// discarding), which is what a lingering close does; and less than the linger's
+/// default byte bound (16 MiB), past which the server rightly gives up on a peer that
+/// will not stop sending.
+const MAX_SEND_BYTES: usize = 12 * 1024 * 1024;
 
 /// Most bytes a client sends once the server has begun to stop, when the kernel keeps
 /// taking them: enough that the server holds input it will never read, few enough
@@ -492,15 +495,17 @@ fn chat_quit_with_input_in_flight_gets_welcome_bye_then_eof() {
 /// EOF.
 #[test]
 fn chat_quit_with_unread_output_and_input_in_flight_gets_every_line_then_bye() {
-    // The member reads only after sending: a backlog cap that never cuts it off.
-    let server = example::serve("chat", "127.0.0.1:0", &["--max-backlog", "268435456"]);
-    let addr = server.addr();
     let mut input = b"/quit\n".to_vec();
     input.extend(chat_lines("after quit", 512 * 1024));
     let flood = chat_lines("flood", 8 * 1024 * 1024);
     let flood_lines = lines_of(&flood);
     for rep in 1..=REPS {
         let what = format!("chat /quit with a backlog, run {rep} of {REPS}");
+        // A server per run, so that no notice of an earlier run's members reaches
+        // this one's. The member reads only after sending: a backlog cap that never
+        // cuts it off.
+        let server = example::serve("chat", "127.0.0.1:0", &["--max-backlog", "268435456"]);
+        let addr = server.addr();
         let mut quitter = common::connect(addr);
         let welcome = read_line(&mut quitter);
         assert!(welcome.starts_with("* welcome "), "{what}: {welcome:?}");
