@@ -119,11 +119,13 @@ fn main() -> ExitCode {
         "largest file accepted, in bytes",
     )
     .parse();
+    let addr = args.listen_addr();
     let config = Config {
-        dir: PathBuf::from(args.get("dir")),
-        max_size: args.value("max-size"),
+        dir: PathBuf::from(args.path("dir")),
+        // Zero would refuse every file but an empty one.
+        max_size: args.number("max-size", 1..),
     };
-    exit_status("upload", run(args.listen_addr(), config))
+    exit_status("upload", run(addr, config))
 }
 
 /// What every connection shares.
