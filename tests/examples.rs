@@ -534,3 +534,64 @@ fn udp_echo_upper_cases_datagrams_and_drops_oversized_ones() {
     ex.signal("TERM");
     assert!(ex.wait().success());
 }
+
+// ----- README -----
+
+/// The README's code is what a user pastes: rustdoc compiles each Rust block as a
+/// doctest (`src/lib.rs` includes the README), but a line it hides (`# ...`) would be
+/// missing from the copy, so there must be none. The server runs until Ctrl-C, so it
+/// is compiled, not run (`no_run`), and nothing in it stops it early.
+#[test]
+fn readme_code_is_what_a_user_pastes() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let mut blocks = Vec::new();
+    let mut lines = readme.lines();
+    while let Some(line) = lines.next() {
+        let Some(info) = line.strip_prefix("```") else {
+            continue;
+        };
+        let body: Vec<&str> = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("```"))
+            .collect();
+        blocks.push((info.to_owned(), body));
+    }
+    let rust: Vec<_> = blocks
+        .iter()
+        .filter(|(info, _)| info.split([' ', ',']).next() == Some("rust"))
+        .collect();
+    assert!(!rust.is_empty(), "the README has no Rust block");
+    for (info, body) in &rust {
+        let attrs: Vec<&str> = info.split([' ', ',']).skip(1).collect();
+        assert!(
+            !attrs.iter().any(|a| matches!(*a, "ignore" | "text")),
+            "a Rust block rustdoc does not compile: {info:?}"
+        );
+        for line in body {
+            let code = line.trim_start();
+            assert!(
+                code != "#" && !code.starts_with("# "),
+                "a line rustdoc hides, which a user would not copy: {line:?}"
+            );
+        }
+        let code = body.join("\n");
+        if code.contains("reactor.run()") {
+            assert!(code.contains("fn main()"), "a whole program");
+            assert!(code.contains("stop_on_signals()"), "Ctrl-C stops it");
+            assert!(!code.contains(".stop()"), "nothing stops it before Ctrl-C");
+            assert!(
+                attrs.contains(&"no_run"),
+                "it serves until Ctrl-C: {info:?}"
+            );
+        }
+    }
+    for command in ["cargo run --release --example echo", "cargo test"] {
+        assert!(
+            blocks
+                .iter()
+                .any(|(_, body)| body.iter().any(|l| l.starts_with(command))),
+            "the README shows `{command}`"
+        );
+    }
+}
