@@ -1,7 +1,8 @@
 //! An upper-casing UDP echo server, after socketserver's UDP echo handler.
 //!
 //! Each datagram is sent back upper-cased (ASCII letters only) to its sender. A
-//! datagram over `--max-datagram` bytes is dropped with a warning, never echoed cut.
+//! datagram over `--max-datagram` bytes (1 to 65535) is dropped with a warning, never
+//! echoed cut.
 //!
 //! Run it:
 //!

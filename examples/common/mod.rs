@@ -8,11 +8,13 @@
 //! ```ignore
 //! let args = Cli::new("echo", "Upper-casing line echo server.", "127.0.0.1:5639")
 //!     .switch("raw", "echo bytes as they arrive, without line framing")
+//!     .option("threads", "N", "1", "reactors, one per thread")
 //!     .parse();
+//! let addr = args.listen_addr(); // or exit 2: `echo: --listen must be ...`
+//! let threads: usize = args.number("threads", 1..); // `--threads 0`: exit 2
 //! let mut reactor = Reactor::new()?;
-//! let port = reactor.listen_tcp(args.listen_addr(), factory)?;
-//! announce(port.local_addr);
-//! serve(&mut reactor)
+//! let port = reactor.listen_tcp(addr, factory)?;
+//! serve(&mut reactor, port.local_addr) // announces `listening on ADDR`, runs
 //! ```
 //!
 //! Flags are `--name VALUE` or `--name=VALUE`; switches are bare `--name`. `--help`
