@@ -24,7 +24,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::process::ExitCode;
 
 use common::echo::{line_echo, RawEcho};
@@ -44,7 +43,7 @@ fn main() -> ExitCode {
         .parse();
     let addr = args.listen_addr();
     let raw = args.switch("raw");
-    let result = match args.value::<NonZeroUsize>("threads").get() {
+    let result = match args.number::<usize>("threads", 1..) {
         1 => run(addr, raw),
         n if raw => run_group(addr, n, RawEcho::default),
         n => run_group(addr, n, line_echo),

@@ -66,18 +66,10 @@ fn main() -> ExitCode {
         "jobs that may wait for a thread",
     )
     .parse();
-    let threads = positive(args.value("threads"), "threads");
-    let queue = positive(args.value("queue"), "queue");
-    exit_status("offload", run(args.listen_addr(), threads, queue))
-}
-
-/// `n`, or exit 2 if it is zero.
-fn positive(n: usize, flag: &str) -> usize {
-    if n == 0 {
-        eprintln!("offload: --{flag} must be at least 1");
-        std::process::exit(2);
-    }
-    n
+    let addr = args.listen_addr();
+    let threads = args.number("threads", 1..);
+    let queue = args.number("queue", 1..);
+    exit_status("offload", run(addr, threads, queue))
 }
 
 fn run(addr: SocketAddr, threads: usize, queue: usize) -> io::Result<()> {

@@ -89,11 +89,12 @@ fn main() -> ExitCode {
         "close a connection idle this long (0: never)",
     )
     .parse();
-    let timeout = match args.value::<u64>("request-timeout") {
+    let addr = args.listen_addr();
+    let timeout = match args.number::<u64>("request-timeout", ..) {
         0 => None,
         secs => Some(Duration::from_secs(secs)),
     };
-    exit_status("socketserver_echo", run(args.listen_addr(), timeout))
+    exit_status("socketserver_echo", run(addr, timeout))
 }
 
 fn run(addr: SocketAddr, request_timeout: Option<Duration>) -> io::Result<()> {

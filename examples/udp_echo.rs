@@ -1,7 +1,8 @@
 //! An upper-casing UDP echo server, after socketserver's UDP echo handler.
 //!
 //! Each datagram is sent back upper-cased (ASCII letters only) to its sender. A
-//! datagram over `--max-datagram` bytes is dropped with a warning, never echoed cut.
+//! datagram over `--max-datagram` bytes (1 to 65535) is dropped with a warning, never
+//! echoed cut.
 //!
 //! Run it:
 //!
@@ -19,6 +20,11 @@ use common::echo::upper;
 use common::{exit_status, init_logging, serve, Cli};
 use twistor::{Addr, DatagramContext, DatagramProtocol, Reactor, DEFAULT_MAX_DATAGRAM_BYTES};
 
+/// The largest `--max-datagram`: a UDP length field cannot announce more, so a
+/// larger maximum would only make the receive buffer bigger (and an absurd one would
+/// fail to allocate). Zero would drop every datagram.
+const MAX_UDP_DATAGRAM_BYTES: usize = 65_535;
+
 fn main() -> ExitCode {
     init_logging();
     let args = Cli::new(
@@ -33,8 +39,9 @@ fn main() -> ExitCode {
         "largest datagram echoed; larger ones are dropped",
     )
     .parse();
-    let max = args.value::<usize>("max-datagram");
-    exit_status("udp_echo", run(args.listen_addr(), max))
+    let addr = args.listen_addr();
+    let max = args.number::<usize>("max-datagram", 1..=MAX_UDP_DATAGRAM_BYTES);
+    exit_status("udp_echo", run(addr, max))
 }
 
 fn run(addr: std::net::SocketAddr, max_datagram_bytes: usize) -> std::io::Result<()> {

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         "twistor-echo.sock",
     )
     .parse();
-    exit_status("unix_echo", run(args.listen()))
+    exit_status("unix_echo", run(args.listen_path()))
 }
 
 fn run(path: &str) -> std::io::Result<()> {

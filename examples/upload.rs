@@ -3,10 +3,12 @@
 //! The client sends `NAME|SIZE\n` (a trailing `\r` is stripped), then exactly SIZE raw
 //! bytes. The server streams them to a temporary dot-file in `--dir`, fsyncs it, moves
 //! it to NAME and answers `ok SIZE SHA256HEX\n`; the connection can then send the next
-//! header. A bad NAME (empty, over 255 bytes, starting with `.`, or holding `/`, `\`,
-//! `|` or NUL), a SIZE that is not a number or is over `--max-size`, an existing NAME, or
-//! a header line over 4 KiB gets `error: REASON\n` and the connection is closed. A
-//! connection that drops mid-file leaves neither NAME nor a temporary file behind.
+//! header. NAME must be a plain file name: valid UTF-8, without `/`, `\`, `|` or
+//! control characters (C0, DEL and C1: NUL, tab, CR and LF included), not starting with
+//! `.` or `-`, not starting or ending with a space, 1 to 255 bytes. A bad NAME, a SIZE
+//! that is not a number or is over `--max-size`, an existing NAME, or a header line over
+//! 4 KiB gets `error: REASON\n` and the connection is closed. A connection that drops
+//! mid-file leaves neither NAME nor a temporary file behind.
 //!
 //! Run it:
 //!
@@ -119,11 +121,13 @@ fn main() -> ExitCode {
         "largest file accepted, in bytes",
     )
     .parse();
+    let addr = args.listen_addr();
     let config = Config {
-        dir: PathBuf::from(args.get("dir")),
-        max_size: args.value("max-size"),
+        dir: PathBuf::from(args.path("dir")),
+        // Zero would refuse every file but an empty one.
+        max_size: args.number("max-size", 1..),
     };
-    exit_status("upload", run(args.listen_addr(), config))
+    exit_status("upload", run(addr, config))
 }
 
 /// What every connection shares.
@@ -471,21 +475,44 @@ fn parse_header(line: &[u8], max_size: u64) -> Result<Header, String> {
     })
 }
 
-/// A plain file name in the upload directory, and never a hidden one: that keeps
-/// clients away from the temporary files (and from `.` and `..`).
+/// A plain file name (EXAMPLES.md): one that `ls` and a terminal show as it is, and
+/// that no shell command takes for something else. So: valid UTF-8, no control
+/// characters (C0, DEL and C1, which move the cursor, recolour the terminal or hide
+/// what comes before a `\r`), no `/`, `\` or `|`, not hidden (that keeps clients away
+/// from the temporary files, and from `.` and `..`), not an option (`-rf`), and no
+/// space at either end (invisible in a listing; a name of one space most of all).
 fn check_name(name: &[u8]) -> Result<(), String> {
-    let reason = if name.is_empty() {
-        "empty name"
-    } else if name.len() > MAX_NAME_BYTES {
-        "name longer than 255 bytes"
-    } else if name[0] == b'.' {
-        "name starts with a dot"
-    } else if name.iter().any(|b| matches!(b, b'/' | b'\\' | b'|' | 0)) {
-        "name contains `/`, `\\`, `|` or NUL"
-    } else {
-        return Ok(());
+    match name_problem(name) {
+        None => Ok(()),
+        Some(problem) => Err(format!("bad name: {problem}")),
+    }
+}
+
+/// What is wrong with `name`, if anything. The problem is sent back to the client,
+/// so it never quotes the name.
+fn name_problem(name: &[u8]) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("empty");
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Some("longer than 255 bytes");
+    }
+    let Ok(name) = std::str::from_utf8(name) else {
+        return Some("not valid UTF-8");
     };
-    Err(format!("bad name: {reason}"))
+    Some(if name.chars().any(char::is_control) {
+        "contains a control character"
+    } else if name.contains(['/', '\\', '|']) {
+        "contains `/`, `\\` or `|`"
+    } else if name.starts_with('.') {
+        "starts with `.`"
+    } else if name.starts_with('-') {
+        "starts with `-`"
+    } else if name.starts_with(' ') || name.ends_with(' ') {
+        "starts or ends with a space"
+    } else {
+        return None;
+    })
 }
 
 // ----- the file (written on the pool) -----
@@ -530,10 +557,16 @@ struct TempFile {
 }
 
 impl TempFile {
-    /// `.NAME.PID-N.part` in `dir`, created new (NAME cut to [`TEMP_NAME_BYTES`]).
+    /// `.NAME.PID-N.part` in `dir`, created new (NAME cut to [`TEMP_NAME_BYTES`], at a
+    /// character boundary so that the directory's names stay valid UTF-8).
     fn create(dir: &Path, name: &[u8]) -> io::Result<TempFile> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let stem = &name[..name.len().min(TEMP_NAME_BYTES)];
+        let mut end = name.len().min(TEMP_NAME_BYTES);
+        // UTF-8 continuation bytes are 0b10xxxxxx: back off to the character's start.
+        while end < name.len() && name[end] & 0xC0 == 0x80 {
+            end -= 1;
+        }
+        let stem = &name[..end];
         let mut tries = 0;
         loop {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -642,5 +675,103 @@ mod tests {
         }
         let long = vec![b'n'; 256];
         assert!(header(&[&long[..], b"|1"].concat()).is_err());
+    }
+
+    /// `check_name` on `name`: `None` if accepted, else the reason.
+    fn name_refusal(name: &[u8]) -> Option<String> {
+        check_name(name).err()
+    }
+
+    #[test]
+    fn plain_names_are_accepted() {
+        for good in [
+            "a.txt",
+            "a",
+            "a..b",
+            "a b",
+            "a.",
+            "x-",
+            "a-b_c+d=e,f;g'h\"i~j#k@l",
+            "été.txt",
+            "日本語",
+            "a\u{a0}b", // a no-break space is not a control character
+            "emoji \u{1f600}",
+        ] {
+            assert_eq!(name_refusal(good.as_bytes()), None, "{good:?}");
+        }
+        // 255 bytes, in characters of 1, 2 and 3 bytes.
+        for c in ["n", "é", "語"] {
+            let name = c.repeat(255 / c.len()) + &"n".repeat(255 % c.len());
+            assert_eq!(name.len(), 255);
+            assert_eq!(name_refusal(name.as_bytes()), None, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn names_that_are_not_plain_are_refused_with_their_reason() {
+        let control = "bad name: contains a control character";
+        let cases: &[(&[u8], &str)] = &[
+            // Terminal escapes, and what `ls` shows as something else.
+            (b"esc\x1b[31m", control),
+            (b"a\rb", control),
+            (b"a\tb", control),
+            (b"a\x7fb", control),
+            (b"a\0b", control),
+            (b"a\nb", control),
+            (b"bell\x07", control),
+            (b"\x08", control),
+            (b"a\xc2\x85b", control),   // U+0085, NEL (C1)
+            (b"a\xc2\x9b31m", control), // U+009B, CSI (C1)
+            (b"a\xc2\x80", control),    // U+0080, the first C1
+            (b"a\xc2\x9f", control),    // U+009F, the last C1
+            // Not UTF-8: a stray byte, a cut sequence, an overlong `/`, a surrogate.
+            (b"a\xffb", "bad name: not valid UTF-8"),
+            (b"caf\xc3", "bad name: not valid UTF-8"),
+            (b"a\xc0\xafb", "bad name: not valid UTF-8"),
+            (b"\xed\xa0\x80", "bad name: not valid UTF-8"),
+            // An option to any command it is passed to.
+            (b"-rf", "bad name: starts with `-`"),
+            (b"-", "bad name: starts with `-`"),
+            // Spaces at the ends.
+            (b" ", "bad name: starts or ends with a space"),
+            (b"   ", "bad name: starts or ends with a space"),
+            (b" a", "bad name: starts or ends with a space"),
+            (b"a ", "bad name: starts or ends with a space"),
+            // Hidden, or not one path component.
+            (b".hidden", "bad name: starts with `.`"),
+            (b".", "bad name: starts with `.`"),
+            (b"..", "bad name: starts with `.`"),
+            (b"a/b", "bad name: contains `/`, `\\` or `|`"),
+            (b"a\\b", "bad name: contains `/`, `\\` or `|`"),
+            (b"a|b", "bad name: contains `/`, `\\` or `|`"),
+            (b"", "bad name: empty"),
+            (&[b'n'; 256], "bad name: longer than 255 bytes"),
+        ];
+        for (name, reason) in cases {
+            assert_eq!(
+                name_refusal(name).as_deref(),
+                Some(*reason),
+                "{:?}",
+                name.escape_ascii().to_string()
+            );
+        }
+        // Over 255 bytes in 2-byte characters: 128 of them.
+        assert_eq!(
+            name_refusal("é".repeat(128).as_bytes()).as_deref(),
+            Some("bad name: longer than 255 bytes")
+        );
+    }
+
+    #[test]
+    fn a_temporary_name_is_cut_at_a_character_boundary() {
+        let dir = std::env::temp_dir().join(format!("twistor-upload-unit-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let name = "語".repeat(85); // 255 bytes; byte 200 is inside a character
+        let temp = TempFile::create(&dir, name.as_bytes()).unwrap();
+        let file_name = temp.path.file_name().unwrap().to_str();
+        assert!(file_name.is_some(), "not UTF-8: {:?}", temp.path);
+        assert!(file_name.unwrap().len() <= 255);
+        drop(temp);
+        fs::remove_dir(&dir).unwrap();
     }
 }

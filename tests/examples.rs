@@ -297,12 +297,97 @@ fn echo_with_two_threads_serves_clients_and_stops_gracefully_on_sigterm() {
     stop_expecting_eof(&mut server, &mut clients, "TERM");
 }
 
+/// Runs `example` with `args`, which must be refused at start as EXAMPLES.md says:
+/// exit status 2, nothing on stdout, and exactly one line on stderr that names `flag`
+/// (and no wording of Rust's own parse errors).
+fn check_flag_refused(example: &str, args: &[&str], flag: &str) {
+    let out = run_example(example, args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let what = format!("{example} {args:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{what}: status; stderr {stderr:?}"
+    );
+    assert!(out.stdout.is_empty(), "{what}: nothing may reach stdout");
+    assert!(
+        stderr.ends_with('\n') && stderr.lines().count() == 1,
+        "{what}: stderr must be one line, got {stderr:?}"
+    );
+    assert!(
+        stderr.starts_with(&format!("{example}: ")) && stderr.contains(flag),
+        "{what}: the line must name the program and {flag}: {stderr:?}"
+    );
+    assert!(
+        !stderr.contains("non-zero type") && !stderr.contains("invalid digit"),
+        "{what}: Rust's internal wording: {stderr:?}"
+    );
+}
+
 #[test]
 fn echo_refuses_zero_threads() {
-    let out = run_example("echo", &["--threads", "0"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--threads"));
-    assert!(out.stdout.is_empty(), "nothing may reach stdout");
+    check_flag_refused("echo", &["--threads", "0"], "--threads");
+    check_flag_refused("echo", &["--threads", "many"], "--threads");
+    check_flag_refused("echo", &["--raw", "--threads=0"], "--threads");
+}
+
+#[test]
+fn udp_echo_refuses_a_zero_or_impossible_max_datagram() {
+    check_flag_refused("udp_echo", &["--max-datagram", "0"], "--max-datagram");
+    check_flag_refused("udp_echo", &["--max-datagram", "65536"], "--max-datagram");
+    check_flag_refused("udp_echo", &["--max-datagram", "-1"], "--max-datagram");
+}
+
+/// Every TCP or UDP example refuses a `--listen` that is not an IP address and port;
+/// the Unix-socket one refuses an empty path and one too long for a socket address.
+#[test]
+fn every_example_refuses_a_malformed_listen_address() {
+    for example in [
+        "echo",
+        "logger",
+        "udp_echo",
+        "offload",
+        "kv",
+        "upload",
+        "socketserver_echo",
+    ] {
+        for bad in ["nonsense", "127.0.0.1", "127.0.0.1:99999", "127.0.0.1:", ""] {
+            check_flag_refused(example, &["--listen", bad], "--listen");
+        }
+        check_flag_refused(example, &["--listen"], "--listen");
+    }
+    check_flag_refused("unix_echo", &["--listen", ""], "--listen");
+    let long = std::env::temp_dir().join("s".repeat(200));
+    check_flag_refused(
+        "unix_echo",
+        &["--listen", long.to_str().unwrap()],
+        "--listen",
+    );
+}
+
+/// Zero sizes, counts and queues that no server could work with, and numbers that
+/// are not numbers, in the examples' own flags.
+#[test]
+fn examples_refuse_flag_values_that_cannot_work() {
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("offload", &["--threads", "0"], "--threads"),
+        ("offload", &["--queue", "0"], "--queue"),
+        ("offload", &["--threads", "1.5"], "--threads"),
+        ("kv", &["--max-query-bytes", "0"], "--max-query-bytes"),
+        ("upload", &["--max-size", "0"], "--max-size"),
+        ("upload", &["--max-size", "1GiB"], "--max-size"),
+        ("upload", &["--dir", ""], "--dir"),
+        (
+            "socketserver_echo",
+            &["--request-timeout", "soon"],
+            "--request-timeout",
+        ),
+        ("echo", &["--bogus"], "--bogus"),
+        ("echo", &["--raw=yes"], "--raw"),
+    ];
+    for (example, args, flag) in cases {
+        check_flag_refused(example, args, flag);
+    }
 }
 
 #[test]
@@ -316,14 +401,6 @@ fn echo_help_lists_flags_and_exits_0() {
             "--help does not mention {flag}:\n{help}"
         );
     }
-}
-
-#[test]
-fn echo_refuses_an_unknown_flag() {
-    let out = run_example("echo", &["--bogus"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--bogus"));
-    assert!(out.stdout.is_empty(), "nothing may reach stdout");
 }
 
 // ----- logger -----
@@ -456,4 +533,65 @@ fn udp_echo_upper_cases_datagrams_and_drops_oversized_ones() {
 
     ex.signal("TERM");
     assert!(ex.wait().success());
+}
+
+// ----- README -----
+
+/// The README's code is what a user pastes: rustdoc compiles each Rust block as a
+/// doctest (`src/lib.rs` includes the README), but a line it hides (`# ...`) would be
+/// missing from the copy, so there must be none. The server runs until Ctrl-C, so it
+/// is compiled, not run (`no_run`), and nothing in it stops it early.
+#[test]
+fn readme_code_is_what_a_user_pastes() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let mut blocks = Vec::new();
+    let mut lines = readme.lines();
+    while let Some(line) = lines.next() {
+        let Some(info) = line.strip_prefix("```") else {
+            continue;
+        };
+        let body: Vec<&str> = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("```"))
+            .collect();
+        blocks.push((info.to_owned(), body));
+    }
+    let rust: Vec<_> = blocks
+        .iter()
+        .filter(|(info, _)| info.split([' ', ',']).next() == Some("rust"))
+        .collect();
+    assert!(!rust.is_empty(), "the README has no Rust block");
+    for (info, body) in &rust {
+        let attrs: Vec<&str> = info.split([' ', ',']).skip(1).collect();
+        assert!(
+            !attrs.iter().any(|a| matches!(*a, "ignore" | "text")),
+            "a Rust block rustdoc does not compile: {info:?}"
+        );
+        for line in body {
+            let code = line.trim_start();
+            assert!(
+                code != "#" && !code.starts_with("# "),
+                "a line rustdoc hides, which a user would not copy: {line:?}"
+            );
+        }
+        let code = body.join("\n");
+        if code.contains("reactor.run()") {
+            assert!(code.contains("fn main()"), "a whole program");
+            assert!(code.contains("stop_on_signals()"), "Ctrl-C stops it");
+            assert!(!code.contains(".stop()"), "nothing stops it before Ctrl-C");
+            assert!(
+                attrs.contains(&"no_run"),
+                "it serves until Ctrl-C: {info:?}"
+            );
+        }
+    }
+    for command in ["cargo run --release --example echo", "cargo test"] {
+        assert!(
+            blocks
+                .iter()
+                .any(|(_, body)| body.iter().any(|l| l.starts_with(command))),
+            "the README shows `{command}`"
+        );
+    }
 }

@@ -446,6 +446,47 @@ fn bad_names_are_refused() {
     assert_eq!(listing(&server.root.0), ["files"], "nothing escaped --dir");
 }
 
+/// Names that a terminal or a shell would take for something else are refused with
+/// `error: bad name: ...` and the connection closed: control characters (an escape
+/// sequence, a `\r` that `ls` hides, tab, DEL, a C1 control), bytes that are not
+/// UTF-8, a leading `-` (`-rf`), a leading or trailing space (a name of one space).
+/// The refusal never quotes the name back. A UTF-8 name with inner spaces is fine.
+#[test]
+fn names_that_are_not_plain_are_refused() {
+    let server = Server::start(&[]);
+    let headers: &[&[u8]] = &[
+        b"esc\x1b[31m|1\n",
+        b"a\rb|1\n",
+        b"a\tb|1\n",
+        b"a\x7fb|1\n",
+        b"a\xc2\x9b31m|1\n",
+        b"a\xffb|1\n",
+        b"caf\xc3|1\n",
+        b"-rf|1\n",
+        b" |1\n",
+        b" lead|1\n",
+        b"trail |1\n",
+        b"trail \r|1\r\n",
+    ];
+    for header in headers {
+        let line = server.connect().expect_refused(header);
+        assert!(line.starts_with("error: bad name: "), "{line:?}");
+        assert!(
+            line.bytes().all(|b| b == b' ' || b.is_ascii_graphic()),
+            "the reason is plain ASCII: {line:?}"
+        );
+    }
+    assert_eq!(server.listing(), Vec::<String>::new());
+    assert_eq!(listing(&server.root.0), ["files"], "nothing escaped --dir");
+
+    let name = "my file – été.txt";
+    let mut client = server.connect();
+    client.send(&header(name, 3));
+    client.send(b"abc");
+    assert_eq!(client.line(), ok_line(b"abc"));
+    assert_file(&server.dir.join(name), b"abc");
+}
+
 /// SIZE must be a number no larger than `--max-size`.
 #[test]
 fn bad_sizes_are_refused() {

@@ -8,16 +8,24 @@
 //! ```ignore
 //! let args = Cli::new("echo", "Upper-casing line echo server.", "127.0.0.1:5639")
 //!     .switch("raw", "echo bytes as they arrive, without line framing")
+//!     .option("threads", "N", "1", "reactors, one per thread")
 //!     .parse();
+//! let addr = args.listen_addr(); // or exit 2: `echo: --listen must be ...`
+//! let threads: usize = args.number("threads", 1..); // `--threads 0`: exit 2
 //! let mut reactor = Reactor::new()?;
-//! let port = reactor.listen_tcp(args.listen_addr(), factory)?;
-//! announce(port.local_addr);
-//! serve(&mut reactor)
+//! let port = reactor.listen_tcp(addr, factory)?;
+//! serve(&mut reactor, port.local_addr) // announces `listening on ADDR`, runs
 //! ```
 //!
-//! Flags are `--name VALUE` or `--name=VALUE`; switches are bare `--name`. A bad
-//! command line prints the usage to stderr and exits 2; `--help` prints it to stdout
-//! and exits 0.
+//! Flags are `--name VALUE` or `--name=VALUE`; switches are bare `--name`. `--help`
+//! prints the usage to stdout and exits 0.
+//!
+//! A command line that cannot work is refused at start, as EXAMPLES.md asks: one line
+//! on stderr that names the flag (`echo: --threads must be at least 1`), and exit
+//! status 2. That covers an unknown flag, a missing value, and a value that does not
+//! parse or is out of range: read values with the typed getters ([`Args::number`],
+//! [`Args::listen_addr`], [`Args::listen_path`], [`Args::path`]), which check the range
+//! a server can work with, not only the type.
 
 // Each example uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -25,6 +33,7 @@
 use std::fmt::{self, Display};
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::ops::{Bound, RangeBounds};
 use std::process::ExitCode;
 use std::str::FromStr;
 
@@ -52,6 +61,8 @@ pub struct Cli {
 /// The parsed command line: every flag's value, defaults filled in.
 #[derive(Debug)]
 pub struct Args {
+    /// The program's name, which starts every refusal.
+    program: &'static str,
     values: Vec<(&'static str, Option<String>)>,
     switches: Vec<&'static str>,
 }
@@ -117,7 +128,7 @@ impl Cli {
     }
 
     /// Parses the process's arguments; on `--help` prints the usage and exits 0, on a
-    /// bad command line prints the error and the usage to stderr and exits 2.
+    /// bad command line prints one line naming the flag to stderr and exits 2.
     pub fn parse(self) -> Args {
         match self.parse_from(std::env::args().skip(1)) {
             Ok(args) => args,
@@ -126,10 +137,7 @@ impl Cli {
                 let _ = io::stdout().flush();
                 std::process::exit(0);
             }
-            Err(e) => {
-                eprint!("{}: {e}\n\n{}", self.name, self.usage());
-                std::process::exit(2);
-            }
+            Err(e) => exit_refused(self.name, format_args!("{e} (see --help)")),
         }
     }
 
@@ -140,6 +148,7 @@ impl Cli {
         S: Into<String>,
     {
         let mut parsed = Args {
+            program: self.name,
             values: self
                 .flags
                 .iter()
@@ -224,17 +233,43 @@ impl Args {
             .unwrap_or_else(|| panic!("flag --{name} was never declared"))
     }
 
-    /// The value of a flag parsed as `T`; exits 2 with a message if it does not parse.
+    /// The value of a flag parsed as `T`; exits 2 with one line naming the flag if it
+    /// does not parse. Prefer the typed getters below, which also refuse values that
+    /// parse but cannot work (a zero count, say) and word the refusal for people.
     pub fn value<T>(&self, name: &str) -> T
     where
         T: FromStr,
         T::Err: Display,
     {
         let raw = self.get(name);
-        raw.parse().unwrap_or_else(|e| {
-            eprintln!("bad value for --{name} `{raw}`: {e}");
-            std::process::exit(2);
-        })
+        raw.parse()
+            .unwrap_or_else(|e| self.refuse(name, format_args!("has a bad value {raw:?}: {e}")))
+    }
+
+    /// A whole number within `range` (`1..` for a count, `1..=65535` for a datagram
+    /// size); exits 2 with one line naming the flag otherwise (`--threads must be at
+    /// least 1`).
+    pub fn number<T>(&self, name: &str, range: impl RangeBounds<T>) -> T
+    where
+        T: FromStr + PartialOrd + Display,
+    {
+        number_in(self.get(name), &range).unwrap_or_else(|problem| self.refuse(name, problem))
+    }
+
+    /// A flag's value as a path; exits 2 if it is empty (which would mean the current
+    /// directory, or an unnamed socket, without saying so).
+    pub fn path(&self, name: &str) -> &str {
+        let raw = self.get(name);
+        if raw.is_empty() {
+            self.refuse(name, "must not be empty");
+        }
+        raw
+    }
+
+    /// Refuses the command line: prints `PROGRAM: --NAME PROBLEM` as one line to
+    /// stderr and exits 2.
+    pub fn refuse(&self, name: &str, problem: impl Display) -> ! {
+        exit_refused(self.program, format_args!("--{name} {problem}"))
     }
 
     /// True if a switch declared with [`Cli::switch`] was given.
@@ -247,10 +282,73 @@ impl Args {
         self.get("listen")
     }
 
-    /// `--listen` as a TCP or UDP socket address; exits 2 if it is not one.
+    /// `--listen` as a TCP or UDP socket address (an IP address and a port); exits 2
+    /// if it is not one.
     pub fn listen_addr(&self) -> SocketAddr {
-        self.value("listen")
+        let raw = self.get("listen");
+        raw.parse().unwrap_or_else(|_| {
+            self.refuse(
+                "listen",
+                format_args!("must be an IP address and port such as 127.0.0.1:8000, not {raw:?}"),
+            )
+        })
     }
+
+    /// `--listen` as a Unix socket path; exits 2 if it is empty or too long for a
+    /// socket address.
+    pub fn listen_path(&self) -> &str {
+        let path = self.path("listen");
+        if path.len() > MAX_SOCKET_PATH_BYTES {
+            self.refuse(
+                "listen",
+                format_args!("must be a path of at most {MAX_SOCKET_PATH_BYTES} bytes"),
+            );
+        }
+        path
+    }
+}
+
+/// The longest Unix socket path: `sun_path` holds 108 bytes on Linux, the last one
+/// for the terminating NUL.
+pub const MAX_SOCKET_PATH_BYTES: usize = 107;
+
+/// `raw` as a whole number in `range`, or why not, worded to follow the flag's name.
+fn number_in<T>(raw: &str, range: &impl RangeBounds<T>) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + Display,
+{
+    // Digits only: `FromStr` would also take a sign, and its error says nothing a
+    // user can act on ("number would be zero for non-zero type").
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("must be a whole number, not {raw:?}"));
+    }
+    let too_large = match range.end_bound() {
+        Bound::Included(max) => format!("must be at most {max}"),
+        Bound::Excluded(end) => format!("must be less than {end}"),
+        Bound::Unbounded => format!("is too large: {raw}"),
+    };
+    // Only digits, so a parse error means too large for the type.
+    let n = raw.parse::<T>().map_err(|_| too_large.clone())?;
+    let low = match range.start_bound() {
+        Bound::Included(min) if n < *min => Some(format!("must be at least {min}")),
+        Bound::Excluded(min) if n <= *min => Some(format!("must be more than {min}")),
+        _ => None,
+    };
+    if let Some(problem) = low {
+        return Err(problem);
+    }
+    if range.contains(&n) {
+        Ok(n)
+    } else {
+        Err(too_large)
+    }
+}
+
+/// Prints `PROGRAM: MESSAGE` as one line to stderr and exits with status 2, the
+/// status of a bad command line.
+fn exit_refused(program: &str, message: fmt::Arguments<'_>) -> ! {
+    eprintln!("{program}: {message}");
+    std::process::exit(2);
 }
 
 /// Sends log records to stderr; `RUST_LOG` sets the level (default `info`).
@@ -327,5 +425,54 @@ pub fn exit_status(name: &str, result: io::Result<()>) -> ExitCode {
             eprintln!("{name}: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_checked_against_their_range() {
+        assert_eq!(number_in::<usize>("4", &(1..)), Ok(4));
+        assert_eq!(number_in::<u64>("0", &(..)), Ok(0));
+        assert_eq!(number_in::<usize>("65535", &(1..=65535)), Ok(65535));
+        let refused = |raw: &str, problem: &str| {
+            assert_eq!(
+                number_in::<usize>(raw, &(1..=65535)),
+                Err(problem.to_owned()),
+                "{raw:?}"
+            );
+        };
+        refused("0", "must be at least 1");
+        refused("65536", "must be at most 65535");
+        refused("99999999999999999999999", "must be at most 65535");
+        refused("", "must be a whole number, not \"\"");
+        refused("+1", "must be a whole number, not \"+1\"");
+        refused("-1", "must be a whole number, not \"-1\"");
+        refused(" 1", "must be a whole number, not \" 1\"");
+        refused("1k", "must be a whole number, not \"1k\"");
+        assert_eq!(
+            number_in::<u8>("256", &(1..)),
+            Err("is too large: 256".to_owned())
+        );
+        assert_eq!(
+            number_in::<u8>("9", &(2..9)),
+            Err("must be less than 9".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_bad_command_line_is_named_by_its_flag() {
+        let cli = Cli::new("t", "test", "127.0.0.1:1").option("n", "N", "1", "a number");
+        assert_eq!(
+            cli.parse_from(["--n"]).unwrap_err().to_string(),
+            "--n needs a value"
+        );
+        assert_eq!(
+            cli.parse_from(["--m", "1"]).unwrap_err().to_string(),
+            "unknown argument `--m`"
+        );
+        assert_eq!(cli.parse_from(["--n=7"]).unwrap().get("n"), "7");
     }
 }

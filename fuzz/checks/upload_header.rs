@@ -6,10 +6,12 @@
 //!
 //! Checked, for every input:
 //! - `parse_header` agrees with a reference written from the example's documentation
-//!   (a trailing `\r` stripped; NAME before the first `|`, 1 to 255 bytes, not starting
-//!   with `.`, without `/`, `\`, NUL; SIZE all ASCII digits, fitting in a u64, at most
-//!   `max_size`), on arbitrary bytes and on every line of the input; a refusal's reason
-//!   is one of the documented ones;
+//!   (a trailing `\r` stripped; NAME before the first `|`, 1 to 255 bytes of valid
+//!   UTF-8, without `/`, `\` or control characters (C0, DEL, C1), not starting with `.`
+//!   or `-`, not starting or ending with a space; SIZE all ASCII digits, fitting in a
+//!   u64, at most `max_size`), on arbitrary bytes and on every line of the input; a
+//!   refusal's reason is one of the documented ones, and plain ASCII (it is sent to the
+//!   client, so it never echoes the name);
 //! - the stream of headers and file bytes, framed as the example frames it, is the
 //!   same at the fuzzer's chunking, byte by byte (short inputs) and as the reference
 //!   reads the whole input: no header is lost, split or read from inside a file.
@@ -46,11 +48,7 @@ fn reference(line: &[u8], max_size: u64) -> Option<(Vec<u8>, u64)> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let bar = line.iter().position(|&b| b == b'|')?;
     let (name, size) = (&line[..bar], &line[bar + 1..]);
-    let name_ok = !name.is_empty()
-        && name.len() <= MAX_NAME_BYTES
-        && name[0] != b'.'
-        && !name.iter().any(|&b| matches!(b, b'/' | b'\\' | b'|' | 0));
-    if !name_ok || size.is_empty() {
+    if !plain_name(name) || size.is_empty() {
         return None;
     }
     let mut value: u64 = 0;
@@ -61,6 +59,20 @@ fn reference(line: &[u8], max_size: u64) -> Option<(Vec<u8>, u64)> {
         value = value.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
     }
     (value <= max_size).then(|| (name.to_vec(), value))
+}
+
+/// NAME is a plain file name, as EXAMPLES.md defines one.
+fn plain_name(name: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(name) else {
+        return false;
+    };
+    // C0 controls, DEL, and the C1 controls U+0080 to U+009F.
+    let control = |c: char| matches!(u32::from(c), 0..=0x1f | 0x7f..=0x9f);
+    !text.is_empty()
+        && text.len() <= MAX_NAME_BYTES
+        && !text.chars().any(|c| control(c) || matches!(c, '/' | '\\' | '|'))
+        && !text.starts_with(['.', '-', ' '])
+        && !text.ends_with(' ')
 }
 
 /// The example's parser, checked against the reference.
@@ -83,6 +95,10 @@ fn parse_checked(line: &[u8], max_size: u64) -> Option<(Vec<u8>, u64)> {
                 .iter()
                 .any(|known| reason.starts_with(known)),
                 "an undocumented reason: {reason}"
+            );
+            assert!(
+                reason.bytes().all(|b| b == b' ' || b.is_ascii_graphic()),
+                "a reason that is not plain ASCII: {reason:?}"
             );
             None
         }

@@ -6,7 +6,7 @@
 //! The parsing is done by [`LineParser`], which knows nothing of sockets.
 
 use std::fmt;
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
 use std::ops::Range;
 
 use memchr::memmem;
@@ -839,6 +839,19 @@ pub trait LineHandler: 'static {
         let _ = (cx, reason);
     }
 
+    /// An outgoing connection (made with
+    /// [`Reactor::connect_tcp`](crate::Reactor::connect_tcp) or
+    /// [`connect_unix`](crate::Reactor::connect_unix)) could not be made: refused,
+    /// unreachable or timed out. Called instead of `connection_made`, and
+    /// `connection_lost` does not follow; `cx` reaches the reactor (to retry with
+    /// `call_later`, or `stop_reactor`) but no connection. The default logs the error at
+    /// debug level, as [`Protocol::connection_failed`](crate::Protocol::connection_failed)
+    /// does: a client overrides it, or it sees nothing.
+    fn connection_failed(&mut self, cx: &mut LineContext<'_, '_>, error: io::Error) {
+        let _ = cx;
+        log::debug!("connection failed: {error}");
+    }
+
     /// The write buffer passed its high watermark: stop producing.
     fn pause_producing(&mut self, cx: &mut LineContext<'_, '_>) {
         let _ = cx;
@@ -1137,6 +1150,19 @@ pub trait LineOnlyHandler: 'static {
     /// The connection is gone; called exactly once.
     fn connection_lost(&mut self, cx: &mut LineOnlyContext<'_, '_>, reason: Reason) {
         let _ = (cx, reason);
+    }
+
+    /// An outgoing connection (made with
+    /// [`Reactor::connect_tcp`](crate::Reactor::connect_tcp) or
+    /// [`connect_unix`](crate::Reactor::connect_unix)) could not be made: refused,
+    /// unreachable or timed out. Called instead of `connection_made`, and
+    /// `connection_lost` does not follow; `cx` reaches the reactor (to retry with
+    /// `call_later`, or `stop_reactor`) but no connection. The default logs the error at
+    /// debug level, as [`Protocol::connection_failed`](crate::Protocol::connection_failed)
+    /// does: a client overrides it, or it sees nothing.
+    fn connection_failed(&mut self, cx: &mut LineOnlyContext<'_, '_>, error: io::Error) {
+        let _ = cx;
+        log::debug!("connection failed: {error}");
     }
 
     /// The write buffer passed its high watermark: stop producing.

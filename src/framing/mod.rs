@@ -89,7 +89,7 @@
 // recorded and applied when the next event is asked for.
 
 use std::fmt;
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
 
 use crate::{Context, Reason};
 
@@ -99,7 +99,9 @@ use crate::{Context, Reason};
 /// Every callback goes through the receiver's `drive(cx, chunk, first)`, which runs
 /// `first` (the handler's callback of the same name, if it has one) and then delivers
 /// what is ready while the connection reads; `connection_lost` then drops what is still
-/// buffered. `Debug` shows the receiver's name, the fields given after `debug` (if
+/// buffered. Every callback of [`Protocol`](crate::Protocol) is forwarded, the
+/// client side's `connection_failed` included, so that a handler sees what a plain
+/// protocol would. `Debug` shows the receiver's name, the fields given after `debug` (if
 /// any), the handler's type and the parser.
 macro_rules! receiver_impls {
     (
@@ -122,6 +124,10 @@ macro_rules! receiver_impls {
             fn connection_lost(&mut self, cx: &mut $crate::Context<'_>, reason: $crate::Reason) {
                 self.drive(cx, &[], |h, cx| h.connection_lost(cx, reason));
                 self.parser.discard();
+            }
+
+            fn connection_failed(&mut self, cx: &mut $crate::Context<'_>, error: std::io::Error) {
+                self.drive(cx, &[], |h, cx| h.connection_failed(cx, error));
             }
 
             fn reading_resumed(&mut self, cx: &mut $crate::Context<'_>) {
@@ -355,6 +361,19 @@ pub trait StringHandler: 'static {
     /// The connection is gone; called exactly once.
     fn connection_lost(&mut self, cx: &mut StringContext<'_, '_>, reason: Reason) {
         let _ = (cx, reason);
+    }
+
+    /// An outgoing connection (made with
+    /// [`Reactor::connect_tcp`](crate::Reactor::connect_tcp) or
+    /// [`connect_unix`](crate::Reactor::connect_unix)) could not be made: refused,
+    /// unreachable or timed out. Called instead of `connection_made`, and
+    /// `connection_lost` does not follow; `cx` reaches the reactor (to retry with
+    /// `call_later`, or `stop_reactor`) but no connection. The default logs the error at
+    /// debug level, as [`Protocol::connection_failed`](crate::Protocol::connection_failed)
+    /// does: a client overrides it, or it sees nothing.
+    fn connection_failed(&mut self, cx: &mut StringContext<'_, '_>, error: io::Error) {
+        let _ = cx;
+        log::debug!("connection failed: {error}");
     }
 
     /// The write buffer passed its high watermark: stop producing.

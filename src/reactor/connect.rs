@@ -21,7 +21,90 @@ impl Reactor {
     ///
     /// On success the protocol gets `connection_made`; on refusal, unreachability or
     /// timeout it gets [`Protocol::connection_failed`] instead — never both, and
-    /// never inside this call.
+    /// never inside this call. A framer's handler gets both callbacks too
+    /// ([`LineHandler::connection_failed`](crate::framing::LineHandler::connection_failed)
+    /// and its siblings). A client should override `connection_failed`: the default
+    /// only logs at debug level, so a client that waits for a reply would wait for
+    /// ever.
+    ///
+    /// # Examples
+    ///
+    /// A line client: it sends one line and stops the reactor once the reply is in,
+    /// or once it knows none will come (the connect failed, or the server closed).
+    ///
+    /// ```
+    /// use std::io::{self, BufRead, BufReader, Write};
+    /// use std::net::{SocketAddr, TcpListener};
+    /// use std::sync::mpsc;
+    ///
+    /// use twistor::framing::{LineContext, LineHandler, LineReceiver};
+    /// use twistor::{Reactor, Reason};
+    ///
+    /// /// Asks one question and hands back the answer, or why there is none.
+    /// struct Ask {
+    ///     question: String,
+    ///     answer: Option<mpsc::Sender<io::Result<String>>>,
+    /// }
+    ///
+    /// impl Ask {
+    ///     /// Hands over the first outcome, and stops the reactor.
+    ///     fn done(&mut self, cx: &mut LineContext<'_, '_>, outcome: io::Result<String>) {
+    ///         if let Some(answer) = self.answer.take() {
+    ///             let _ = answer.send(outcome);
+    ///         }
+    ///         cx.stop_reactor();
+    ///     }
+    /// }
+    ///
+    /// impl LineHandler for Ask {
+    ///     fn connection_made(&mut self, cx: &mut LineContext<'_, '_>) {
+    ///         cx.send_line(self.question.as_bytes());
+    ///     }
+    ///
+    ///     fn line_received(&mut self, cx: &mut LineContext<'_, '_>, line: &[u8]) {
+    ///         self.done(cx, Ok(String::from_utf8_lossy(line).into_owned()));
+    ///     }
+    ///
+    ///     fn connection_lost(&mut self, cx: &mut LineContext<'_, '_>, _: Reason) {
+    ///         self.done(cx, Err(io::ErrorKind::UnexpectedEof.into()));
+    ///     }
+    ///
+    ///     fn connection_failed(&mut self, cx: &mut LineContext<'_, '_>, error: io::Error) {
+    ///         self.done(cx, Err(error));
+    ///     }
+    /// }
+    ///
+    /// /// Asks the line server at `addr` one question.
+    /// fn ask(addr: SocketAddr, question: &str) -> io::Result<String> {
+    ///     let mut reactor = Reactor::new()?;
+    ///     let (answer, outcome) = mpsc::channel();
+    ///     let question = question.to_owned();
+    ///     let client = Ask { question, answer: Some(answer) };
+    ///     reactor.connect_tcp(addr, LineReceiver::new(client).delimiter(b"\n"));
+    ///     reactor.run()?;
+    ///     outcome.try_recv().expect("the client stops the reactor only when done")
+    /// }
+    ///
+    /// // A server to ask, on a thread of its own: it answers one line upper-cased.
+    /// let listener = TcpListener::bind("127.0.0.1:0")?;
+    /// let addr = listener.local_addr()?;
+    /// let server = std::thread::spawn(move || -> io::Result<()> {
+    ///     let (stream, _) = listener.accept()?;
+    ///     let mut line = String::new();
+    ///     BufReader::new(&stream).read_line(&mut line)?;
+    ///     (&stream).write_all(line.to_uppercase().as_bytes())
+    /// });
+    /// let reply = ask(addr, "hello")?;
+    /// println!("{reply}");
+    /// assert_eq!(reply, "HELLO");
+    ///
+    /// // The server is gone and nothing listens on its port: the connect is refused,
+    /// // `connection_failed` says so, and `ask` returns instead of waiting for ever.
+    /// server.join().unwrap()?;
+    /// let refused = ask(addr, "anyone there?").unwrap_err();
+    /// assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+    /// # Ok::<(), io::Error>(())
+    /// ```
     pub fn connect_tcp<P: Protocol>(&mut self, addr: SocketAddr, protocol: P) -> ConnId {
         let timeout = self.core.config.connect_timeout;
         self.connect_tcp_timeout(addr, timeout, protocol)
