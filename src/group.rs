@@ -75,7 +75,7 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 
 use crate::net;
-use crate::reactor::panic_message;
+use crate::protocol::panic_message;
 use crate::{Builder, Factory, Handle, Reactor};
 
 /// N reactors, one per thread, each accepting on its own SO_REUSEPORT listener bound

@@ -50,8 +50,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+mod core;
 pub mod framing;
 pub mod group;
+mod ids;
 mod net;
 mod pool;
 mod protocol;
@@ -63,12 +65,13 @@ mod timer;
 mod transport;
 
 pub use group::ReactorGroup;
+pub use ids::{ConnId, DatagramId, ListenerId};
 pub use net::ListenOptions;
 pub use pool::{InOrder, JobError, PoolBusy};
 pub use protocol::{Addr, Factory, PeerCredentials, Protocol, Reason};
 pub use reactor::{
-    Accepted, Builder, ClosedByReason, ConnId, DatagramContext, DatagramId, DatagramProtocol,
-    Handle, ListenerId, Listening, Reactor, ReactorGone, Stats, DEFAULT_MAX_DATAGRAM_BYTES,
+    Accepted, Builder, ClosedByReason, DatagramContext, DatagramProtocol, Handle, Listening,
+    Reactor, ReactorGone, Stats, DEFAULT_MAX_DATAGRAM_BYTES,
 };
 pub use timer::TimerId;
 pub use transport::Context;

@@ -244,6 +244,19 @@ impl Reason {
         matches!(self, Reason::Done)
     }
 
+    /// A copy (`io::Error` is not `Clone`: its kind and message are kept).
+    pub(crate) fn duplicate(&self) -> Reason {
+        match self {
+            Reason::Done => Reason::Done,
+            Reason::Aborted => Reason::Aborted,
+            Reason::TimedOut => Reason::TimedOut,
+            Reason::WriteOverflow => Reason::WriteOverflow,
+            Reason::Lost(e) => Reason::Lost(io::Error::new(e.kind(), e.to_string())),
+            Reason::Io(e) => Reason::Io(io::Error::new(e.kind(), e.to_string())),
+            Reason::Panic(m) => Reason::Panic(m.clone()),
+        }
+    }
+
     /// Sorts an I/O error into [`Reason::Lost`] (the peer's doing) or [`Reason::Io`].
     pub(crate) fn from_io(e: io::Error) -> Reason {
         use io::ErrorKind::*;
@@ -266,5 +279,16 @@ impl fmt::Display for Reason {
             Reason::Io(e) => write!(f, "I/O error: {e}"),
             Reason::Panic(m) => write!(f, "callback panicked: {m}"),
         }
+    }
+}
+
+/// The message of a caught panic, for logs and `Reason::Panic`.
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_owned()
     }
 }

@@ -43,7 +43,12 @@
 //! assert!(matches!(h.lost(), Some(Reason::Done)));
 //! ```
 //!
-//! # What the harness does as the reactor does
+//! # The same core as the reactor
+//!
+//! The harness is not a model of the reactor: it is the reactor's connection core
+//! (the same code: the table, `settle`, reading rounds, the write path with corking,
+//! watermarks, closes, timers) over an in-memory kernel and a manual clock. What
+//! differs is only what the kernel does: the test plays the peer and the clock. So:
 //!
 //! - **Deferred effects.** A close, an owed `pause_producing` or the end of a flush
 //!   requested inside a callback is carried out after that callback returns, in the
@@ -52,19 +57,22 @@
 //! - **Panics.** A panic in a callback is caught, logged, and closes the connection with
 //!   [`Reason::Panic`]; the harness goes on. A panic in `connection_lost` is logged.
 //! - **Reading.** [`feed`](Harness::feed) is one readable event: the bytes are delivered
-//!   in chunks of at most the read buffer size (64 KiB unless configured), so a test
-//!   chooses the chunking by how it calls `feed`. While the protocol has paused reading
+//!   in chunks of at most the read buffer size (64 KiB unless configured), in rounds of
+//!   at most the read budget, so a test chooses the chunking by how it calls `feed`. While the protocol has paused reading
 //!   (or after it asked to close) the bytes wait in the fake kernel; on resume the
 //!   protocol gets `reading_resumed` first and then everything that waited, coalesced,
 //!   as a real kernel would hand it over. [`eof`](Harness::eof) is seen after the data
 //!   before it.
-//! - **Writing.** A write goes to the fake kernel while nothing is queued; what the peer
-//!   window refuses is queued in the reactor's own write queue under the same
-//!   watermark and cap rules (the code is shared, not copied): `pause_producing` when
-//!   more than the high watermark is queued, `resume_producing` once at most the low
-//!   watermark is, and [`Reason::WriteOverflow`] past the cap.
-//! - **Closing.** `lose_connection` flushes and then closes with [`Reason::Done`], or
-//!   times out with [`Reason::TimedOut`] after the close timeout on the manual clock;
+//! - **Writing.** Small writes are corked until the end of the harness call (the end of
+//!   the reactor's turn), so [`Context::buffered`] counts them inside a callback just as
+//!   under the reactor; large ones go to the fake kernel at once. What the peer window
+//!   refuses stays queued under the same watermark and cap rules: `pause_producing`
+//!   when more than the high watermark is queued, `resume_producing` once at most the
+//!   low watermark is, and [`Reason::WriteOverflow`] past the cap.
+//! - **Closing.** `lose_connection` flushes, waits for the connection's pool jobs, and
+//!   then closes with [`Reason::Done`], or times out with [`Reason::TimedOut`] after the
+//!   close timeout on the manual clock. The memory kernel never answers unread input
+//!   with a reset, so it does not linger after the flush as a socket does;
 //!   `lose_write_connection` flushes and then shuts the write side, and the connection
 //!   ends once both sides are shut; `abort_connection` drops what is queued.
 //! - **Settings.** [`HarnessBuilder`] takes the same options as the reactor's
@@ -96,6 +104,9 @@
 //! protocol of their own: the protocol reaches them with [`Context::write_to`],
 //! [`Context::lose_connection_of`] and friends (a chat room broadcasting), and the test
 //! reads what they got with [`take_written_of`](Harness::take_written_of).
+//! [`add_protocol`](Harness::add_protocol) adds a connection that runs a protocol of
+//! its own, of any type: a chat room's members each run their real session, and the
+//! test plays each one's peer with the `..._of` methods.
 //!
 //! # Pool jobs
 //!
@@ -115,48 +126,39 @@
 //!
 //! # What the harness does not model
 //!
-//! - Kernel coalescing of bytes that arrive while reading is active, read budgets and
-//!   socket errors other than the ones a test injects with
-//!   [`disconnect`](Harness::disconnect).
+//! - Kernel coalescing of bytes that arrive while reading is active, and socket errors
+//!   other than the ones a test injects with [`disconnect`](Harness::disconnect).
+//! - The linger after a graceful close (see above).
 //! - [`Context::stop_reactor`] is recorded ([`stop_requested`](Harness::stop_requested))
 //!   but does not close the connection; the reactor would `lose_connection` it.
 //! - Socket options succeed and do nothing. Dropping a harness calls no callback.
 
 // Maintainers' notes.
 //
-// `Harness` is the protocol plus `Kit`, and `Kit` implements `Driver`: a callback gets
-// `Context::new(&mut kit, ..)` while the harness holds `&mut protocol` beside it, so no
-// take-out is needed. `Kit` mirrors the reactor's `Core` without sockets: `FakeConn`
-// carries the flags of `reactor::table::Conn`, and `settle`, `read_round`, `drain` and
-// the timer pass follow `Core::settle`, `Core::read_ready`, `Core::write_ready` and
-// `Reactor::run_timers` step for step. The pure rules are shared rather than copied:
-// `WriteQueue` with `push_limited` / `resume_after_drain` (watermarks and cap),
-// `unwritten`, `TimerQueue` (ordering and the seq mark), `Builder::conn_settings`
-// (defaults and clamping), `panic_message`. When the reactor's behaviour changes, the
-// loopback test in tests/testing.rs, which runs one protocol both ways and compares
-// transcripts, is the tripwire.
+// `Harness` is `Core<Mem>`: the reactor's connection core over `Mem`, a kernel of
+// memory streams (`MemStream`: what the peer fed, what the protocol sent, the peer's
+// window) and a manual clock. Each harness method plays the kernel's part (bytes
+// arrive, the window opens, the clock moves, a job ends) by changing a stream and
+// calling the core's handler for it (`read_ready`, `write_ready`, `run_task`,
+// `job_finished`), then `pump`s as the reactor's turn would: settle, serve what was
+// carried over, flush the corked writes, until nothing is left. No connection logic
+// lives here.
 
-use std::any::TypeId;
-use std::collections::VecDeque;
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+use crate::core::{self, Config, Core, Kernel};
+use crate::ids::{ConnId, Source};
 use crate::pool::{JobError, PoolBusy};
-use crate::protocol::{Addr, Protocol, Reason};
-use crate::reactor::{panic_message, reason_copy, Builder, ConnId};
-use crate::timer::{TimerId, TimerQueue};
-use crate::transport::{
-    unwritten, BoundCall, BoundDone, ConnSettings, Context, Driver, JobFn, Push, WriteQueue,
-};
-
-/// The protocol's own connection: always the first slot.
-const MAIN: ConnId = ConnId {
-    index: 0,
-    generation: 1,
-};
+use crate::protocol::{panic_message, Addr, Protocol, Reason};
+use crate::reactor::Builder;
+use crate::transport::Context;
+use crate::transport::JobFn;
 
 /// Timer passes allowed at one instant of the manual clock before `advance` decides
 /// that zero-delay timers keep re-arming forever. Far above what any sane chain needs,
@@ -212,7 +214,8 @@ impl Default for HarnessBuilder {
 
 impl From<Builder> for HarnessBuilder {
     /// Takes the per-connection settings of a reactor [`Builder`]: watermarks, write
-    /// cap, read buffer size, idle and close timeouts. The others do not apply.
+    /// cap, read buffer size and budget, idle and close timeouts, the pool's queue.
+    /// The others do not apply.
     fn from(settings: Builder) -> Self {
         HarnessBuilder {
             settings,
@@ -282,19 +285,26 @@ impl HarnessBuilder {
     /// [`Harness::connect`].
     pub fn build<P: Protocol>(self, protocol: P) -> Harness<P> {
         let now = Instant::now();
-        let main = FakeConn::new(MAIN, self.peer_addr, self.local_addr, now);
+        let config: Config = self.settings.config().clone();
+        let kernel = Mem {
+            now,
+            start: now,
+            jobs: VecDeque::new(),
+            pool_queue_jobs: config.pool_queue_jobs,
+            ended: HashMap::new(),
+        };
+        let mut core = Core::new(kernel, config, now);
+        let stream = MemStream::new(self.local_addr.clone());
+        let main = core
+            .insert_conn(stream, self.peer_addr.clone(), Box::new(protocol), false)
+            .unwrap_or_else(|_| unreachable!("memory streams always register"));
         Harness {
-            protocol,
-            kit: Kit {
-                settings: self.settings.conn_settings(),
-                conns: vec![main],
-                dirty: Vec::new(),
-                timers: TimerQueue::new(),
-                start: now,
-                now,
-                stop_requested: false,
-                jobs: VecDeque::new(),
-            },
+            core,
+            main,
+            peer_addr: self.peer_addr,
+            local_addr: self.local_addr,
+            peers: 0,
+            _protocol: std::marker::PhantomData,
         }
     }
 }
@@ -357,24 +367,41 @@ impl HarnessBuilder {
 /// assert_eq!(h.take_written(), b"456789abcd");
 /// ```
 pub struct Harness<P: Protocol> {
-    protocol: P,
-    kit: Kit,
+    core: Core<Mem>,
+    /// The protocol's own connection.
+    main: ConnId,
+    peer_addr: Addr,
+    local_addr: Addr,
+    /// Connections added with `add_peer` or `add_protocol`, for their addresses.
+    peers: u16,
+    _protocol: std::marker::PhantomData<P>,
 }
 
 impl<P: Protocol> fmt::Debug for Harness<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let main = &self.kit.conns[0];
+        let main = self.core.conn(self.main);
         f.debug_struct("Harness")
             .field("protocol", &std::any::type_name::<P>())
             .field("elapsed", &self.elapsed())
-            .field("made", &main.made)
-            .field("lost", &main.lost)
-            .field("buffered", &main.out.len())
-            .field("peers", &(self.kit.conns.len() - 1))
-            .field("timers", &self.kit.timers.len())
-            .field("jobs", &self.kit.jobs.len())
+            .field("made", &main.is_some_and(|c| c.state.is_made()))
+            .field("lost", &self.lost())
+            .field("buffered", &self.buffered())
+            .field("connections", &self.core.conns.len())
+            .field("timers", &self.core.timers.len())
+            .field("jobs", &self.core.k.jobs.len())
             .finish()
     }
+}
+
+/// `protocol` as the concrete type `Q`, if it is one.
+fn downcast_ref<Q: Protocol>(protocol: &dyn Protocol) -> Option<&Q> {
+    let any: &dyn Any = protocol;
+    any.downcast_ref::<Q>()
+}
+
+fn downcast_mut<Q: Protocol>(protocol: &mut dyn Protocol) -> Option<&mut Q> {
+    let any: &mut dyn Any = protocol;
+    any.downcast_mut::<Q>()
 }
 
 impl<P: Protocol> Harness<P> {
@@ -388,37 +415,46 @@ impl<P: Protocol> Harness<P> {
     /// # Panics
     /// If called twice.
     pub fn connect(&mut self) {
-        let main = &mut self.kit.conns[0];
-        assert!(!main.made, "Harness::connect called twice");
-        main.made = true;
-        main.last_read = self.kit.now;
-        if let Some(idle) = self.kit.settings.idle_timeout {
-            let due = self.kit.now + idle;
-            self.kit.track_timer(MAIN, due, Task::Idle(MAIN));
-        }
-        self.invoke(MAIN, |p, cx| p.connection_made(cx));
-        self.settle_and_pump();
+        let made = self.core.conn(self.main).is_none_or(|c| c.state.is_made());
+        assert!(!made, "Harness::connect called twice");
+        self.core.make(self.main);
+        self.pump();
     }
 
     /// The protocol's connection id (what [`Context::id`] returns).
     pub fn id(&self) -> ConnId {
-        MAIN
+        self.main
     }
 
     /// The protocol, to inspect its state.
     pub fn protocol(&self) -> &P {
-        &self.protocol
+        self.protocol_of(self.main)
+            .expect("the harness's protocol has its type")
     }
 
     /// The protocol, to change its state directly (no callback runs; to act through a
     /// [`Context`], use [`call`](Self::call)).
     pub fn protocol_mut(&mut self) -> &mut P {
-        &mut self.protocol
+        self.protocol_mut_of(self.main)
+            .expect("the harness's protocol has its type")
     }
 
     /// Gives the protocol back.
-    pub fn into_protocol(self) -> P {
-        self.protocol
+    pub fn into_protocol(mut self) -> P {
+        let main = self.main;
+        let boxed = match self.core.conn_mut(main) {
+            Some(c) => c.protocol.take(),
+            None => self
+                .core
+                .k
+                .ended
+                .get_mut(&main)
+                .and_then(|e| e.protocol.take()),
+        }
+        .expect("the protocol is in its slot between calls");
+        let any: Box<dyn Any> = boxed;
+        *any.downcast::<P>()
+            .expect("the harness's protocol has its type")
     }
 
     /// Runs `f` with the protocol and its [`Context`] as if it were one of its
@@ -429,11 +465,16 @@ impl<P: Protocol> Harness<P> {
     where
         F: FnOnce(&mut P, &mut Context<'_>),
     {
-        if !self.kit.live(MAIN).is_some_and(|c| c.made) {
+        if !self.core.conn(self.main).is_some_and(|c| c.state.is_made()) {
             return false;
         }
-        self.invoke(MAIN, f);
-        self.settle_and_pump();
+        self.core.invoke(self.main, |p, cx| {
+            f(
+                downcast_mut::<P>(p).expect("the harness's protocol has its type"),
+                cx,
+            )
+        });
+        self.pump();
         true
     }
 
@@ -443,21 +484,13 @@ impl<P: Protocol> Harness<P> {
     ///
     /// Delivered at once to `data_received` in chunks of at most the read buffer size,
     /// or kept in the fake kernel while the protocol has paused reading (see the
-    /// [module docs](self)). Dropped once the connection is closing or lost, as the
-    /// reactor stops reading then.
+    /// [module docs](self)). Not delivered once the connection is closing or lost, as
+    /// the reactor stops reading then.
     ///
     /// # Panics
     /// Before [`connect`](Self::connect) or after [`eof`](Self::eof).
     pub fn feed(&mut self, data: &[u8]) {
-        let main = &mut self.kit.conns[0];
-        assert!(main.made, "Harness::feed before connect()");
-        assert!(!main.peer_eof, "Harness::feed after eof()");
-        if main.lost.is_some() || main.is_closing() {
-            log::trace!("{MAIN}: {} bytes fed to a closed connection", data.len());
-            return;
-        }
-        main.inbound.extend_from_slice(data);
-        self.settle_and_pump();
+        self.feed_of(self.main, data)
     }
 
     /// The peer shuts its write side (TCP half-close): once the bytes fed before it are
@@ -467,10 +500,7 @@ impl<P: Protocol> Harness<P> {
     /// # Panics
     /// Before [`connect`](Self::connect).
     pub fn eof(&mut self) {
-        let main = &mut self.kit.conns[0];
-        assert!(main.made, "Harness::eof before connect()");
-        main.peer_eof = true;
-        self.settle_and_pump();
+        self.eof_of(self.main)
     }
 
     /// The connection is lost from the peer's side or the network's, for `reason`: what
@@ -479,25 +509,25 @@ impl<P: Protocol> Harness<P> {
     /// A clean close by the peer is [`eof`](Self::eof); this is for resets
     /// (`Reason::Lost`), I/O errors and the like.
     pub fn disconnect(&mut self, reason: Reason) {
-        self.disconnect_of(MAIN, reason)
+        self.disconnect_of(self.main, reason)
     }
 
     // ----- the peer's side: outbound -----
 
     /// Takes what the protocol wrote and the fake kernel accepted so far.
     pub fn take_written(&mut self) -> Vec<u8> {
-        self.take_written_of(MAIN)
+        self.take_written_of(self.main)
     }
 
     /// What the protocol wrote and the fake kernel accepted, not yet taken.
     pub fn written(&self) -> &[u8] {
-        &self.kit.conns[0].sent
+        &self.stream(self.main).sent
     }
 
     /// Bytes queued in the transport that the peer window has not let through
     /// (what [`Context::buffered`] returns).
     pub fn buffered(&self) -> usize {
-        self.buffered_of(MAIN)
+        self.buffered_of(self.main)
     }
 
     /// How much more the fake kernel accepts: `Some(n)` takes at most `n` more bytes
@@ -505,75 +535,137 @@ impl<P: Protocol> Harness<P> {
     /// everything. Queued bytes move into the newly allowed room at once, which may
     /// call `resume_producing` or finish a close.
     pub fn set_peer_window(&mut self, window: Option<usize>) {
-        self.set_peer_window_of(MAIN, window)
+        self.set_peer_window_of(self.main, window)
     }
 
     /// The peer reads `n` bytes, making room for `n` more: queued bytes move on, which
     /// may call `resume_producing` or finish a close. No-op with an unlimited window.
     pub fn peer_reads(&mut self, n: usize) {
-        self.peer_reads_of(MAIN, n)
+        self.peer_reads_of(self.main, n)
     }
 
     // ----- what the protocol did -----
 
     /// Made, and neither closing nor lost (what [`Context::is_open`] returns inside).
     pub fn is_open(&self) -> bool {
-        self.is_open_of(MAIN)
+        self.is_open_of(self.main)
     }
 
     /// The protocol asked to close (`lose_connection`) and the transport is still
     /// flushing what is queued; `connection_lost` has not run yet.
     pub fn is_closing(&self) -> bool {
-        self.kit.live(MAIN).is_some_and(|c| c.is_closing())
+        self.core
+            .conn(self.main)
+            .is_some_and(|c| c.state.is_closing())
     }
 
     /// The write side is shut (after `lose_write_connection` and a flush): the peer has
     /// seen EOF. The connection may still be reading.
     pub fn is_write_shut(&self) -> bool {
-        self.kit.conns[0].write_shut
+        self.stream(self.main).write_shut
     }
 
     /// The protocol paused reading ([`Context::pause_reading`]) and has not resumed.
     pub fn reading_paused(&self) -> bool {
-        !self.kit.conns[0].reading
+        self.core
+            .conn(self.main)
+            .is_some_and(|c| c.state.reading_paused())
     }
 
     /// The protocol was told to pause producing and has not been told to resume.
     pub fn producer_paused(&self) -> bool {
-        self.kit.conns[0].producer_paused
+        self.core
+            .conn(self.main)
+            .is_some_and(|c| c.state.producer_paused)
     }
 
     /// The reason handed to `connection_lost`, once it has run.
     pub fn lost(&self) -> Option<&Reason> {
-        self.lost_of(MAIN)
+        self.lost_of(self.main)
     }
 
     /// The protocol called [`Context::stop_reactor`].
     pub fn stop_requested(&self) -> bool {
-        self.kit.stop_requested
+        self.core.stopping != core::Stopping::No
     }
 
     // ----- other connections -----
 
-    /// Adds a fake connection with no protocol, open and with an unlimited window, for
-    /// the protocol to reach by id ([`Context::write_to`] and friends).
+    /// Adds a fake connection with no protocol of its own, open and with an unlimited
+    /// window, for the protocol to reach by id ([`Context::write_to`] and friends).
     pub fn add_peer(&mut self) -> ConnId {
-        let index = u32::try_from(self.kit.conns.len()).expect("fewer than 2^32 peers");
-        let id = ConnId {
-            index,
-            generation: index + 1,
-        };
-        let peer = match &self.kit.conns[0].peer {
-            Addr::Inet(a) => {
-                Addr::Inet(SocketAddr::new(a.ip(), a.port().wrapping_add(index as u16)))
-            }
+        self.add_protocol(Peer)
+    }
+
+    /// Adds a connection that runs `protocol` (of any type) and makes it at once
+    /// (`connection_made`). The test plays its peer with the `..._of` methods
+    /// ([`feed_of`](Self::feed_of), [`take_written_of`](Self::take_written_of), ...)
+    /// and looks at it with [`protocol_of`](Self::protocol_of): several protocols
+    /// talking to each other through their contexts, on one core, as on one reactor.
+    pub fn add_protocol<Q: Protocol>(&mut self, protocol: Q) -> ConnId {
+        self.peers = self.peers.wrapping_add(1);
+        let peer = match &self.peer_addr {
+            Addr::Inet(a) => Addr::Inet(SocketAddr::new(a.ip(), a.port().wrapping_add(self.peers))),
             other => other.clone(),
         };
-        let local = self.kit.conns[0].local.clone();
-        let mut conn = FakeConn::new(id, peer, local, self.kit.now);
-        conn.made = true;
-        self.kit.conns.push(conn);
+        let stream = MemStream::new(self.local_addr.clone());
+        let id = self
+            .core
+            .insert_conn(stream, peer, Box::new(protocol), false)
+            .unwrap_or_else(|_| unreachable!("memory streams always register"));
+        self.core.make(id);
+        self.pump();
         id
+    }
+
+    /// Connection `id`'s protocol, if it runs one of type `Q` (also after it ended).
+    pub fn protocol_of<Q: Protocol>(&self, id: ConnId) -> Option<&Q> {
+        let boxed = match self.core.conn(id) {
+            Some(c) => c.protocol.as_deref(),
+            None => self.core.k.ended.get(&id)?.protocol.as_deref(),
+        };
+        boxed.and_then(downcast_ref::<Q>)
+    }
+
+    /// Connection `id`'s protocol, mutably, if it runs one of type `Q`.
+    pub fn protocol_mut_of<Q: Protocol>(&mut self, id: ConnId) -> Option<&mut Q> {
+        let boxed = if self.core.conn(id).is_some() {
+            self.core.conn_mut(id)?.protocol.as_deref_mut()
+        } else {
+            self.core.k.ended.get_mut(&id)?.protocol.as_deref_mut()
+        };
+        boxed.and_then(downcast_mut::<Q>)
+    }
+
+    /// [`feed`](Self::feed) for connection `id`.
+    ///
+    /// # Panics
+    /// Before the connection is made, after [`eof_of`](Self::eof_of), or if `id` is not
+    /// from this harness.
+    pub fn feed_of(&mut self, id: ConnId, data: &[u8]) {
+        let made = self.core.conn(id).map(|c| c.state.is_made());
+        assert!(made != Some(false), "Harness::feed before connect()");
+        let stream = self.stream_mut(id);
+        assert!(!stream.peer_eof, "Harness::feed after eof()");
+        if made.is_none() {
+            log::trace!("{id}: {} bytes fed to a closed connection", data.len());
+            return;
+        }
+        stream.inbound.extend(data);
+        self.core.read_ready(id, true);
+        self.pump();
+    }
+
+    /// [`eof`](Self::eof) for connection `id`.
+    ///
+    /// # Panics
+    /// Before the connection is made, or if `id` is not from this harness.
+    pub fn eof_of(&mut self, id: ConnId) {
+        let made = self.core.conn(id).map(|c| c.state.is_made());
+        assert!(made != Some(false), "Harness::eof before connect()");
+        self.stream_mut(id).peer_eof = true;
+        self.core.read_ready(id, true);
+        self.pump();
     }
 
     /// Takes what connection `id` was sent and its fake kernel accepted so far.
@@ -581,46 +673,47 @@ impl<P: Protocol> Harness<P> {
     /// # Panics
     /// If `id` is not from this harness.
     pub fn take_written_of(&mut self, id: ConnId) -> Vec<u8> {
-        std::mem::take(&mut self.kit.record_mut(id).sent)
+        std::mem::take(&mut self.stream_mut(id).sent)
     }
 
     /// Bytes queued for connection `id` that its peer window has not let through.
     pub fn buffered_of(&self, id: ConnId) -> usize {
-        self.kit.record(id).out.len()
+        self.core.conn(id).map_or(0, |c| c.out.len())
     }
 
     /// [`set_peer_window`](Self::set_peer_window) for connection `id`.
     pub fn set_peer_window_of(&mut self, id: ConnId, window: Option<usize>) {
-        self.kit.record_mut(id).window = window;
-        self.drain(id);
-        self.settle_and_pump();
+        self.stream_mut(id).window = window;
+        self.core.write_ready(id);
+        self.pump();
     }
 
     /// [`peer_reads`](Self::peer_reads) for connection `id`.
     pub fn peer_reads_of(&mut self, id: ConnId, n: usize) {
-        let c = self.kit.record_mut(id);
-        if let Some(w) = &mut c.window {
+        if let Some(w) = &mut self.stream_mut(id).window {
             *w = w.saturating_add(n);
         }
-        self.drain(id);
-        self.settle_and_pump();
+        self.core.write_ready(id);
+        self.pump();
     }
 
     /// Connection `id` is open: neither closing nor lost.
     pub fn is_open_of(&self, id: ConnId) -> bool {
-        self.kit.live(id).is_some_and(|c| c.made && !c.is_closing())
+        self.core
+            .conn(id)
+            .is_some_and(|c| c.state.is_made() && !c.state.is_closing())
     }
 
     /// Why connection `id` ended, once it has.
     pub fn lost_of(&self, id: ConnId) -> Option<&Reason> {
-        self.kit.record(id).lost.as_ref()
+        self.core.k.ended.get(&id).and_then(|e| e.reason.as_ref())
     }
 
     /// [`disconnect`](Self::disconnect) for connection `id`.
     pub fn disconnect_of(&mut self, id: ConnId, reason: Reason) {
-        if self.kit.record(id).made {
-            self.kit.close_with(id, reason);
-            self.settle_and_pump();
+        if self.core.conn(id).is_some_and(|c| c.state.is_made()) {
+            self.core.close_with(id, reason);
+            self.pump();
         }
     }
 
@@ -632,13 +725,13 @@ impl<P: Protocol> Harness<P> {
     /// # Panics
     /// If timers keep setting zero-delay timers at one instant without end.
     pub fn advance(&mut self, by: Duration) {
-        let target = self.kit.now + by;
+        let target = self.core.k.now + by;
         let mut passes_here = 0;
         // Instants before the target: pass until nothing is due, as an idle reactor's
         // next turns would before it reaches a later deadline.
-        while let Some(deadline) = self.kit.timers.next_deadline().filter(|d| *d < target) {
-            if deadline > self.kit.now {
-                self.kit.now = deadline;
+        while let Some(deadline) = self.core.timers.next_deadline().filter(|d| *d < target) {
+            if deadline > self.core.k.now {
+                self.core.k.now = deadline;
                 passes_here = 0;
             }
             passes_here += 1;
@@ -650,25 +743,25 @@ impl<P: Protocol> Harness<P> {
             self.run_timers();
         }
         // The target instant: exactly one pass, like one turn of the reactor.
-        self.kit.now = target;
+        self.core.k.now = target;
         self.run_timers();
     }
 
     /// The manual clock (what [`Context::now`] returns).
     pub fn now(&self) -> Instant {
-        self.kit.now
+        self.core.k.now
     }
 
     /// How far the manual clock has moved since the harness was built.
     pub fn elapsed(&self) -> Duration {
-        self.kit.now - self.kit.start
+        self.core.k.now - self.core.k.start
     }
 
     /// Pending timers, the harness's own included (idle and close deadlines), as
     /// [`Reactor::timer_count`](crate::Reactor::timer_count). Zero at the end of a test
     /// means nothing was left scheduled.
     pub fn pending_timers(&self) -> usize {
-        self.kit.timers.len()
+        self.core.timers.len()
     }
 
     /// Asserts that nothing is left scheduled: no pending timer and no pending pool job
@@ -679,7 +772,7 @@ impl<P: Protocol> Harness<P> {
     /// If a timer (the harness's own idle or close deadline included) or a pool job is
     /// pending.
     pub fn assert_clean(&mut self) {
-        let (timers, jobs) = (self.kit.timers.len(), self.kit.jobs.len());
+        let (timers, jobs) = (self.core.timers.len(), self.core.k.jobs.len());
         assert!(
             timers == 0 && jobs == 0,
             "harness not clean: {timers} timer(s) pending (next in {:?}), {jobs} pool job(s) pending",
@@ -689,8 +782,8 @@ impl<P: Protocol> Harness<P> {
 
     /// Time until the earliest pending timer, if any: `advance` by it to fire it.
     pub fn next_timer_in(&mut self) -> Option<Duration> {
-        let now = self.kit.now;
-        self.kit
+        let now = self.core.k.now;
+        self.core
             .timers
             .next_deadline()
             .map(|d| d.saturating_duration_since(now))
@@ -701,14 +794,14 @@ impl<P: Protocol> Harness<P> {
     /// Pool jobs submitted with [`Context::defer_to_thread`] whose results are not
     /// delivered yet, as [`Reactor::pending_jobs`](crate::Reactor::pending_jobs).
     pub fn pending_jobs(&self) -> usize {
-        self.kit.jobs.len()
+        self.core.k.jobs.len()
     }
 
     /// Runs the pool jobs pending now, oldest first, on this thread, delivering each
     /// result to its `done` callback before the next job runs. Jobs submitted by those
-    /// callbacks wait for the next call. Returns how many ran.
+    /// callbacks wait for a later call. Returns how many ran.
     pub fn run_jobs(&mut self) -> usize {
-        let n = self.kit.jobs.len();
+        let n = self.core.k.jobs.len();
         for _ in 0..n {
             self.run_job(0);
         }
@@ -721,630 +814,255 @@ impl<P: Protocol> Harness<P> {
     /// # Panics
     /// If fewer than `n + 1` jobs are pending.
     pub fn run_job(&mut self, n: usize) {
-        let pending = self.kit.jobs.len();
-        let Some(job) = self.kit.jobs.remove(n) else {
+        let pending = self.core.k.jobs.len();
+        let Some((key, work)) = self.core.k.jobs.remove(n) else {
             panic!("Harness::run_job({n}) with {pending} jobs pending");
         };
-        let result = catch_unwind(AssertUnwindSafe(job.work))
+        let result = catch_unwind(AssertUnwindSafe(work))
             .map_err(|panic| JobError::Panicked(panic_message(&*panic)));
-        self.deliver(job.id, job.done, result);
+        self.core.job_finished(key, result);
+        self.pump();
     }
 
     /// Drops every pending pool job without running it; each `done` callback gets
     /// [`JobError::Cancelled`], as when the reactor stops.
     pub fn cancel_jobs(&mut self) {
-        for job in std::mem::take(&mut self.kit.jobs) {
-            self.deliver(job.id, job.done, Err(JobError::Cancelled));
+        let keys = std::mem::take(&mut self.core.k.jobs)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        self.core.cancel_jobs(keys);
+        self.pump();
+    }
+
+    // ----- the kernel's side -----
+
+    /// Connection `id`'s memory stream, also after it ended.
+    fn stream(&self, id: ConnId) -> &MemStream {
+        match self.core.conn(id) {
+            Some(c) => &c.stream,
+            None => match self.core.k.ended.get(&id) {
+                Some(e) => &e.stream,
+                None => panic!("{id:?} is not a connection of this harness"),
+            },
         }
     }
 
-    // ----- the reactor's side -----
-
-    /// A pool job's result is back: `done` runs with the protocol if the connection is
-    /// still there (`Reactor::job_finished`).
-    fn deliver(&mut self, id: ConnId, done: BoundDone, result: crate::transport::JobResult) {
-        if let Some(c) = self.kit.live_mut(id).filter(|c| c.made) {
-            c.jobs -= 1;
-            c.job_writes = true;
-            self.invoke(id, move |p, cx| done(p, cx, result));
-            if let Some(c) = self.kit.live_mut(id) {
-                c.job_writes = false;
+    fn stream_mut(&mut self, id: ConnId) -> &mut MemStream {
+        match self.core.conns.get(id.index as usize) {
+            Some(c) if c.generation == id.generation => {
+                &mut self.core.conn_mut(id).expect("checked").stream
             }
-            self.kit.mark_dirty(id);
-        } else {
-            log::debug!("{id}: dropping a pool result: the connection is gone");
-        }
-        self.settle_and_pump();
-    }
-
-    /// Runs one callback of connection `id` (only the protocol's own has one), catching
-    /// a panic, which closes the connection (`Core::invoke`).
-    fn invoke(&mut self, id: ConnId, f: impl FnOnce(&mut P, &mut Context<'_>)) {
-        if id != MAIN || self.kit.live(id).is_none() {
-            return;
-        }
-        let Harness { protocol, kit } = self;
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            let mut cx = Context::new(kit, id, TypeId::of::<P>());
-            f(protocol, &mut cx);
-        }));
-        if let Err(panic) = result {
-            let msg = panic_message(&*panic);
-            log::error!("{id} {}: callback panicked: {msg}", kit.conns[0].peer);
-            kit.close_with(id, Reason::Panic(msg));
+            _ => match self.core.k.ended.get_mut(&id) {
+                Some(e) => &mut e.stream,
+                None => panic!("{id:?} is not a connection of this harness"),
+            },
         }
     }
 
-    /// Carries out what callbacks asked for, until nothing is dirty (`Core::settle`).
-    fn settle(&mut self) {
-        while let Some(id) = self.kit.dirty.pop() {
-            let Some(c) = self.kit.live_mut(id) else {
-                continue;
-            };
-            c.dirty = false;
-            if let Some(reason) = c.close.take() {
-                self.finish(id, reason);
-                continue;
-            }
-            if c.notify_pause {
-                c.notify_pause = false;
-                self.invoke(id, |p, cx| p.pause_producing(cx));
-            }
-            let Some(c) = self.kit.live_mut(id) else {
-                continue;
-            };
-            if c.close.is_some() {
-                self.kit.mark_dirty(id);
-                continue;
-            }
-            if !c.out.is_empty() {
-                continue;
-            }
-            if c.losing {
-                // The kit's kernel never resets, so nothing to linger for: a graceful
-                // close ends once flushed and the connection's pool results are in.
-                if c.jobs == 0 {
-                    self.finish(id, Reason::Done);
-                }
-            } else if c.shutdown_write && !c.write_shut {
-                c.write_shut = true;
-                log::trace!("{id}: write side shut");
-                if c.read_eof {
-                    self.finish(id, Reason::Done);
-                }
-            }
-        }
-    }
-
-    /// Ends connection `id`: cancels its timers, drops what it queued, and calls
-    /// `connection_lost` exactly once if it was made (`Core::finish`).
-    fn finish(&mut self, id: ConnId, reason: Reason) {
-        let Some(c) = self.kit.live_mut(id) else {
-            return;
-        };
-        c.out.clear();
-        c.inbound.clear();
-        c.lost = Some(reason_copy(&reason));
-        let timers = std::mem::take(&mut c.timers);
-        log::debug!("{id} {}: {reason}", c.peer);
-        for t in timers {
-            self.kit.timers.cancel(t);
-        }
-        if id != MAIN {
-            return;
-        }
-        let Harness { protocol, kit } = self;
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            let mut cx = Context::new(kit, id, TypeId::of::<P>());
-            protocol.connection_lost(&mut cx, reason);
-        }));
-        if let Err(panic) = result {
-            log::error!(
-                "{id} {}: connection_lost panicked: {}",
-                kit.conns[0].peer,
-                panic_message(&*panic)
-            );
-        }
-    }
-
-    /// Settles, then serves reads that became possible: data and EOF waiting in the
-    /// fake kernel, a resumed reader (the reactor's carried-over work).
-    fn settle_and_pump(&mut self) {
-        self.settle();
-        while self.kit.live(MAIN).is_some_and(FakeConn::read_pending) {
-            self.read_round();
-            self.settle();
-        }
-    }
-
-    /// One readable event for the protocol's connection (`Core::read_ready`, reading
-    /// to the end): `reading_resumed` if owed, then the waiting bytes in chunks, then
-    /// EOF, stopping as soon as the protocol no longer wants to read.
-    fn read_round(&mut self) {
-        let chunk_bytes = self.kit.settings.read_buffer_bytes;
+    /// What the rest of a reactor turn does after an event: settle, serve what was
+    /// carried over (a read cut short by its budget, a resumed reader, input waiting
+    /// for a lingering close), flush the corked writes; until nothing is left.
+    fn pump(&mut self) {
         loop {
-            let now = self.kit.now;
-            let Some(c) = self.kit.live_mut(MAIN) else {
-                return;
-            };
-            if c.resumed && c.wants_read() {
-                c.resumed = false;
-                self.invoke(MAIN, |p, cx| p.reading_resumed(cx));
-                continue;
-            }
-            if !c.wants_read() {
-                return;
-            }
-            if !c.inbound.is_empty() {
-                let n = c.inbound.len().min(chunk_bytes);
-                let chunk: Vec<u8> = c.inbound.drain(..n).collect();
-                c.last_read = now;
-                log::trace!("{MAIN}: read {n} bytes");
-                self.invoke(MAIN, |p, cx| p.data_received(cx, &chunk));
-                continue;
-            }
-            if c.peer_eof {
-                c.read_eof = true;
-                log::trace!("{MAIN}: read EOF");
-                if c.write_shut {
-                    // Both directions are closed now.
-                    self.kit.close_with(MAIN, Reason::Done);
-                } else {
-                    self.invoke(MAIN, |p, cx| p.read_eof(cx));
+            self.core.settle();
+            if !self.core.ready.is_empty() {
+                let mut batch = self.core.spare_ready.swap(&mut self.core.ready);
+                for source in batch.drain(..) {
+                    if let Source::Conn(id) = source {
+                        if self.core.conn(id).is_some_and(|c| c.in_ready) {
+                            self.core.read_ready(id, true);
+                        }
+                    }
+                    self.core.settle();
                 }
+                self.core.spare_ready.keep(batch);
+                continue;
             }
-            return;
-        }
-    }
-
-    /// One writable event for connection `id` (`Core::write_ready` and
-    /// `Core::after_drain`): queued bytes move into the peer window; a paused producer
-    /// may resume; a pending close may finish.
-    fn drain(&mut self, id: ConnId) {
-        let limits = self.kit.settings.limits;
-        let Some(c) = self.kit.live_mut(id) else {
-            return;
-        };
-        if c.out.is_empty() || c.close.is_some() {
-            return;
-        }
-        let (window, sent) = (&mut c.window, &mut c.sent);
-        let drained = c
-            .out
-            .drain_into(|bufs| match kernel_take(window, sent, bufs) {
-                0 => Err(io::ErrorKind::WouldBlock.into()),
-                n => Ok(n),
-            });
-        debug_assert!(drained.is_ok(), "the fake kernel never fails");
-        if c.out
-            .resume_after_drain(&limits, &mut c.producer_paused, &mut c.notify_pause)
-        {
-            self.invoke(id, |p, cx| p.resume_producing(cx));
-        }
-        if self
-            .kit
-            .live(id)
-            .is_some_and(|c| c.out.is_empty() && (c.losing || c.shutdown_write))
-        {
-            self.kit.mark_dirty(id);
+            if !self.core.corked.is_empty() {
+                self.core.flush_corked();
+                continue;
+            }
+            break;
         }
     }
 
     /// Runs the timers due now that were set before this pass began, settling after
-    /// each (`Reactor::run_timers`), then serves reads that became possible.
+    /// each (`Reactor::run_timers`), then pumps.
     fn run_timers(&mut self) {
-        let now = self.kit.now;
-        let mark = self.kit.timers.seq_mark();
-        while let Some((timer, task)) = self.kit.timers.pop_due(now, mark) {
-            match task {
-                Task::Bound(id, call) => {
-                    self.kit.untrack_timer(id, timer);
-                    if self.kit.live(id).is_some_and(|c| c.made) {
-                        self.invoke(id, |p, cx| call(p, cx));
-                    }
-                }
-                Task::Idle(id) => {
-                    self.kit.untrack_timer(id, timer);
-                    self.kit.check_idle(id);
-                }
-                Task::CloseDeadline(id) => {
-                    self.kit.untrack_timer(id, timer);
-                    if let Some(c) = self.kit.live(id) {
-                        log::warn!("{id} {}: peer did not take queued bytes in time", c.peer);
-                    }
-                    self.kit.close_with(id, Reason::TimedOut);
-                }
+        let now = self.core.k.now;
+        self.core.now = now;
+        let mark = self.core.timers.seq_mark();
+        while let Some((timer, task)) = self.core.timers.pop_due(now, mark) {
+            if let Some(never) = self.core.run_task(timer, task) {
+                match never {}
             }
-            self.settle();
         }
-        self.settle_and_pump();
+        self.pump();
     }
 }
 
-/// What the harness's timer queue carries (the reactor's `Task`, less what needs
-/// sockets or listeners).
-enum Task {
-    Bound(ConnId, BoundCall),
-    Idle(ConnId),
-    CloseDeadline(ConnId),
+/// The protocol of a connection added with [`Harness::add_peer`]: it does nothing.
+struct Peer;
+
+impl Protocol for Peer {
+    fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
 }
 
-/// One fake connection: the flags of the reactor's `Conn`, a fake kernel on each side,
-/// and, once it ended, why.
-struct FakeConn {
-    id: ConnId,
-    peer: Addr,
-    local: Addr,
-    out: WriteQueue,
+/// The testing kit's kernel: memory streams, a manual clock, pool jobs that wait for
+/// the test, and what is left of connections that ended.
+pub(crate) struct Mem {
+    now: Instant,
+    start: Instant,
+    /// Pool jobs in submission order, with their keys.
+    jobs: VecDeque<(u64, JobFn)>,
+    pool_queue_jobs: usize,
+    ended: HashMap<ConnId, Ended>,
+}
+
+/// What the harness keeps of a connection that ended, for the test's questions.
+struct Ended {
+    stream: MemStream,
+    protocol: Option<Box<dyn Protocol>>,
+    reason: Option<Reason>,
+}
+
+/// The kit has no kernel timers or kernel jobs of its own.
+pub(crate) enum Never {}
+
+impl Kernel for Mem {
+    type Stream = MemStream;
+    type Task = Never;
+    type JobDone = Never;
+
+    fn now(core: &Core<Self>) -> Instant {
+        core.k.now
+    }
+
+    fn register(_: &mut Core<Self>, _: ConnId, _: &mut MemStream) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn release(core: &mut Core<Self>, id: ConnId, stream: MemStream, _reset: bool) {
+        core.k.ended.insert(
+            id,
+            Ended {
+                stream,
+                protocol: None,
+                reason: None,
+            },
+        );
+    }
+
+    fn retire(core: &mut Core<Self>, id: ConnId, protocol: Box<dyn Protocol>, reason: &Reason) {
+        if let Some(e) = core.k.ended.get_mut(&id) {
+            e.protocol = Some(protocol);
+            e.reason = Some(reason.duplicate());
+        }
+    }
+
+    fn submit(core: &mut Core<Self>, key: u64, job: JobFn) -> Result<(), PoolBusy> {
+        // Every pending job is queued here (a reactor's threads take jobs off its
+        // queue as they start them, so it may accept a few more).
+        if core.k.jobs.len() >= core.k.pool_queue_jobs {
+            return Err(PoolBusy);
+        }
+        core.k.jobs.push_back((key, job));
+        Ok(())
+    }
+
+    fn pool_has_room(core: &Core<Self>) -> bool {
+        core.k.jobs.len() < core.k.pool_queue_jobs
+    }
+}
+
+/// One connection's memory kernel: what the peer fed and what the protocol sent.
+pub(crate) struct MemStream {
+    /// Bytes fed by the test and not yet read.
+    inbound: VecDeque<u8>,
+    /// The test called `eof`.
+    peer_eof: bool,
     /// Bytes the fake kernel accepted and the test has not taken.
     sent: Vec<u8>,
     /// How many more bytes the fake kernel accepts; `None`: any number.
     window: Option<usize>,
-    /// Bytes fed by the test and not yet delivered.
-    inbound: Vec<u8>,
-    /// The test called `eof`.
-    peer_eof: bool,
-    timers: Vec<TimerId>,
-    close: Option<Reason>,
-    /// Set when the connection ended: it is gone for every `Driver` method.
-    lost: Option<Reason>,
-    last_read: Instant,
-    made: bool,
-    reading: bool,
-    resumed: bool,
-    read_eof: bool,
-    losing: bool,
-    /// Pool jobs of this connection not delivered yet: a graceful close waits for them.
-    jobs: u32,
-    /// A pool result is being delivered: its writes are accepted while closing.
-    job_writes: bool,
-    shutdown_write: bool,
     write_shut: bool,
-    producer_paused: bool,
-    notify_pause: bool,
-    dirty: bool,
+    local: Addr,
 }
 
-impl FakeConn {
-    fn new(id: ConnId, peer: Addr, local: Addr, now: Instant) -> FakeConn {
-        FakeConn {
-            id,
-            peer,
-            local,
-            out: WriteQueue::default(),
+impl MemStream {
+    fn new(local: Addr) -> MemStream {
+        MemStream {
+            inbound: VecDeque::new(),
+            peer_eof: false,
             sent: Vec::new(),
             window: None,
-            inbound: Vec::new(),
-            peer_eof: false,
-            timers: Vec::new(),
-            close: None,
-            lost: None,
-            last_read: now,
-            made: false,
-            reading: true,
-            resumed: false,
-            read_eof: false,
-            losing: false,
-            jobs: 0,
-            job_writes: false,
-            shutdown_write: false,
             write_shut: false,
-            producer_paused: false,
-            notify_pause: false,
-            dirty: false,
-        }
-    }
-
-    fn is_closing(&self) -> bool {
-        self.losing || self.close.is_some()
-    }
-
-    fn wants_read(&self) -> bool {
-        self.made && self.reading && !self.read_eof && !self.is_closing()
-    }
-
-    fn accepts_writes(&self) -> bool {
-        self.close.is_none() && (!self.losing || self.job_writes) && !self.shutdown_write
-    }
-
-    /// A readable event would do something now.
-    fn read_pending(&self) -> bool {
-        self.wants_read() && (self.resumed || !self.inbound.is_empty() || self.peer_eof)
-    }
-}
-
-/// The fake kernel's send side: takes what the window allows from `bufs`, in order.
-fn kernel_take(window: &mut Option<usize>, sent: &mut Vec<u8>, bufs: &[IoSlice<'_>]) -> usize {
-    let mut room = window.unwrap_or(usize::MAX);
-    let mut taken = 0;
-    for buf in bufs {
-        let n = buf.len().min(room);
-        sent.extend_from_slice(&buf[..n]);
-        taken += n;
-        room -= n;
-        if room == 0 {
-            break;
-        }
-    }
-    if let Some(w) = window {
-        *w -= taken;
-    }
-    taken
-}
-
-/// A pool job waiting for the test to run it.
-struct Job {
-    id: ConnId,
-    work: JobFn,
-    done: BoundDone,
-}
-
-/// The reactor's side of the harness: the fake connections, the timers and the clock.
-/// It implements `Driver`, so a `Context` over it is what a protocol sees.
-struct Kit {
-    settings: ConnSettings,
-    /// Slot `i` holds the connection with index `i`; slots are never reused.
-    conns: Vec<FakeConn>,
-    dirty: Vec<ConnId>,
-    timers: TimerQueue<Task>,
-    start: Instant,
-    now: Instant,
-    stop_requested: bool,
-    /// Pool jobs in submission order.
-    jobs: VecDeque<Job>,
-}
-
-impl Kit {
-    /// The connection `id` even after it ended, for the test's questions.
-    fn record(&self, id: ConnId) -> &FakeConn {
-        match self.conns.get(id.index as usize) {
-            Some(c) if c.id == id => c,
-            _ => panic!("{id:?} is not a connection of this harness"),
-        }
-    }
-
-    fn record_mut(&mut self, id: ConnId) -> &mut FakeConn {
-        match self.conns.get_mut(id.index as usize) {
-            Some(c) if c.id == id => c,
-            _ => panic!("{id:?} is not a connection of this harness"),
-        }
-    }
-
-    /// The connection `id` while it exists for the protocol (not yet ended).
-    fn live(&self, id: ConnId) -> Option<&FakeConn> {
-        self.conns
-            .get(id.index as usize)
-            .filter(|c| c.id == id && c.lost.is_none())
-    }
-
-    fn live_mut(&mut self, id: ConnId) -> Option<&mut FakeConn> {
-        self.conns
-            .get_mut(id.index as usize)
-            .filter(|c| c.id == id && c.lost.is_none())
-    }
-
-    fn mark_dirty(&mut self, id: ConnId) {
-        if let Some(c) = self.live_mut(id) {
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty.push(id);
-            }
-        }
-    }
-
-    /// Decides to close `id` once the current callback returns; queued bytes are
-    /// dropped; the first reason wins (`Core::close_with`).
-    fn close_with(&mut self, id: ConnId, reason: Reason) {
-        let Some(c) = self.live_mut(id) else { return };
-        if c.close.is_none() {
-            c.close = Some(reason);
-            c.out.clear();
-        }
-        self.mark_dirty(id);
-    }
-
-    /// Queues what the fake kernel did not take, under the shared watermark and cap
-    /// rules (`Core::enqueue`).
-    fn enqueue(&mut self, id: ConnId, parts: &[&[u8]]) -> bool {
-        let limits = self.settings.limits;
-        let Some(c) = self.live_mut(id) else {
-            return false;
-        };
-        match c.out.push_limited(parts, &limits, &mut c.producer_paused) {
-            Push::Queued => {}
-            Push::PauseOwed => {
-                c.notify_pause = true;
-                self.mark_dirty(id);
-            }
-            Push::Overflow => {
-                log::warn!(
-                    "{id} {}: write buffer would pass {} bytes; closing",
-                    c.peer,
-                    limits.write_cap_bytes
-                );
-                self.close_with(id, Reason::WriteOverflow);
-                return false;
-            }
-        }
-        true
-    }
-
-    fn track_timer(&mut self, id: ConnId, deadline: Instant, task: Task) -> TimerId {
-        let timer = self.timers.insert(deadline, task);
-        if let Some(c) = self.live_mut(id) {
-            c.timers.push(timer);
-        }
-        timer
-    }
-
-    fn untrack_timer(&mut self, id: ConnId, timer: TimerId) {
-        if let Some(c) = self.live_mut(id) {
-            if let Some(i) = c.timers.iter().position(|t| *t == timer) {
-                c.timers.swap_remove(i);
-            }
-        }
-    }
-
-    /// The idle timer fired: close if nothing arrived for the idle timeout, else re-arm
-    /// from the last read (`Core::check_idle`).
-    fn check_idle(&mut self, id: ConnId) {
-        let (Some(idle), Some(c)) = (self.settings.idle_timeout, self.live(id)) else {
-            return;
-        };
-        let due = c.last_read + idle;
-        if due <= self.now {
-            log::debug!("{id} {}: idle for {idle:?}", c.peer);
-            self.close_with(id, Reason::TimedOut);
-        } else {
-            self.track_timer(id, due, Task::Idle(id));
+            local,
         }
     }
 }
 
-impl Driver for Kit {
-    fn write(&mut self, id: ConnId, data: &[u8]) -> bool {
-        self.write_vectored(id, &[IoSlice::new(data)])
-    }
-
-    fn write_vectored(&mut self, id: ConnId, bufs: &[IoSlice<'_>]) -> bool {
-        let Some(c) = self.live_mut(id) else {
-            return false;
-        };
-        if !c.accepts_writes() {
-            log::debug!("{id}: write after close dropped");
-            return false;
+impl core::Stream for MemStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.inbound.is_empty() {
+            return match self.peer_eof {
+                true => Ok(0),
+                false => Err(io::ErrorKind::WouldBlock.into()),
+            };
         }
-        // As the reactor: straight to the kernel only when nothing is queued, so
-        // bytes never overtake what waits.
-        let written = if c.out.is_empty() {
-            kernel_take(&mut c.window, &mut c.sent, bufs)
-        } else {
-            0
-        };
-        let rest = unwritten(bufs, written);
-        rest.is_empty() || self.enqueue(id, &rest)
-    }
-
-    fn lose_connection(&mut self, id: ConnId) {
-        let deadline = self.now + self.settings.close_timeout;
-        let Some(c) = self.live_mut(id) else { return };
-        if c.is_closing() {
-            return;
+        let n = self.inbound.len().min(buf.len());
+        for (to, from) in buf.iter_mut().zip(self.inbound.drain(..n)) {
+            *to = from;
         }
-        c.losing = true;
-        if !c.out.is_empty() || c.jobs > 0 {
-            self.track_timer(id, deadline, Task::CloseDeadline(id));
-        }
-        self.mark_dirty(id);
+        Ok(n)
     }
 
-    fn lose_write_connection(&mut self, id: ConnId) {
-        let Some(c) = self.live_mut(id) else { return };
-        if !c.is_closing() && !c.shutdown_write {
-            c.shutdown_write = true;
-            self.mark_dirty(id);
-        }
-    }
-
-    fn abort_connection(&mut self, id: ConnId) {
-        self.close_with(id, Reason::Aborted);
-    }
-
-    fn set_reading(&mut self, id: ConnId, reading: bool) {
-        let Some(c) = self.live_mut(id) else { return };
-        let resumed = reading && !c.reading;
-        c.reading = reading;
-        c.resumed |= resumed;
-    }
-
-    fn is_open(&self, id: ConnId) -> bool {
-        self.live(id).is_some_and(|c| !c.is_closing())
-    }
-
-    fn is_reading(&self, id: ConnId) -> bool {
-        self.live(id).is_some_and(|c| c.wants_read())
-    }
-
-    fn buffered(&self, id: ConnId) -> usize {
-        self.live(id).map_or(0, |c| c.out.len())
-    }
-
-    fn peer_addr(&self, id: ConnId) -> Option<Addr> {
-        self.live(id).map(|c| c.peer.clone())
-    }
-
-    fn local_addr(&self, id: ConnId) -> Option<Addr> {
-        self.live(id).map(|c| c.local.clone())
-    }
-
-    fn set_nodelay(&mut self, id: ConnId, _on: bool) -> io::Result<()> {
-        self.live(id)
-            .map(drop)
-            .ok_or(io::ErrorKind::NotConnected.into())
-    }
-
-    fn set_keepalive(&mut self, id: ConnId, _idle: Option<Duration>) -> io::Result<()> {
-        self.live(id)
-            .map(drop)
-            .ok_or(io::ErrorKind::NotConnected.into())
-    }
-
-    fn call_later(&mut self, id: ConnId, delay: Duration, call: BoundCall) -> TimerId {
-        let deadline = self.now + delay;
-        if self.live(id).is_none() {
-            // Gone already: hand back an id that is dead from the start.
-            let t = self.timers.insert(deadline, Task::Bound(id, call));
-            self.timers.cancel(t);
-            return t;
-        }
-        self.track_timer(id, deadline, Task::Bound(id, call))
-    }
-
-    fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        match self.timers.cancel(timer) {
-            Some(Task::Bound(id, _) | Task::Idle(id) | Task::CloseDeadline(id)) => {
-                self.untrack_timer(id, timer);
-                true
+    /// Takes what the window allows from `bufs`, in order.
+    fn send(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut room = self.window.unwrap_or(usize::MAX);
+        let mut taken = 0;
+        for buf in bufs {
+            let n = buf.len().min(room);
+            self.sent.extend_from_slice(&buf[..n]);
+            taken += n;
+            room -= n;
+            if room == 0 {
+                break;
             }
-            None => false,
+        }
+        if let Some(w) = &mut self.window {
+            *w -= taken;
+        }
+        match taken {
+            0 if bufs.iter().any(|b| !b.is_empty()) => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
         }
     }
 
-    fn reset_timer(&mut self, timer: TimerId, delay: Duration) -> bool {
-        self.timers.reset(timer, self.now + delay)
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.write_shut = true;
+        Ok(())
     }
 
-    fn now(&self) -> Instant {
-        self.now
+    /// The memory kernel never resets over unread input: nothing to linger for.
+    fn lingers(&self) -> bool {
+        false
     }
 
-    fn stop(&mut self) {
-        self.stop_requested = true;
+    fn connect_result(&mut self) -> io::Result<bool> {
+        Ok(true)
     }
 
-    fn can_defer_to_thread(&self, id: ConnId) -> bool {
-        !self.stop_requested
-            && self.live(id).is_some()
-            && self.jobs.len() < self.settings.pool_queue_jobs
+    fn local_addr(&self) -> Option<Addr> {
+        Some(self.local.clone())
     }
 
-    fn defer_to_thread(&mut self, id: ConnId, job: JobFn, done: BoundDone) -> Result<(), PoolBusy> {
-        // As `Core::submit_job`: refused while stopping, for a connection that is gone,
-        // and when the queue is full (here every pending job is queued).
-        if self.stop_requested
-            || self.live(id).is_none()
-            || self.jobs.len() >= self.settings.pool_queue_jobs
-        {
-            return Err(PoolBusy);
-        }
-        if let Some(c) = self.live_mut(id) {
-            c.jobs += 1;
-        }
-        self.jobs.push_back(Job {
-            id,
-            work: job,
-            done,
-        });
+    fn set_nodelay(&self, _: bool) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn set_keepalive(&self, _: Option<Duration>) -> io::Result<()> {
         Ok(())
     }
 }
@@ -1399,15 +1117,18 @@ mod tests {
     }
 
     #[test]
-    fn kernel_takes_what_the_window_allows_in_order() {
+    fn the_memory_kernel_takes_what_the_window_allows_in_order() {
+        use crate::core::Stream;
         let bufs = [IoSlice::new(b"abc"), IoSlice::new(b"def")];
-        let (mut window, mut sent) = (Some(4), Vec::new());
-        assert_eq!(kernel_take(&mut window, &mut sent, &bufs), 4);
-        assert_eq!((window, &sent[..]), (Some(0), &b"abcd"[..]));
-        assert_eq!(kernel_take(&mut window, &mut sent, &bufs), 0);
-        let mut unlimited = None;
-        assert_eq!(kernel_take(&mut unlimited, &mut sent, &bufs), 6);
-        assert_eq!(unlimited, None);
+        let mut s = MemStream::new(Addr::Stdio);
+        s.window = Some(4);
+        assert_eq!(s.send(&bufs).unwrap(), 4);
+        assert_eq!((s.window, &s.sent[..]), (Some(0), &b"abcd"[..]));
+        let refused = s.send(&bufs).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::WouldBlock);
+        s.window = None;
+        assert_eq!(s.send(&bufs).unwrap(), 6);
+        assert_eq!(s.window, None);
     }
 
     #[test]
@@ -1490,13 +1211,13 @@ mod tests {
             log: Rc::default(),
             start: None,
         });
-        let limits = s.kit.settings.limits;
+        let limits = s.core.config.write_limits();
         assert_eq!(
             (limits.high_watermark_bytes, limits.low_watermark_bytes),
             (10, 10),
             "low is clamped to high, as the reactor does"
         );
         assert_eq!(limits.write_cap_bytes, 99);
-        assert_eq!(s.kit.settings.read_buffer_bytes, 1);
+        assert_eq!(s.core.config.read_buffer_bytes, 1);
     }
 }

@@ -14,9 +14,9 @@ use std::fmt;
 use std::io::{self, IoSlice};
 use std::time::{Duration, Instant};
 
+use crate::ids::ConnId;
 use crate::pool::{JobError, PoolBusy};
 use crate::protocol::{Addr, PeerCredentials, Protocol};
-use crate::reactor::ConnId;
 use crate::timer::TimerId;
 
 /// A callback bound to one connection, run with that connection's protocol.
@@ -666,18 +666,6 @@ pub(crate) struct WriteLimits {
     pub(crate) low_watermark_bytes: usize,
     /// Close with `WriteOverflow` rather than queue past this many bytes.
     pub(crate) write_cap_bytes: usize,
-}
-
-/// The settings that a reactor and a testing harness built from the same
-/// [`Builder`](crate::Builder) share: what one connection meets.
-#[derive(Clone, Debug)]
-pub(crate) struct ConnSettings {
-    pub(crate) limits: WriteLimits,
-    pub(crate) read_buffer_bytes: usize,
-    pub(crate) idle_timeout: Option<Duration>,
-    pub(crate) close_timeout: Duration,
-    /// Pool jobs that may wait before `defer_to_thread` answers `PoolBusy`.
-    pub(crate) pool_queue_jobs: usize,
 }
 
 /// What [`WriteQueue::push_limited`] did with the bytes it was given.

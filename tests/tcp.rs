@@ -573,7 +573,10 @@ fn big_reply_server(log: &Log, reply: Rc<Vec<u8>>, abort: bool) -> Rec {
     })
 }
 
-const REPLY: usize = 6 << 20;
+/// More than the kernel's buffers hold on both ends (by Linux's defaults at most
+/// 4 MiB sent and 6 MiB received), so that bytes are still queued at the close even
+/// with the client reading as fast as it can.
+const REPLY: usize = 16 << 20;
 
 #[test]
 fn lose_connection_flushes_everything_then_closes() {

@@ -270,14 +270,16 @@ fn lose_connection_waits_for_the_peer_then_times_out() {
 
 #[test]
 fn abort_drops_what_is_queued() {
+    // Large enough to go to the kernel at once (a small write would be corked until
+    // the end of the turn, and the abort would drop all of it, as on the reactor).
     let mut h = connected(Probe::new().on_data(|cx, _| {
-        cx.write(b"hello");
+        cx.write(&[b'h'; 5000]);
         cx.abort_connection();
         assert!(!cx.is_open(), "closing at once");
     }));
     h.set_peer_window(Some(3));
     h.feed(b"x");
-    assert_eq!(h.take_written(), b"hel");
+    assert_eq!(h.take_written(), b"hhh");
     assert_eq!(why(&h), Some(Why::Aborted));
     assert_eq!(h.buffered(), 0);
 }
@@ -569,8 +571,9 @@ fn idle_timeout_runs_on_the_manual_clock_and_counts_reads() {
 
 #[test]
 fn a_panic_in_a_callback_closes_the_connection_with_reason_panic() {
+    // Large enough to go to the kernel at once, not corked until the end of the turn.
     let mut h = connected(Probe::new().on_data(|cx, _| {
-        cx.write(b"partial");
+        cx.write(&b"partial".repeat(1000));
         panic!("boom");
     }));
     let peer = h.add_peer();
@@ -579,7 +582,7 @@ fn a_panic_in_a_callback_closes_the_connection_with_reason_panic() {
     assert_eq!(why(&h), Some(Why::Panic("boom".into())));
     assert_eq!(
         h.take_written(),
-        b"partial",
+        b"partial".repeat(1000),
         "what the kernel took stays sent"
     );
     assert_eq!(h.pending_timers(), 0);
@@ -861,6 +864,13 @@ impl Commands {
                     self.paused = true;
                     cx.call_later(Duration::ZERO, |_: &mut Commands, cx| cx.resume_reading());
                 }
+                "buf" => {
+                    // What the protocol sees right after a small write: corked, so
+                    // counted (the kit once said 0 here where the reactor said 5).
+                    cx.write(format!("{arg}\n").as_bytes());
+                    let n = cx.buffered();
+                    self.events.borrow_mut().push(format!("buffered {n}"));
+                }
                 "half" => {
                     cx.write(b"half\n");
                     cx.lose_write_connection();
@@ -1042,5 +1052,20 @@ fn same_transcript_on_harness_and_loopback_with_half_close() {
         b"echo y\nhalf\necho dropped\n",
         Client::ReadThenShutdown,
         ("hello\ny\nhalf\n", &["made", "lost Done"]),
+    );
+}
+
+/// `buffered()` right after a small write counts the corked bytes, on both: the kit
+/// runs the reactor's write path, corking included (it once answered 0 here where
+/// the reactor answered 5).
+#[test]
+fn same_buffered_count_after_a_small_write_on_harness_and_loopback() {
+    check_same_both_ways(
+        b"buf abcd\n",
+        Client::ShutdownThenRead,
+        (
+            "hello\nabcd\neof\n",
+            &["made", "buffered 5", "eof", "lost Done"],
+        ),
     );
 }

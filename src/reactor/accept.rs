@@ -1,7 +1,22 @@
 //! Listening and accepting: listeners, the accept loop with its budget, EMFILE
 //! back-off, and handing each accepted socket to a protocol (or to its owner).
 
-use super::*;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use mio::Interest;
+
+use super::table::{
+    listener_token, AnyFactory, Handoff, ListenSocket, Listener, Stream, MAX_SLOTS,
+};
+use super::{Core, Listening, Reactor, ReactorTask};
+use crate::core::Task;
+use crate::ids::{ListenerId, Source};
+use crate::net::{self, ListenOptions};
+use crate::protocol::{panic_message, Addr, Factory};
+use crate::Accepted;
 
 /// First pause after EMFILE/ENFILE on accept; doubled on each failure up to
 /// [`ACCEPT_BACKOFF_MAX`]. Short enough to recover quickly, long enough not to spin.
@@ -197,16 +212,17 @@ impl Core {
         local: Addr,
         mut factory: Box<dyn AnyFactory>,
     ) -> io::Result<ListenerId> {
-        if self.listeners.len() >= MAX_SLOTS {
+        if self.k.listeners.len() >= MAX_SLOTS {
             return Err(io::Error::other("too many listeners"));
         }
         let generation = self.next_generation();
-        let entry = self.listeners.vacant_entry();
+        let entry = self.k.listeners.vacant_entry();
         let id = ListenerId {
             index: entry.key() as u32,
             generation,
         };
-        self.poll
+        self.k
+            .poll
             .registry()
             .register(socket.source(), listener_token(id), Interest::READABLE)?;
         log::debug!("listening on {local}");
@@ -226,8 +242,8 @@ impl Core {
         if self.listener_mut(id).is_none() {
             return false;
         }
-        let mut l = self.listeners.remove(id.index as usize);
-        let _ = self.poll.registry().deregister(l.socket.source());
+        let mut l = self.k.listeners.remove(id.index as usize);
+        let _ = self.k.poll.registry().deregister(l.socket.source());
         if let Some(t) = l.backoff.take() {
             self.timers.cancel(t);
         }
@@ -253,7 +269,7 @@ impl Core {
             match l.socket.accept() {
                 Ok((stream, peer)) => {
                     self.counters.accepted += 1;
-                    self.accept_backoff = ACCEPT_BACKOFF_MIN;
+                    self.k.accept_backoff = ACCEPT_BACKOFF_MIN;
                     self.adopt(id, stream, peer);
                     self.settle();
                 }
@@ -263,21 +279,25 @@ impl Core {
                         || e.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(e) if is_fd_exhaustion(&e) => {
                     self.counters.accept_errors += 1;
-                    let delay = self.accept_backoff;
-                    self.accept_backoff = (delay * 2).min(ACCEPT_BACKOFF_MAX);
+                    let delay = self.k.accept_backoff;
+                    self.k.accept_backoff = (delay * 2).min(ACCEPT_BACKOFF_MAX);
                     log::warn!(
                         "accept on {}: {e}; pausing accepts for {delay:?}",
-                        self.listeners[id.index as usize].local
+                        self.k.listeners[id.index as usize].local
                     );
-                    let timer = self
-                        .timers
-                        .insert(Instant::now() + delay, Task::AcceptRetry(id));
-                    self.listeners[id.index as usize].backoff = Some(timer);
+                    let timer = self.timers.insert(
+                        Instant::now() + delay,
+                        Task::Kernel(ReactorTask::AcceptRetry(id)),
+                    );
+                    self.k.listeners[id.index as usize].backoff = Some(timer);
                     return;
                 }
                 Err(e) => {
                     self.counters.accept_errors += 1;
-                    log::warn!("accept on {}: {e}", self.listeners[id.index as usize].local);
+                    log::warn!(
+                        "accept on {}: {e}",
+                        self.k.listeners[id.index as usize].local
+                    );
                     return;
                 }
             }
@@ -295,6 +315,7 @@ impl Core {
     /// A descriptor was freed: listeners backing off after EMFILE may accept again.
     pub(super) fn retry_backed_off_accepts(&mut self) {
         let waiting: Vec<ListenerId> = self
+            .k
             .listeners
             .iter()
             .filter(|(_, l)| l.backoff.is_some())
@@ -323,6 +344,7 @@ impl Core {
             // with the count since the last one, says as much.
             let now = Instant::now();
             if self
+                .k
                 .refusal_logged
                 .is_none_or(|t| now >= t + REFUSAL_LOG_INTERVAL)
             {
@@ -331,11 +353,11 @@ impl Core {
                     self.config.max_connections,
                     self.counters.refused
                 );
-                self.refusal_logged = Some(now);
+                self.k.refusal_logged = Some(now);
             }
             return; // dropping the stream closes it
         }
-        let l = &mut self.listeners[listener.index as usize];
+        let l = &mut self.k.listeners[listener.index as usize];
         let kept = catch_unwind(AssertUnwindSafe(|| l.factory.handoff(stream, &peer)));
         let stream = match kept {
             Ok(Some(stream)) => stream,
@@ -368,48 +390,5 @@ impl Core {
             }
             Err((e, _)) => log::warn!("registering {peer} failed: {e}"),
         }
-    }
-
-    pub(super) fn insert_conn(
-        &mut self,
-        stream: Stream,
-        peer: Addr,
-        protocol: Box<dyn Protocol>,
-        connecting: bool,
-    ) -> Result<ConnId, (io::Error, Box<dyn Protocol>)> {
-        if self.conns.len() >= MAX_SLOTS {
-            return Err((io::Error::other("connection table full"), protocol));
-        }
-        let generation = self.next_generation();
-        let entry = self.conns.vacant_entry();
-        let id = ConnId {
-            index: entry.key() as u32,
-            generation,
-        };
-        let mut conn = Conn::new(generation, stream, peer, protocol, connecting, self.now);
-        // Both interests once, edge-triggered: no epoll_ctl is needed later to start
-        // or stop writing, and a writable edge with nothing queued costs one check.
-        let registered = self.poll.registry().register(
-            conn.stream.source(),
-            conn_token(id),
-            Interest::READABLE | Interest::WRITABLE,
-        );
-        if let Err(e) = registered {
-            return Err((e, conn.protocol.take().expect("just built")));
-        }
-        entry.insert(conn);
-        Ok(id)
-    }
-
-    /// The connection is up: `connection_made`, and the idle timer if configured.
-    pub(super) fn make(&mut self, id: ConnId) {
-        let now = self.now;
-        let Some(c) = self.conn_mut(id) else { return };
-        c.made = true;
-        c.last_read = now;
-        if let Some(idle) = self.config.idle_timeout {
-            self.track_timer(id, Instant::now() + idle, Task::Idle(id));
-        }
-        self.invoke(id, |p, cx| p.connection_made(cx));
     }
 }

@@ -1,97 +1,17 @@
-//! Limits and tunables: `Config` and the `Builder` that sets it.
+//! The `Builder` that sets the reactor's limits and tunables (`core::Config`).
 
-use super::*;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// Default bound on jobs waiting for a pool thread: deep enough to absorb a burst,
-/// shallow enough that a flood of work is refused (`PoolBusy`) within milliseconds of
-/// work rather than queued for minutes.
-const DEFAULT_POOL_QUEUE_JOBS: usize = 4096;
+use mio::{Events, Poll, Waker};
+use slab::Slab;
 
-/// Default cap on open connections: well above what one thread serves well, low enough
-/// that a connection flood meets a limit before it meets the descriptor table.
-const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
-
-/// Default bound on the wait for the peer's end after a graceful close has flushed and
-/// shut the write side: nginx's `lingering_timeout`. A peer that has sent nothing for
-/// this long after our FIN has nothing in flight that could still turn our close
-/// into a reset.
-const DEFAULT_LINGER_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Default bound on the input discarded while lingering: more than a peer can have in
-/// flight when the close begins (Linux's largest default receive buffer, 6 MiB, plus
-/// its send buffer, 4 MiB), so only a peer that keeps sending after our FIN reaches it.
-const DEFAULT_LINGER_BYTES: usize = 16 * 1024 * 1024;
-
-/// Limits and tunables, set through [`Builder`].
-#[derive(Clone, Debug)]
-pub(super) struct Config {
-    pub(super) max_connections: usize,
-    pub(super) read_buffer_bytes: usize,
-    pub(super) read_budget_bytes: usize,
-    pub(super) accept_budget: usize,
-    pub(super) high_watermark_bytes: usize,
-    pub(super) low_watermark_bytes: usize,
-    pub(super) write_cap_bytes: usize,
-    pub(super) idle_timeout: Option<Duration>,
-    pub(super) close_timeout: Duration,
-    pub(super) shutdown_timeout: Duration,
-    pub(super) linger_timeout: Duration,
-    pub(super) linger_bytes: usize,
-    pub(super) connect_timeout: Option<Duration>,
-    pub(super) listen: ListenOptions,
-    pub(super) events_capacity: usize,
-    pub(super) pool_threads: usize,
-    pub(super) pool_queue_jobs: usize,
-    pub(super) wait_for_jobs: bool,
-    pub(super) busy_poll: Duration,
-    pub(super) coalesce_writes: Duration,
-    pub(super) pool_nice: i32,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            read_buffer_bytes: 64 * 1024,
-            read_budget_bytes: 256 * 1024,
-            accept_budget: 128,
-            high_watermark_bytes: 64 * 1024,
-            low_watermark_bytes: 16 * 1024,
-            write_cap_bytes: 16 * 1024 * 1024,
-            idle_timeout: None,
-            close_timeout: Duration::from_secs(30),
-            shutdown_timeout: Duration::from_secs(5),
-            linger_timeout: DEFAULT_LINGER_TIMEOUT,
-            linger_bytes: DEFAULT_LINGER_BYTES,
-            connect_timeout: Some(Duration::from_secs(30)),
-            listen: ListenOptions::default(),
-            events_capacity: 1024,
-            pool_threads: std::thread::available_parallelism().map_or(4, |n| n.get()),
-            pool_queue_jobs: DEFAULT_POOL_QUEUE_JOBS,
-            wait_for_jobs: true,
-            busy_poll: Duration::ZERO,
-            coalesce_writes: Duration::ZERO,
-            pool_nice: 0,
-        }
-    }
-}
-
-impl Config {
-    /// Most bytes a connection's small writes gather before going out (see
-    /// `Core::send`): one queue chunk, and never so much that corking alone would
-    /// pass the high watermark and pause a producer the kernel would have kept up with.
-    pub(super) fn cork_limit(&self) -> usize {
-        crate::transport::CHUNK_BYTES.min(self.high_watermark_bytes)
-    }
-
-    pub(super) fn write_limits(&self) -> WriteLimits {
-        WriteLimits {
-            high_watermark_bytes: self.high_watermark_bytes,
-            low_watermark_bytes: self.low_watermark_bytes,
-            write_cap_bytes: self.write_cap_bytes,
-        }
-    }
-}
+use super::handle::Shared;
+use super::table::{MAX_SLOTS, WAKER_TOKEN};
+use super::{Core, Mio, Reactor, ACCEPT_BACKOFF_MIN};
+use crate::core::Config;
+use crate::net::ListenOptions;
 
 /// Configures and builds a [`Reactor`].
 ///
@@ -318,16 +238,10 @@ impl Builder {
         &self.config.listen
     }
 
-    /// The per-connection settings, for the testing kit: a harness built from this
-    /// builder runs a protocol under the same limits as the reactor would.
-    pub(crate) fn conn_settings(&self) -> ConnSettings {
-        ConnSettings {
-            limits: self.config.write_limits(),
-            read_buffer_bytes: self.config.read_buffer_bytes,
-            idle_timeout: self.config.idle_timeout,
-            close_timeout: self.config.close_timeout,
-            pool_queue_jobs: self.config.pool_queue_jobs,
-        }
+    /// The configuration, for the testing kit: a harness built from this builder
+    /// runs a protocol under the same limits as the reactor would.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Builds the reactor.
@@ -338,37 +252,22 @@ impl Builder {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
         let config = self.config;
+        let kernel = Mio {
+            poll,
+            listeners: Slab::new(),
+            datagrams: Slab::new(),
+            shared: Arc::new(Shared::new(waker)),
+            accept_backoff: ACCEPT_BACKOFF_MIN,
+            shutdown_deadline: None,
+            stop_deadline: None,
+            pool: None,
+            refusal_logged: None,
+            signals: None,
+            signal_stop: None,
+        };
         Ok(Reactor {
             events: Events::with_capacity(config.events_capacity),
-            core: Core {
-                poll,
-                read_buf: vec![0; config.read_buffer_bytes],
-                conns: Slab::new(),
-                listeners: Slab::new(),
-                datagrams: Slab::new(),
-                timers: TimerQueue::new(),
-                shared: Arc::new(Shared::new(waker)),
-                dirty: Vec::new(),
-                corked: Vec::new(),
-                ready: Vec::new(),
-                spare_corked: Spare::default(),
-                spare_ready: Spare::default(),
-                failed: Vec::new(),
-                now: Instant::now(),
-                next_generation: 0,
-                stopping: Stopping::No,
-                accept_backoff: ACCEPT_BACKOFF_MIN,
-                shutdown_deadline: None,
-                stop_deadline: None,
-                pool: None,
-                jobs: Slab::new(),
-                next_job_generation: 0,
-                counters: stats::Counters::default(),
-                refusal_logged: None,
-                signals: None,
-                signal_stop: None,
-                config,
-            },
+            core: Core::new(kernel, config, Instant::now()),
         })
     }
 }

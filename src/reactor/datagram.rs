@@ -15,10 +15,10 @@ use std::path::Path;
 
 use mio::Interest;
 
-use super::table::{datagram_token, DatagramId, Source};
-use super::{panic_message, Core, Reactor};
-use crate::protocol::Addr;
-use crate::reactor::ConnId;
+use super::table::datagram_token;
+use super::{Core, Reactor};
+use crate::ids::{ConnId, DatagramId, Source};
+use crate::protocol::{panic_message, Addr};
 use crate::transport::Driver;
 
 /// Datagrams read from one socket per wakeup before others get their turn.
@@ -81,12 +81,6 @@ pub trait DatagramProtocol: Any {
     /// or a stop).
     fn stopped(&mut self, cx: &mut DatagramContext<'_>) {
         let _ = cx;
-    }
-}
-
-impl fmt::Display for DatagramId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "datagram {}.{}", self.index, self.generation)
     }
 }
 
@@ -385,19 +379,22 @@ impl Reactor {
 
 impl Core {
     pub(crate) fn datagram(&self, id: DatagramId) -> Option<&Datagram> {
-        self.datagrams
+        self.k
+            .datagrams
             .get(id.index as usize)
             .filter(|d| d.generation == id.generation)
     }
 
     fn datagram_mut(&mut self, id: DatagramId) -> Option<&mut Datagram> {
-        self.datagrams
+        self.k
+            .datagrams
             .get_mut(id.index as usize)
             .filter(|d| d.generation == id.generation)
     }
 
     pub(crate) fn datagram_ids(&self) -> Vec<DatagramId> {
-        self.datagrams
+        self.k
+            .datagrams
             .iter()
             .map(|(i, d)| DatagramId {
                 index: i as u32,
@@ -414,15 +411,16 @@ impl Core {
         protocol: Box<dyn DatagramProtocol>,
     ) -> io::Result<DatagramId> {
         let generation = self.next_generation();
-        let entry = self.datagrams.vacant_entry();
+        let entry = self.k.datagrams.vacant_entry();
         let id = DatagramId {
             index: entry.key() as u32,
             generation,
         };
-        let registered =
-            self.poll
-                .registry()
-                .register(socket.source(), datagram_token(id), Interest::READABLE);
+        let registered = self.k.poll.registry().register(
+            socket.source(),
+            datagram_token(id),
+            Interest::READABLE,
+        );
         if let Err(e) = registered {
             if let Some(p) = &path {
                 let _ = std::fs::remove_file(p);
@@ -517,6 +515,7 @@ impl Core {
     /// Removes the datagram sockets marked closing, calling `stopped` on each.
     pub(crate) fn settle_datagrams(&mut self) {
         let closing: Vec<DatagramId> = self
+            .k
             .datagrams
             .iter()
             .filter(|(_, d)| d.closing && d.protocol.is_some())
@@ -526,8 +525,8 @@ impl Core {
             })
             .collect();
         for id in closing {
-            let mut d = self.datagrams.remove(id.index as usize);
-            let _ = self.poll.registry().deregister(d.socket.source());
+            let mut d = self.k.datagrams.remove(id.index as usize);
+            let _ = self.k.poll.registry().deregister(d.socket.source());
             if let Some(path) = &d.path {
                 let _ = std::fs::remove_file(path);
             }

@@ -3,64 +3,7 @@
 use std::fmt;
 
 use super::{Core, Reactor};
-use crate::protocol::Reason;
-
-/// Connections closed so far, by [`Reason`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ClosedByReason {
-    /// [`Reason::Done`].
-    pub done: u64,
-    /// [`Reason::Lost`].
-    pub lost: u64,
-    /// [`Reason::Aborted`].
-    pub aborted: u64,
-    /// [`Reason::TimedOut`].
-    pub timed_out: u64,
-    /// [`Reason::WriteOverflow`].
-    pub write_overflow: u64,
-    /// [`Reason::Io`].
-    pub io: u64,
-    /// [`Reason::Panic`].
-    pub panic: u64,
-}
-
-impl ClosedByReason {
-    pub(crate) fn count(&mut self, reason: &Reason) {
-        let n = match reason {
-            Reason::Done => &mut self.done,
-            Reason::Lost(_) => &mut self.lost,
-            Reason::Aborted => &mut self.aborted,
-            Reason::TimedOut => &mut self.timed_out,
-            Reason::WriteOverflow => &mut self.write_overflow,
-            Reason::Io(_) => &mut self.io,
-            Reason::Panic(_) => &mut self.panic,
-        };
-        *n += 1;
-    }
-
-    /// All closes together.
-    pub fn total(&self) -> u64 {
-        self.done
-            + self.lost
-            + self.aborted
-            + self.timed_out
-            + self.write_overflow
-            + self.io
-            + self.panic
-    }
-}
-
-/// Running totals the reactor keeps as it goes.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) accepted: u64,
-    pub(crate) refused: u64,
-    pub(crate) accept_errors: u64,
-    pub(crate) connect_failed: u64,
-    pub(crate) write_calls: u64,
-    pub(crate) closed: ClosedByReason,
-}
+pub use crate::core::ClosedByReason;
 
 /// A snapshot of a reactor, from [`Reactor::stats`]: cheap enough to take every
 /// second (one pass over the connection table).
@@ -152,11 +95,11 @@ impl Core {
         let c = &self.counters;
         Stats {
             connections: self.conns.len(),
-            listeners: self.listeners.len(),
-            datagram_sockets: self.datagrams.len(),
+            listeners: self.k.listeners.len(),
+            datagram_sockets: self.k.datagrams.len(),
             timers: self.timers.len(),
             buffered_bytes: self.conns.iter().map(|(_, c)| c.out.len()).sum(),
-            pool_queued: self.pool.as_ref().map_or(0, |p| p.queued()),
+            pool_queued: self.k.pool.as_ref().map_or(0, |p| p.queued()),
             pending_jobs: self.jobs.len(),
             accepted: c.accepted,
             refused: c.refused,

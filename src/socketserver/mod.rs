@@ -133,7 +133,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::reactor::panic_message;
+use crate::protocol::panic_message;
 use crate::Addr;
 
 /// Default worker threads in threading mode: handlers block on their clients, so this

@@ -1,8 +1,16 @@
-//! `Driver` for `Core`: what a `Context` does, on the real reactor.
+//! `Driver` for the core: what a `Context` does, under the reactor and the kit alike.
 
-use super::*;
+use std::io::{self, IoSlice};
+use std::time::{Duration, Instant};
 
-impl Driver for Core {
+use super::{Core, JobDone, Kernel, Stream, Task};
+use crate::ids::ConnId;
+use crate::pool::PoolBusy;
+use crate::protocol::{Addr, PeerCredentials};
+use crate::timer::TimerId;
+use crate::transport::{BoundCall, BoundDone, Driver, JobFn};
+
+impl<K: Kernel> Driver for Core<K> {
     fn write(&mut self, id: ConnId, data: &[u8]) -> bool {
         self.send(id, &[IoSlice::new(data)])
     }
@@ -12,55 +20,34 @@ impl Driver for Core {
     }
 
     fn lose_connection(&mut self, id: ConnId) {
-        let close_timeout = self.config.close_timeout;
-        let Some(c) = self.conn_mut(id) else { return };
-        if c.is_closing() {
-            return;
-        }
-        if c.connecting {
-            let err = io::Error::new(io::ErrorKind::Interrupted, "connect cancelled");
-            return self.fail_connect(id, err);
-        }
-        c.losing = true;
-        if !c.out.is_empty() || c.jobs > 0 {
-            self.track_timer(id, Instant::now() + close_timeout, Task::CloseDeadline(id));
-        }
-        self.mark_dirty(id);
+        Core::lose_connection(self, id)
     }
 
     fn lose_write_connection(&mut self, id: ConnId) {
         let Some(c) = self.conn_mut(id) else { return };
-        if !c.is_closing() && !c.shutdown_write {
-            c.shutdown_write = true;
+        if c.state.ask_shutdown_write() {
             self.mark_dirty(id);
         }
     }
 
     fn abort_connection(&mut self, id: ConnId) {
-        if self.conn(id).is_some_and(|c| c.connecting) {
-            let err = io::Error::new(io::ErrorKind::Interrupted, "connect aborted");
-            return self.fail_connect(id, err);
-        }
-        self.close_with(id, Reason::Aborted);
+        Core::abort_connection(self, id)
     }
 
     fn set_reading(&mut self, id: ConnId, reading: bool) {
         let Some(c) = self.conn_mut(id) else { return };
-        let resumed = reading && !c.reading;
-        c.reading = reading;
-        c.resumed |= resumed;
-        if resumed {
+        if c.state.set_reading(reading) {
             // The edge for data that arrived while paused has passed: read next turn.
             self.mark_ready(id);
         }
     }
 
     fn is_open(&self, id: ConnId) -> bool {
-        self.conn(id).is_some_and(|c| !c.is_closing())
+        self.conn(id).is_some_and(|c| !c.state.is_closing())
     }
 
     fn is_reading(&self, id: ConnId) -> bool {
-        self.conn(id).is_some_and(|c| c.wants_read())
+        self.conn(id).is_some_and(|c| c.state.wants_read())
     }
 
     fn buffered(&self, id: ConnId) -> usize {
@@ -71,7 +58,7 @@ impl Driver for Core {
         self.conn(id).map(|c| c.peer.clone())
     }
 
-    fn peer_credentials(&self, id: ConnId) -> Option<crate::protocol::PeerCredentials> {
+    fn peer_credentials(&self, id: ConnId) -> Option<PeerCredentials> {
         self.conn(id).and_then(|c| c.stream.peer_credentials())
     }
 
@@ -81,16 +68,16 @@ impl Driver for Core {
 
     fn set_nodelay(&mut self, id: ConnId, on: bool) -> io::Result<()> {
         let c = self.conn(id).ok_or(io::ErrorKind::NotConnected)?;
-        c.stream.tcp()?.set_nodelay(on)
+        c.stream.set_nodelay(on)
     }
 
     fn set_keepalive(&mut self, id: ConnId, idle: Option<Duration>) -> io::Result<()> {
         let c = self.conn(id).ok_or(io::ErrorKind::NotConnected)?;
-        net::set_keepalive(c.stream.tcp()?, idle)
+        c.stream.set_keepalive(idle)
     }
 
     fn call_later(&mut self, id: ConnId, delay: Duration, call: BoundCall) -> TimerId {
-        let deadline = Instant::now() + delay;
+        let deadline = self.clock() + delay;
         if self.conn(id).is_none() {
             // Gone already: hand back an id that is dead from the start.
             let t = self.timers.insert(deadline, Task::Bound(id, call));
@@ -101,22 +88,15 @@ impl Driver for Core {
     }
 
     fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        match self.timers.cancel(timer) {
-            Some(Task::Bound(id, _)) | Some(Task::Idle(id)) => {
-                self.untrack_timer(id, timer);
-                true
-            }
-            Some(_) => true,
-            None => false,
-        }
+        Core::cancel_timer(self, timer)
     }
 
     fn reset_timer(&mut self, timer: TimerId, delay: Duration) -> bool {
-        self.timers.reset(timer, Instant::now() + delay)
+        Core::reset_timer(self, timer, delay)
     }
 
     fn now(&self) -> Instant {
-        Instant::now()
+        self.clock()
     }
 
     fn stop(&mut self) {
