@@ -556,11 +556,13 @@ fn line_bombs_are_cut_off_or_discarded_and_memory_stays_flat() {
             rss_peak = rss_peak.max(rss_bytes());
         }
     };
-    // The newline is in once every `x` has been discarded or echoed as the last line.
+    // The newline is in once every `x` has been discarded with it, or it ended a last
+    // line that was echoed: a tail short enough to be a line, or an empty one when the
+    // newline came alone after the last `x` was discarded (a chunking that needs a
+    // loaded machine, and that this wait once missed).
     run_until(&mut r, |r| {
         sample(r);
-        tolerant.discarded.get() == BOMB_BYTES + 1
-            || (tolerant.echoed.get() == 1 && tolerant.discarded.get() < BOMB_BYTES)
+        tolerant.discarded.get() == BOMB_BYTES + 1 || tolerant.echoed.get() == 1
     });
     go_tx.send(()).unwrap();
     run_until(&mut r, |r| {

@@ -1,7 +1,16 @@
-//! Outgoing connections: non-blocking connect, its completion or failure, and the
-//! one `connection_failed` a connect that never succeeded gets.
+//! Outgoing connections: the non-blocking connect. Its completion or failure, and
+//! the one `connection_failed` a connect that never succeeded gets, are the core's
+//! (`Core::finish_connect`, `fail_connect`, `report_failed`).
 
-use super::*;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::table::Stream;
+use super::{Core, Reactor};
+use crate::core::Task;
+use crate::ids::ConnId;
+use crate::protocol::{Addr, Protocol};
 
 impl Reactor {
     /// Connects to a Unix-domain stream socket, as [`connect_tcp`](Self::connect_tcp).
