@@ -944,6 +944,21 @@ fn chat_client_fails_when_it_cannot_connect() {
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap();
-    let mut client = ChatClient::start(addr);
-    assert_eq!(client.proc.wait().code(), Some(1));
+    let mut child = Command::new(example_bin("chat_client"))
+        .args(["--connect", &addr.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn chat_client");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut proc = Proc(child);
+    assert_eq!(proc.wait().code(), Some(1));
+    // What the user sees, captured (so that a passing run reads clean) and checked.
+    let mut said = String::new();
+    BufReader::new(stderr).read_to_string(&mut said).unwrap();
+    assert!(
+        said.contains(&format!("cannot connect to {addr}")) && said.contains("refused"),
+        "chat_client said {said:?}"
+    );
 }

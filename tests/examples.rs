@@ -530,6 +530,7 @@ fn udp_echo_upper_cases_datagrams_and_drops_oversized_ones() {
     c.send_to(&[b'b'; 1000], server).unwrap();
     let (n, _) = c.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], &[b'B'; 1000][..]);
+    ex.wait_for_log("dropped a datagram");
 
     ex.signal("TERM");
     assert!(ex.wait().success());

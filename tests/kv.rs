@@ -1261,6 +1261,9 @@ fn an_incomplete_request_over_the_query_limit_is_refused() {
         "-ERR Protocol error: query buffer limit exceeded\r\n"
     );
     raw.expect_closed();
+    server
+        .ex
+        .wait_for_log("incomplete request over 1000 bytes; closing");
     // A complete request of the same size is fine.
     let mut raw = server.raw();
     let value = "v".repeat(900);

@@ -1088,6 +1088,7 @@ fn example_line_limit() {
         b"",
         "over 64 KiB: closed, nothing echoed"
     );
+    server.ex.wait_for_log("line over 65536 bytes");
 }
 
 /// `signal` makes the example call shutdown() and exit 0, whether it comes after a

@@ -188,12 +188,19 @@ pub fn run_example(name: &str, args: &[&str]) -> Output {
 // ----- servers -----
 
 /// An example server that has announced where it listens.
+///
+/// Its log (stderr) is captured, not printed: a passing test that provokes a warning
+/// on purpose reads green, and can assert on the warning with
+/// [`wait_for_log`](Self::wait_for_log). A test that fails prints the whole log.
 pub struct Listening {
     pub proc: Proc,
     /// What followed `listening on ` on its first line: an address or a socket path.
     pub announced: String,
     /// Its stdout after that line, one message per line.
     pub stdout: Receiver<String>,
+    stderr: Receiver<String>,
+    /// The log lines read from `stderr` so far.
+    log: std::cell::RefCell<Vec<String>>,
 }
 
 /// Starts example `name` with `--listen listen` and `extra`, and waits for its
@@ -210,9 +217,10 @@ pub fn serve_command(cmd: &mut Command, listen: &str, extra: &[&str]) -> Listeni
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit()),
+            .stderr(Stdio::piped()),
     );
     let stdout = proc.stdout_lines();
+    let stderr = lines_of(proc.child().stderr.take().expect("piped stderr"));
     let first = next_line(&stdout);
     let announced = first
         .trim_end()
@@ -223,6 +231,8 @@ pub fn serve_command(cmd: &mut Command, listen: &str, extra: &[&str]) -> Listeni
         proc,
         announced,
         stdout,
+        stderr,
+        log: Default::default(),
     }
 }
 
@@ -245,6 +255,35 @@ impl Listening {
 
     pub fn wait(&mut self) -> ExitStatus {
         self.proc.wait()
+    }
+
+    /// Waits (up to the watchdog) for a log line containing `text`, and returns it.
+    pub fn wait_for_log(&self, text: &str) -> String {
+        let deadline = Instant::now() + PROCESS_WATCHDOG;
+        loop {
+            if let Some(line) = self.log.borrow().iter().find(|l| l.contains(text)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => self.log.borrow_mut().push(line),
+                Err(_) => panic!(
+                    "no log line with {text:?}; the log: {:#?}",
+                    self.log.borrow()
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Listening {
+    /// A failing test shows the server's log, which is captured otherwise.
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let mut log = self.log.borrow_mut();
+            log.extend(self.stderr.try_iter());
+            eprintln!("--- {} log ---\n{}", self.proc.name, log.join("\n"));
+        }
     }
 }
 
