@@ -106,7 +106,9 @@
 //! reads what they got with [`take_written_of`](Harness::take_written_of).
 //! [`add_protocol`](Harness::add_protocol) adds a connection that runs a protocol of
 //! its own, of any type: a chat room's members each run their real session, and the
-//! test plays each one's peer with the `..._of` methods.
+//! test plays each one's peer with the `..._of` methods. [`link`](Harness::link) joins
+//! two connections as the two ends of one stream, so a client protocol and a server
+//! protocol talk to each other through the core on both sides, with no sockets.
 //!
 //! # Pool jobs
 //!
@@ -304,6 +306,7 @@ impl HarnessBuilder {
             peer_addr: self.peer_addr,
             local_addr: self.local_addr,
             peers: 0,
+            links: Vec::new(),
             _protocol: std::marker::PhantomData,
         }
     }
@@ -374,6 +377,9 @@ pub struct Harness<P: Protocol> {
     local_addr: Addr,
     /// Connections added with `add_peer` or `add_protocol`, for their addresses.
     peers: u16,
+    /// Pairs of connections joined by [`link`](Self::link): what one sends, the other
+    /// receives.
+    links: Vec<(ConnId, ConnId)>,
     _protocol: std::marker::PhantomData<P>,
 }
 
@@ -465,14 +471,25 @@ impl<P: Protocol> Harness<P> {
     where
         F: FnOnce(&mut P, &mut Context<'_>),
     {
-        if !self.core.conn(self.main).is_some_and(|c| c.state.is_made()) {
+        self.call_of(self.main, f)
+    }
+
+    /// [`call`](Self::call) for connection `id`, which runs a protocol of type `Q`.
+    /// False, without running `f`, if the connection is not made, already lost, or
+    /// runs another type.
+    pub fn call_of<Q, F>(&mut self, id: ConnId, f: F) -> bool
+    where
+        Q: Protocol,
+        F: FnOnce(&mut Q, &mut Context<'_>),
+    {
+        let runs_q = self.core.conn(id).is_some_and(|c| {
+            c.state.is_made() && c.protocol.as_deref().and_then(downcast_ref::<Q>).is_some()
+        });
+        if !runs_q {
             return false;
         }
-        self.core.invoke(self.main, |p, cx| {
-            f(
-                downcast_mut::<P>(p).expect("the harness's protocol has its type"),
-                cx,
-            )
+        self.core.invoke(id, |p, cx| {
+            f(downcast_mut::<Q>(p).expect("checked above"), cx)
         });
         self.pump();
         true
@@ -616,6 +633,63 @@ impl<P: Protocol> Harness<P> {
         self.core.make(id);
         self.pump();
         id
+    }
+
+    /// Joins connections `a` and `b` as the two ends of one stream, as two peers on one
+    /// machine: from now on what either sends (and what it sent already) is what the
+    /// other receives, and the end of one's write side (a half-close, or its close) is
+    /// the other's EOF. A client protocol and a server protocol then talk through the
+    /// real core on both sides, with no sockets: a TLS client and server, say.
+    /// `take_written_of` sees nothing of a linked connection's output (it went to the
+    /// other end); the peer window does not apply.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use twistor::testing::Harness;
+    /// use twistor::{Context, Protocol};
+    ///
+    /// /// Says hello, then prints what comes back.
+    /// #[derive(Default)]
+    /// struct Client(Vec<u8>);
+    /// impl Protocol for Client {
+    ///     fn connection_made(&mut self, cx: &mut Context<'_>) {
+    ///         cx.write(b"hello");
+    ///         cx.lose_write_connection();
+    ///     }
+    ///     fn data_received(&mut self, _: &mut Context<'_>, data: &[u8]) {
+    ///         self.0.extend_from_slice(data);
+    ///     }
+    /// }
+    ///
+    /// /// Echoes upper-cased.
+    /// struct Upper;
+    /// impl Protocol for Upper {
+    ///     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+    ///         cx.write(&data.to_ascii_uppercase());
+    ///     }
+    /// }
+    ///
+    /// let mut h = Harness::new(Upper);
+    /// h.connect();
+    /// let client = h.add_protocol(Client::default());
+    /// h.link(h.id(), client);
+    /// assert_eq!(h.protocol_of::<Client>(client).unwrap().0, b"HELLO");
+    /// assert!(h.lost().is_some(), "the server saw EOF and closed; so did the client");
+    /// ```
+    ///
+    /// # Panics
+    /// If either id is not from this harness, or is linked already.
+    pub fn link(&mut self, a: ConnId, b: ConnId) {
+        for id in [a, b] {
+            self.stream(id);
+            assert!(
+                !self.links.iter().any(|&(x, y)| x == id || y == id),
+                "{id:?} is linked already"
+            );
+        }
+        self.links.push((a, b));
+        self.pump();
     }
 
     /// Connection `id`'s protocol, if it runs one of type `Q` (also after it ended).
@@ -883,8 +957,38 @@ impl<P: Protocol> Harness<P> {
                 self.core.flush_corked();
                 continue;
             }
+            if self.carry_over_links() {
+                continue;
+            }
             break;
         }
+    }
+
+    /// Moves what linked connections sent to the other end, and the end of a write
+    /// side to the other's EOF, as a kernel between two peers does; true if anything
+    /// moved (the other end then has a readable event).
+    fn carry_over_links(&mut self) -> bool {
+        let mut moved = false;
+        for i in 0..self.links.len() {
+            let (a, b) = self.links[i];
+            for (from, to) in [(a, b), (b, a)] {
+                let sender = self.stream_mut(from);
+                let data = std::mem::take(&mut sender.sent);
+                // An end that is shut or gone sends EOF.
+                let ended = sender.write_shut || self.core.conn(from).is_none();
+                let receiver = self.stream_mut(to);
+                if data.is_empty() && (!ended || receiver.peer_eof) {
+                    continue;
+                }
+                receiver.inbound.extend(data);
+                receiver.peer_eof |= ended;
+                if self.core.conn(to).is_some() {
+                    self.core.read_ready(to, true);
+                }
+                moved = true;
+            }
+        }
+        moved
     }
 
     /// Runs the timers due now that were set before this pass began, settling after

@@ -1069,3 +1069,50 @@ fn same_buffered_count_after_a_small_write_on_harness_and_loopback() {
         ),
     );
 }
+
+/// Two protocols linked on one harness talk through the real core on both sides: a
+/// request, an answer, a graceful close from one end that the other sees as EOF,
+/// and exactly one `connection_lost` each, with `Done`.
+#[test]
+fn linked_protocols_talk_and_close_through_the_core() {
+    let server_events = Rc::new(RefCell::new(Vec::new()));
+    let mut h = Harness::new(Commands::new(Rc::clone(&server_events)));
+    h.connect();
+    let client_events = Rc::new(RefCell::new(Vec::new()));
+    let client = h.add_protocol(Recorder(Rc::clone(&client_events)));
+    h.link(h.id(), client);
+    // The client sends commands through its own context, as its callbacks would.
+    assert!(h.call_of(client, |_: &mut Recorder, cx| {
+        cx.write(b"echo hi\nquit\n");
+    }));
+    assert_eq!(
+        client_events.borrow().join(""),
+        "data hello\nhi\nbye\n|eof|lost Done"
+    );
+    assert_eq!(*server_events.borrow(), ["made", "lost Done"]);
+}
+
+/// Records what it receives, and its end.
+struct Recorder(Rc<RefCell<Vec<String>>>);
+
+impl Protocol for Recorder {
+    fn data_received(&mut self, _: &mut Context<'_>, data: &[u8]) {
+        let text = String::from_utf8_lossy(data);
+        let mut events = self.0.borrow_mut();
+        match events.last_mut() {
+            Some(last) if last.starts_with("data ") => last.push_str(&text),
+            _ => events.push(format!("data {text}")),
+        }
+    }
+
+    fn read_eof(&mut self, cx: &mut Context<'_>) {
+        self.0.borrow_mut().push("|eof".into());
+        cx.lose_connection();
+    }
+
+    fn connection_lost(&mut self, _: &mut Context<'_>, reason: Reason) {
+        self.0
+            .borrow_mut()
+            .push(format!("|lost {:?}", Why::from(&reason)));
+    }
+}
