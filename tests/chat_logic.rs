@@ -1,28 +1,35 @@
-//! The chat room's logic on the testing harness: no sockets, no processes, no sleeps.
+//! The chat room's logic on the testing kit: no sockets, no processes, no sleeps.
 //!
-//! The chat example's modules are included with `#[path]`. One member, "alice", is
-//! the real session ([`session::protocol`]) on a [`Harness`]. The other members are
-//! fake peers of that same harness ([`Harness::add_peer`]), registered in the shared
-//! [`Server`] through its API, as their own sessions would: arriving is
-//! [`Server::arrive`], a line is [`command::parse`] then [`Server::execute`] (or
-//! [`Server::error`]), leaving is [`Server::depart`] once its fake connection is
-//! lost, each run with the harness's context. A peer's own session code (its line
-//! limit, `/quit`) is not run: alice's is. The server writes to every member with
-//! `write_to`, so what each member got is read from its fake connection.
+//! The chat example's modules are included with `#[path]`. Every member is a real
+//! chat session ([`session::protocol`]: the [`Session`](session::Session) under its
+//! `LineReceiver`, as the server runs it), each on its own connection of one
+//! [`Harness`], all sharing one [`Server`] as they share it under the reactor. The
+//! first member, "alice", is the harness's own protocol; the others are added with
+//! [`Harness::add_protocol`]. The test plays each member's client: a line is fed to
+//! its connection ([`Harness::feed_of`]), what the member received is what its
+//! connection was sent ([`Harness::take_written_of`]), and it leaves with `/quit`, an
+//! end of input ([`Harness::eof_of`]) or a reset ([`Harness::disconnect_of`]). So
+//! every member runs the session code: the framer, the line limit, `/quit`, arriving
+//! and departing, the slow timer and flow control.
 //!
-//! Why not one harness per member: every harness numbers its own connection the
-//! same way (`ConnId` index 0, generation 1), so members of different harnesses
-//! sharing one `Server` would have colliding ids, and a line sent from one harness
-//! would be written to that harness's connections whoever it was for.
-//!
-//! The server writes each line straight away; gathering a turn's small writes into
-//! one system call is the reactor's business (the harness writes at once), so what a
-//! member got can be read as soon as the callback that sent it has returned.
+//! Writes are corked as under the reactor: what a member is sent during one harness
+//! call (one reactor turn) reaches its client at the end of that call, so what a line
+//! caused is read once the call that fed it has returned.
 //!
 //! Flow control runs on small watermarks ([`HIGH`], [`LOW`]) so that a few lines
-//! congest a member. A peer that stops reading is a peer whose window is closed; its
-//! session would hear `resume_producing` once it drains, and so call
-//! [`Server::drained`]: the test calls it for the peer ([`Chat::drained`]).
+//! congest a member. A member whose client stops reading has its peer window closed
+//! ([`Harness::set_peer_window_of`]): the server holds back whoever writes to it, and
+//! the held-back sender's framer delivers no further line (what it is fed waits).
+//! When the client reads again ([`Harness::peer_reads_of`], or its window opens) the
+//! member's session hears `resume_producing`, tells the server, and the senders go
+//! on with the lines that waited.
+//!
+//! Whether a member is held back is asked of the server ([`Server::is_held_back`]),
+//! by the member key it hands out: the session keeps its key to itself, so the test
+//! relies on the server numbering members in arrival order while nobody has left
+//! ([`Chat::arrive`] checks that). For alice it is also checked against her
+//! connection's paused reading ([`Harness::reading_paused`]); the kit tells that of
+//! its own connection only.
 
 #[path = "../examples/chat/command.rs"]
 #[allow(dead_code)]
@@ -36,13 +43,14 @@ mod text;
 
 use std::cell::RefCell;
 use std::io;
+use std::ops::Range;
 use std::rc::Rc;
 use std::time::Duration;
 
 use server::{MemberKey, Server};
 use session::{ChatProtocol, SessionLimits};
 use twistor::testing::{Harness, HarnessBuilder};
-use twistor::{ConnId, Context, Reactor, Reason};
+use twistor::{ConnId, Reactor, Reason};
 
 /// `--max-line` for these tests.
 const MAX_LINE: usize = 32;
@@ -56,41 +64,58 @@ const LOW: usize = 40;
 /// `--slow-timeout` for these tests.
 const SLOW: Duration = Duration::from_secs(10);
 
-/// A member played by the test: a fake peer of the harness.
+/// Every member's session limits.
+const LIMITS: SessionLimits = SessionLimits {
+    max_line_bytes: MAX_LINE,
+    slow_timeout: SLOW,
+};
+
+/// One member: its connection on the harness, and its key in the server.
 #[derive(Clone, Copy, Debug)]
-struct Peer {
+struct Member {
     conn: ConnId,
     key: MemberKey,
 }
 
-/// The chat server, alice's session on a harness, and the peers. Members are
-/// numbered: 0 is alice, `i` is `peers[i - 1]`.
+/// How a member leaves.
+#[derive(Clone, Copy, Debug)]
+enum Leave {
+    /// It sends `/quit`.
+    Quit,
+    /// Its client ends its input.
+    EndOfInput,
+    /// Its connection is reset.
+    Reset,
+}
+
+/// The chat server and its members' sessions, on one harness. Members are numbered
+/// in arrival order: 0 is alice, the harness's own connection.
 struct Chat {
     h: Harness<ChatProtocol>,
     server: Rc<RefCell<Server>>,
-    peers: Vec<Peer>,
+    members: Vec<Member>,
 }
 
 impl Chat {
     /// A fresh server and alice's connection made (as `guest1`); nothing taken yet.
     fn start(settings: HarnessBuilder) -> Chat {
         let server = Rc::new(RefCell::new(Server::new(HIGH)));
-        let limits = SessionLimits {
-            max_line_bytes: MAX_LINE,
-            slow_timeout: SLOW,
-        };
         let mut h = settings
             .write_watermarks(HIGH, LOW)
-            .build(session::protocol(Rc::clone(&server), limits));
+            .build(session::protocol(Rc::clone(&server), LIMITS));
         h.connect();
+        let alice = Member {
+            conn: h.id(),
+            key: 0,
+        };
         Chat {
             h,
             server,
-            peers: Vec::new(),
+            members: vec![alice],
         }
     }
 
-    /// Alice and peers called `names`, all in the lobby, every notice so far taken.
+    /// Alice and members called `names`, all in the lobby, every notice so far taken.
     fn named(names: &[&str]) -> Chat {
         Chat::named_with(HarnessBuilder::new(), names)
     }
@@ -99,94 +124,91 @@ impl Chat {
         let mut chat = Chat::start(settings);
         chat.say(0, "/nick alice");
         for name in names {
-            let peer = chat.arrive();
-            chat.say(peer, &format!("/nick {name}"));
+            let member = chat.arrive();
+            chat.say(member, &format!("/nick {name}"));
         }
         chat.got_all();
         chat
     }
 
-    /// A peer arrives, as its session's `connection_made`; returns its number.
+    /// A new connection runs its own session on the harness; returns the member's
+    /// number.
+    ///
+    /// # Panics
+    /// If a member has left: the server would hand its key out again, and the test
+    /// would no longer know the newcomer's.
     fn arrive(&mut self) -> usize {
-        let conn = self.h.add_peer();
-        let key = self.as_peers(|s, cx| s.arrive(cx, conn));
-        self.peers.push(Peer { conn, key });
-        self.peers.len()
-    }
-
-    /// Peer `i`'s connection is lost, and the server hears of it as from its
-    /// session's `connection_lost`.
-    fn leave(&mut self, i: usize) {
-        let Peer { conn, key } = self.peers[i - 1];
-        self.h
-            .disconnect_of(conn, Reason::Lost(io::ErrorKind::ConnectionReset.into()));
-        self.as_peers(|s, cx| s.depart(cx, key));
-    }
-
-    /// Member `i` sends `line`. Alice's goes through her session;
-    /// a peer's as its session would hand it to the server (`/quit` is the session's:
-    /// use [`leave`](Self::leave)).
-    fn say(&mut self, i: usize, line: &str) {
-        if i == 0 {
-            self.h.feed(format!("{line}\n").as_bytes());
-            return;
-        }
-        assert_ne!(line, "/quit", "a peer leaves with Chat::leave");
-        let key = self.peers[i - 1].key;
-        self.as_peers(|s, cx| match command::parse(line.as_bytes()) {
-            Ok(command) => s.execute(cx, key, command),
-            Err(error) => s.error(cx, key, error),
-        });
-    }
-
-    /// Peer `i` stops reading: its window closes.
-    fn stall(&mut self, i: usize) {
-        self.h.set_peer_window_of(self.peers[i - 1].conn, Some(0));
-    }
-
-    /// Peer `i` reads everything queued for it and goes on reading; its session
-    /// hears `resume_producing` if it was congested, and tells the server.
-    fn drained(&mut self, i: usize) {
-        let Peer { conn, key } = self.peers[i - 1];
-        self.h.set_peer_window_of(conn, None);
-        self.as_peers(|s, cx| s.drained(cx, key));
-    }
-
-    /// Member `i` (alice is 0) is held back: the server does not read from it.
-    fn held_back(&self, i: usize) -> bool {
-        match i {
-            0 => self.h.reading_paused(),
-            _ => self.server.borrow().is_held_back(self.peers[i - 1].key),
-        }
-    }
-
-    /// Runs `f` on the shared server as a peer's callback, with the harness's context
-    /// (writes to peers go through it).
-    fn as_peers<R>(&mut self, f: impl FnOnce(&mut Server, &mut Context<'_>) -> R) -> R {
-        let server = Rc::clone(&self.server);
-        let mut out = None;
-        let ran = self.h.call(|_, cx| {
-            out = Some(f(&mut server.borrow_mut(), cx));
-        });
         assert!(
-            ran,
-            "alice's connection is gone: the harness has no context left"
+            self.members.iter().all(|m| self.h.is_open_of(m.conn)),
+            "members arrive before anyone leaves, so that their keys follow arrival order"
         );
-        out.expect("ran")
+        let conn = self
+            .h
+            .add_protocol(session::protocol(Rc::clone(&self.server), LIMITS));
+        let key = self.members.len();
+        self.members.push(Member { conn, key });
+        key
+    }
+
+    /// Member `i`'s connection.
+    fn conn(&self, i: usize) -> ConnId {
+        self.members[i].conn
+    }
+
+    /// Member `i`'s client sends `line`.
+    fn say(&mut self, i: usize, line: &str) {
+        self.send(i, format!("{line}\n").as_bytes());
+    }
+
+    /// Member `i`'s client sends `bytes` as they are: one read.
+    fn send(&mut self, i: usize, bytes: &[u8]) {
+        self.h.feed_of(self.conn(i), bytes);
+    }
+
+    /// Member `i` leaves, `how`.
+    fn leave(&mut self, i: usize, how: Leave) {
+        let conn = self.conn(i);
+        match how {
+            Leave::Quit => self.h.feed_of(conn, b"/quit\n"),
+            Leave::EndOfInput => self.h.eof_of(conn),
+            Leave::Reset => self
+                .h
+                .disconnect_of(conn, Reason::Lost(io::ErrorKind::ConnectionReset.into())),
+        }
+    }
+
+    /// Member `i`'s client stops reading: its window closes.
+    fn stall(&mut self, i: usize) {
+        self.h.set_peer_window_of(self.conn(i), Some(0));
+    }
+
+    /// Member `i`'s client reads everything queued for it and goes on reading.
+    fn reads_all(&mut self, i: usize) {
+        self.h.set_peer_window_of(self.conn(i), None);
+    }
+
+    /// Member `i` is held back: the server does not read from it.
+    fn held_back(&self, i: usize) -> bool {
+        let held = self.server.borrow().is_held_back(self.members[i].key);
+        if i == 0 {
+            assert_eq!(
+                held,
+                self.h.reading_paused(),
+                "the server holds alice back exactly while her connection does not read"
+            );
+        }
+        held
     }
 
     /// What member `i` got since last asked.
     fn got(&mut self, i: usize) -> String {
-        let bytes = match i {
-            0 => self.h.take_written(),
-            _ => self.h.take_written_of(self.peers[i - 1].conn),
-        };
+        let bytes = self.h.take_written_of(self.conn(i));
         String::from_utf8(bytes).expect("the chat sends UTF-8 here")
     }
 
     /// What every member got since last asked, alice first.
     fn got_all(&mut self) -> Vec<String> {
-        (0..=self.peers.len()).map(|i| self.got(i)).collect()
+        (0..self.members.len()).map(|i| self.got(i)).collect()
     }
 
     /// Runs `steps`: member `i` says `line`, then each member has got exactly the
@@ -225,6 +247,7 @@ fn a_member_is_welcomed_and_the_lobby_hears_of_arrivals() {
         chat.got_all(),
         ["* guest4 joined lobby\n", "* guest4 joined lobby\n", ""]
     );
+    chat.h.assert_clean();
 }
 
 // ----- talking -----
@@ -239,6 +262,11 @@ fn a_line_goes_to_the_others_in_the_room() {
         (1, "hi", &["<bob> hi\n", "", "<bob> hi\n"]),
         (0, "", &[]),
         (0, "crlf\r", &["", "<alice> crlf\n", "<alice> crlf\n"]),
+        (
+            2,
+            "crlf too\r",
+            &["<carol> crlf too\n", "<carol> crlf too\n"],
+        ),
         (3, "anyone?", &[]),
         (
             0,
@@ -251,6 +279,21 @@ fn a_line_goes_to_the_others_in_the_room() {
             &["* carol nods\n", "* carol nods\n", "* carol nods\n"],
         ),
     ]);
+}
+
+#[test]
+fn lines_are_cut_at_newlines_however_they_arrive() {
+    let mut chat = Chat::named(&["bob"]);
+    // Half a line: nothing yet; the rest with two more lines in one read.
+    chat.send(1, b"hel");
+    assert_eq!(chat.got_all(), ["", ""]);
+    chat.send(1, b"lo\r\n/me waves\nsee");
+    assert_eq!(
+        chat.got_all(),
+        ["<bob> hello\n* bob waves\n", "* bob waves\n"]
+    );
+    chat.send(1, b" you\n");
+    assert_eq!(chat.got_all(), ["<bob> see you\n", ""]);
 }
 
 #[test]
@@ -386,9 +429,9 @@ fn msg_reaches_one_member_in_any_room() {
 fn a_line_over_max_line_gets_an_error_and_closes() {
     let at_max = "x".repeat(MAX_LINE);
     let over = "y".repeat(MAX_LINE + 1);
-    // (what alice sends, accepted): `\r` is not counted; over the limit is refused
-    // whether the session sees the line (`over\n`) or the framer refuses it first
-    // (`over\r\n`, past its `MAX_LINE + 1`, or an unended line).
+    // (what the member sends, accepted): `\r` is not counted; over the limit is
+    // refused whether the session sees the line (`over\n`) or the framer refuses it
+    // first (`over\r\n`, past its `MAX_LINE + 1`, or an unended line).
     let cases = [
         (format!("{at_max}\n"), true),
         (format!("{at_max}\r\n"), true),
@@ -396,59 +439,64 @@ fn a_line_over_max_line_gets_an_error_and_closes() {
         (format!("{over}\r\n"), false),
         ("z".repeat(3 * MAX_LINE), false),
     ];
-    for (input, accepted) in cases {
-        let mut chat = Chat::named(&["bob"]);
-        chat.h.feed(input.as_bytes());
-        let got = chat.got_all();
-        if accepted {
-            assert_eq!(
-                got,
-                ["".to_string(), format!("<alice> {at_max}\n")],
-                "{input:?}"
-            );
-            assert!(chat.h.is_open());
-        } else {
-            assert_eq!(
-                got,
-                ["* error: line too long\n", "* alice disconnected\n"],
-                "{input:?}"
-            );
-            assert!(matches!(chat.h.lost(), Some(Reason::Done)), "{input:?}");
+    // Alice's session is the harness's own connection, bob's an added one.
+    for (who, nick, other) in [(0, "alice", 1), (1, "bob", 0)] {
+        for (input, accepted) in &cases {
+            let mut chat = Chat::named(&["bob"]);
+            chat.send(who, input.as_bytes());
+            let mut want = [String::new(), String::new()];
+            if *accepted {
+                want[other] = format!("<{nick}> {at_max}\n");
+            } else {
+                want[who] = "* error: line too long\n".to_string();
+                want[other] = format!("* {nick} disconnected\n");
+            }
+            assert_eq!(chat.got_all(), want, "{nick} sent {input:?}");
+            if *accepted {
+                assert!(chat.h.is_open_of(chat.conn(who)), "{nick} sent {input:?}");
+            } else {
+                let lost = chat.h.lost_of(chat.conn(who));
+                assert!(matches!(lost, Some(Reason::Done)), "{nick} sent {input:?}");
+                chat.h.assert_clean();
+            }
         }
     }
 }
 
 #[test]
-fn the_room_hears_when_the_member_leaves_in_any_way() {
-    type Leave = fn(&mut Harness<ChatProtocol>);
-    let ways: [(&str, Leave, &str); 3] = [
-        ("quit", |h| h.feed(b"/quit\n"), "* bye\n"),
-        ("end of input", |h| h.eof(), ""),
-        (
-            "reset",
-            |h| h.disconnect(Reason::Lost(io::ErrorKind::ConnectionReset.into())),
-            "",
-        ),
+fn the_room_hears_when_a_member_leaves_in_any_way() {
+    let ways = [
+        (Leave::Quit, "* bye\n"),
+        (Leave::EndOfInput, ""),
+        (Leave::Reset, ""),
     ];
-    for (way, leave, last_words) in ways {
-        let mut chat = Chat::named(&["bob", "carol"]);
-        chat.say(2, "/join kitchen");
-        chat.got_all();
-        leave(&mut chat.h);
-        assert!(chat.h.lost().is_some(), "{way}");
-        assert_eq!(
-            chat.got_all(),
-            [last_words, "* alice disconnected\n", ""],
-            "{way}: the room alone hears of it"
-        );
-        chat.h.assert_clean();
+    for (who, nick, other) in [(0, "alice", 1), (1, "bob", 0)] {
+        for (how, last_words) in ways {
+            let mut chat = Chat::named(&["bob", "carol"]);
+            chat.say(2, "/join kitchen");
+            chat.got_all();
+            chat.leave(who, how);
+            assert!(chat.h.lost_of(chat.conn(who)).is_some(), "{nick}: {how:?}");
+            let mut want = [String::new(), String::new(), String::new()];
+            want[who] = last_words.to_string();
+            want[other] = format!("* {nick} disconnected\n");
+            assert_eq!(
+                chat.got_all(),
+                want,
+                "{nick}: {how:?}: the room alone hears"
+            );
+            // Its nick is free: nobody of that name is left to reach.
+            chat.say(other, &format!("/msg {nick} x"));
+            assert_eq!(chat.got(other), format!("* error: no such nick: {nick}\n"));
+            chat.h.assert_clean();
+        }
     }
 }
 
 #[test]
 fn alice_hears_when_a_peer_leaves_and_its_nick_is_free() {
     let mut chat = Chat::named(&["bob", "carol"]);
-    chat.leave(1);
+    chat.leave(1, Leave::Reset);
     assert_eq!(chat.got(0), "* bob disconnected\n");
     assert_eq!(chat.got(2), "* bob disconnected\n");
     chat.check(&[
@@ -463,28 +511,48 @@ fn alice_hears_when_a_peer_leaves_and_its_nick_is_free() {
 }
 
 #[test]
-fn a_member_that_does_not_read_is_cut_off_and_the_room_goes_on() {
-    let settings = HarnessBuilder::from(Reactor::builder().write_cap_bytes(256));
-    let mut chat = Chat::named_with(settings, &["bob", "carol"]);
-    chat.h.set_peer_window(Some(0)); // alice stops reading
-    let line = "b".repeat(60);
+fn a_member_that_does_not_read_is_cut_off_at_the_write_cap_and_the_room_goes_on() {
+    let settings = HarnessBuilder::from(Reactor::builder().write_cap_bytes(150));
+    let mut chat = Chat::named_with(settings, &["bob", "carol", "dave", "erin"]);
+    let nicks = ["alice", "bob", "carol", "dave", "erin"];
+    chat.stall(0); // alice stops reading
+                   // One line of MAX_LINE bytes from each of the others in turn, 39 to 41 bytes as
+                   // alice gets it. Once alice has more than HIGH unsent, a sender is held back by
+                   // the line it sends, so no sender can pass the cap alone: several do.
+    let line = |n: usize| format!("{n}{}", "b".repeat(MAX_LINE - 1));
+    let senders = [1, 2, 3, 4, 1, 2, 3, 4];
     let mut said = 0;
-    while chat.h.is_open() && said < 10 {
-        chat.say(1, &line);
+    while chat.h.is_open_of(chat.conn(0)) && said < senders.len() {
+        chat.say(senders[said], &line(said));
         said += 1;
     }
-    assert!(matches!(chat.h.lost(), Some(Reason::WriteOverflow)));
-    assert_eq!(said, 4, "4 x 67 bytes pass the 256-byte cap");
-    let heard = format!("<bob> {line}\n").repeat(said);
-    assert_eq!(chat.got(2), heard + "* alice disconnected\n");
-    assert_eq!(chat.got(1), "* alice disconnected\n");
+    assert!(matches!(
+        chat.h.lost_of(chat.conn(0)),
+        Some(Reason::WriteOverflow)
+    ));
+    assert_eq!(said, 4, "39 + 41 + 40 + 40 bytes pass the 150-byte cap");
+    for i in 1..=4 {
+        assert!(!chat.held_back(i), "{} reads again", nicks[i]);
+        let heard: String = (0..said)
+            .filter(|&n| senders[n] != i)
+            .map(|n| format!("<{}> {}\n", nicks[senders[n]], line(n)))
+            .collect();
+        assert_eq!(
+            chat.got(i),
+            heard + "* alice disconnected\n",
+            "{}",
+            nicks[i]
+        );
+    }
+    assert_eq!(chat.got(0), "");
+    chat.h.assert_clean();
 }
 
 #[test]
 fn a_burst_reaches_the_room_whole_and_in_order() {
     let mut chat = Chat::named(&["bob"]);
     let lines: String = (0..1600).map(|i| format!("{i:010}\n")).collect();
-    chat.h.feed(lines.as_bytes());
+    chat.send(0, lines.as_bytes());
     let heard: String = (0..1600).map(|i| format!("<alice> {i:010}\n")).collect();
     assert_eq!(heard.len(), 30_400);
     assert_eq!(chat.got(1), heard);
@@ -529,40 +597,61 @@ fn text_from_members_is_relayed_as_clean_utf8() {
     for (line, alice_got, bob_got) in cases {
         let mut input = line.to_vec();
         input.push(b'\n');
-        chat.h.feed(&input);
+        chat.send(0, &input);
         assert_eq!(chat.got_all(), [alice_got, bob_got], "{line:?}");
     }
 }
 
 // ----- flow control -----
 
-/// 30 bytes of text, numbered: 37 bytes as `<bob> TEXT\n`, 39 as `<alice> TEXT\n`.
+/// The nicks of [`Chat::named`]`(&["bob", "carol", "dave"])`, by member number.
+const NICKS: [&str; 4] = ["alice", "bob", "carol", "dave"];
+
+/// 30 bytes of text, numbered: 37 bytes as `<bob> TEXT\n`, 39 as `<alice> TEXT\n`
+/// or `<carol> TEXT\n`.
 fn numbered(i: usize) -> String {
     format!("{i:02}{}", "x".repeat(28))
 }
 
+/// Lines `lines` of [`numbered`], sent in one read.
+fn burst(lines: Range<usize>) -> String {
+    lines.map(|i| numbered(i) + "\n").collect()
+}
+
+/// Lines `lines` of [`numbered`] as the room hears them from `nick`.
+fn heard(nick: &str, lines: Range<usize>) -> String {
+    lines
+        .map(|i| format!("<{nick}> {}\n", numbered(i)))
+        .collect()
+}
+
 #[test]
 fn a_sender_is_held_back_at_the_line_that_congests_a_recipient() {
-    let mut chat = Chat::named(&["bob", "carol"]);
-    chat.stall(1);
-    // Twenty lines in one read: alice is held back as soon as bob has more than
-    // HIGH bytes unsent (the third line, 3 x 39 bytes), the rest kept unread.
-    let burst: String = (0..20).map(|i| numbered(i) + "\n").collect();
-    chat.h.feed(burst.as_bytes());
-    let heard = |lines: std::ops::Range<usize>| -> String {
-        lines
-            .map(|i| format!("<alice> {}\n", numbered(i)))
-            .collect()
-    };
-    assert!(chat.held_back(0));
-    assert_eq!(chat.got(2), heard(0..3));
-    assert_eq!(chat.h.buffered_of(chat.peers[0].conn), 3 * 39);
-    // Bob reads: alice reads again, and everything reaches both, in order.
-    chat.drained(1);
-    assert!(!chat.held_back(0));
-    assert_eq!(chat.got(1), heard(0..20));
-    assert_eq!(chat.got(2), heard(3..20));
-    chat.h.assert_clean();
+    // (sender, the member that stops reading, a member that reads): alice's
+    // connection is the harness's own, bob's and carol's are added ones.
+    for (sender, stalled, reader) in [(0, 1, 2), (2, 0, 1)] {
+        let mut chat = Chat::named(&["bob", "carol"]);
+        let nick = NICKS[sender];
+        chat.stall(stalled);
+        // Twenty lines in one read: the sender is held back as soon as the stalled
+        // member has more than HIGH bytes unsent (the third line, 3 x 39 bytes);
+        // its framer delivers no further line.
+        chat.send(sender, burst(0..20).as_bytes());
+        assert!(chat.held_back(sender), "{nick}");
+        assert_eq!(chat.got(reader), heard(nick, 0..3), "{nick}");
+        assert_eq!(chat.got(stalled), "", "{nick}");
+        assert_eq!(chat.h.buffered_of(chat.conn(stalled)), 3 * 39, "{nick}");
+        // The stalled member's session heard pause_producing: its slow timer runs.
+        assert_eq!(chat.h.next_timer_in(), Some(SLOW), "{nick}");
+        // It reads: its session hears resume_producing, the sender reads again, and
+        // everything reaches both, in order.
+        chat.reads_all(stalled);
+        assert!(!chat.held_back(sender), "{nick}");
+        assert_eq!(chat.got(stalled), heard(nick, 0..20), "{nick}");
+        assert_eq!(chat.got(reader), heard(nick, 3..20), "{nick}");
+        assert_eq!(chat.got(sender), "", "{nick}");
+        chat.h.assert_clean();
+    }
 }
 
 #[test]
@@ -570,120 +659,159 @@ fn a_sender_held_back_by_several_reads_again_once_none_holds_it() {
     let mut chat = Chat::named(&["bob", "carol", "dave"]);
     chat.stall(1);
     chat.stall(2);
-    let burst: String = (0..10).map(|i| numbered(i) + "\n").collect();
-    chat.h.feed(burst.as_bytes());
+    chat.send(0, burst(0..10).as_bytes());
     assert!(chat.held_back(0));
-    assert_eq!(chat.got(3).lines().count(), 3);
-    chat.drained(1);
+    assert_eq!(chat.got(3), heard("alice", 0..3));
+    chat.reads_all(1);
     assert!(chat.held_back(0), "carol still holds alice back");
     assert_eq!(chat.got(3), "");
-    chat.drained(2);
+    chat.reads_all(2);
     assert!(!chat.held_back(0));
-    for i in 1..=3 {
-        assert_eq!(chat.got(i).lines().count(), 10 - if i == 3 { 3 } else { 0 });
-    }
+    assert_eq!(chat.got(1), heard("alice", 0..10));
+    assert_eq!(chat.got(2), heard("alice", 0..10));
+    assert_eq!(chat.got(3), heard("alice", 3..10));
+    chat.h.assert_clean();
 }
 
 #[test]
 fn notices_and_private_messages_hold_their_sender_back_too() {
     let mut chat = Chat::named(&["bob", "carol"]);
     chat.stall(1);
-    // /msg to a member that does not read.
+    // /msg to a member that does not read: 39 bytes each, the third passes HIGH.
+    let text = |i: usize| format!("{i:02}{}", "p".repeat(18));
     for i in 0..3 {
-        chat.say(2, &format!("/msg bob {}", numbered(i)));
+        chat.say(2, &format!("/msg bob {}", text(i)));
     }
     assert!(chat.held_back(2));
     assert!(!chat.held_back(0));
+    // Carol's next line waits in her connection: nobody hears it yet.
+    chat.say(2, "anyone?");
+    assert_eq!(chat.got_all(), ["", "", ""]);
     // A notice: alice renames herself, and bob is still congested.
     chat.say(0, "/nick alicia");
     assert!(chat.held_back(0));
-    chat.drained(1);
+    chat.reads_all(1);
     assert!(!chat.held_back(0) && !chat.held_back(2));
-    chat.got_all();
+    let private: String = (0..3)
+        .map(|i| format!("*private* <carol> {}\n", text(i)))
+        .collect();
+    let rename = "* alice is now alicia\n";
+    assert_eq!(
+        chat.got_all(),
+        [
+            format!("{rename}<carol> anyone?\n"),
+            format!("{private}{rename}<carol> anyone?\n"),
+            rename.to_string(),
+        ]
+    );
     // A member's own answers: alice stops reading and keeps asking.
-    chat.h.set_peer_window(Some(0));
+    chat.stall(0);
     let asks = "/who\n".repeat(20);
-    chat.h.feed(asks.as_bytes());
+    chat.send(0, asks.as_bytes());
     assert!(chat.held_back(0), "alice's own answers hold her back");
     let answer = "* in lobby: alicia, bob, carol\n";
     let asked = chat.h.buffered().div_ceil(answer.len());
     assert!(asked < 20, "alice was held back after {asked} answers");
-    chat.h.set_peer_window(None);
+    chat.reads_all(0);
     assert!(!chat.held_back(0));
     assert_eq!(chat.got(0), answer.repeat(20));
+    chat.h.assert_clean();
 }
 
 #[test]
 fn a_member_that_does_not_read_is_cut_off_after_the_slow_timeout() {
-    let mut chat = Chat::named(&["bob", "carol"]);
-    chat.h.set_peer_window(Some(0)); // alice stops reading
-    for i in 0..3 {
-        chat.say(1, &numbered(i));
+    // (the member that stops reading, its sender); carol reads.
+    for (stalled, sender) in [(0, 1), (1, 0)] {
+        let mut chat = Chat::named(&["bob", "carol"]);
+        let (nick, gone) = (NICKS[sender], NICKS[stalled]);
+        chat.stall(stalled);
+        for i in 0..3 {
+            chat.say(sender, &numbered(i));
+        }
+        assert!(chat.held_back(sender), "{nick} waits on {gone}");
+        if stalled == 0 {
+            // The kit tells this of its own connection only.
+            assert!(chat.h.producer_paused());
+        }
+        assert_eq!(chat.h.next_timer_in(), Some(SLOW));
+        // The sender's next line waits in its connection.
+        chat.say(sender, &numbered(3));
+        assert_eq!(chat.got(2), heard(nick, 0..3));
+        chat.h.advance(SLOW - Duration::from_millis(1));
+        assert!(chat.h.is_open_of(chat.conn(stalled)));
+        chat.h.advance(Duration::from_millis(1));
+        assert!(
+            matches!(chat.h.lost_of(chat.conn(stalled)), Some(Reason::Aborted)),
+            "{gone}"
+        );
+        // The sender goes on with the line that waited.
+        assert!(!chat.held_back(sender), "{nick} goes on");
+        let disconnected = format!("* {gone} disconnected\n");
+        assert_eq!(chat.got(2), disconnected.clone() + &heard(nick, 3..4));
+        assert_eq!(chat.got(sender), disconnected);
+        assert_eq!(chat.got(stalled), "");
+        chat.h.assert_clean();
     }
-    assert!(chat.held_back(1), "bob waits on alice");
-    assert!(chat.h.producer_paused());
-    assert_eq!(chat.h.next_timer_in(), Some(SLOW));
-    chat.h.advance(SLOW - Duration::from_millis(1));
-    assert!(chat.h.is_open());
-    chat.h.advance(Duration::from_millis(1));
-    assert!(matches!(chat.h.lost(), Some(Reason::Aborted)));
-    assert!(!chat.held_back(1), "bob goes on");
-    let heard: String = (0..3).map(|i| format!("<bob> {}\n", numbered(i))).collect();
-    assert_eq!(chat.got(2), heard + "* alice disconnected\n");
-    assert_eq!(chat.got(1), "* alice disconnected\n");
-    chat.h.assert_clean();
 }
 
 #[test]
 fn a_member_whose_output_drains_in_time_stays() {
-    let mut chat = Chat::named(&["bob", "carol"]);
-    chat.h.set_peer_window(Some(0));
-    for i in 0..3 {
-        chat.say(1, &numbered(i));
+    // (the member that reads slowly, its sender).
+    for (slow, sender) in [(0, 1), (1, 0)] {
+        let mut chat = Chat::named(&["bob", "carol"]);
+        let nick = NICKS[slow];
+        chat.stall(slow);
+        for i in 0..3 {
+            chat.say(sender, &numbered(i));
+        }
+        assert!(chat.held_back(sender), "{nick}");
+        chat.h.advance(SLOW - Duration::from_millis(1));
+        // The client reads down to just above the low watermark: still congested.
+        let conn = chat.conn(slow);
+        let unsent = chat.h.buffered_of(conn);
+        chat.h.peer_reads_of(conn, unsent - LOW - 1);
+        assert!(chat.held_back(sender), "{nick}");
+        assert_eq!(chat.h.next_timer_in(), Some(Duration::from_millis(1)));
+        // Down to the low watermark: the timer stops, the sender goes on.
+        chat.h.peer_reads_of(conn, 1);
+        assert_eq!(chat.h.buffered_of(conn), LOW);
+        assert!(!chat.held_back(sender), "{nick}");
+        if slow == 0 {
+            assert!(!chat.h.producer_paused());
+        }
+        chat.h.assert_clean();
+        chat.h.advance(SLOW);
+        assert!(chat.h.is_open_of(conn), "{nick}");
+        // Congested again: a new timer, the whole timeout again.
+        for i in 3..6 {
+            chat.say(sender, &numbered(i));
+        }
+        assert!(chat.held_back(sender), "{nick}");
+        assert_eq!(chat.h.next_timer_in(), Some(SLOW), "{nick}");
     }
-    assert!(chat.held_back(1));
-    chat.h.advance(SLOW - Duration::from_millis(1));
-    // Alice reads down to the low watermark: the timer stops, bob goes on.
-    chat.h.peer_reads(3 * 37 - LOW);
-    assert!(!chat.h.producer_paused());
-    assert!(!chat.held_back(1));
-    chat.h.assert_clean();
-    chat.h.advance(SLOW);
-    assert!(chat.h.is_open());
-    // Congested again: a new timer, the whole timeout again.
-    chat.h.set_peer_window(Some(0));
-    for i in 3..6 {
-        chat.say(1, &numbered(i));
-    }
-    assert!(chat.held_back(1));
-    assert_eq!(chat.h.next_timer_in(), Some(SLOW));
 }
 
 #[test]
 fn a_congested_member_that_leaves_releases_its_senders() {
     let mut chat = Chat::named(&["bob", "carol"]);
     chat.stall(1);
-    let burst: String = (0..10).map(|i| numbered(i) + "\n").collect();
-    chat.h.feed(burst.as_bytes());
+    chat.send(0, burst(0..10).as_bytes());
     assert!(chat.held_back(0));
-    chat.leave(1);
+    chat.leave(1, Leave::Reset);
     assert!(!chat.held_back(0));
-    let heard: String = (0..10)
-        .map(|i| format!("<alice> {}\n", numbered(i)))
-        .collect();
     assert_eq!(
         chat.got(2),
-        heard[..3 * 39].to_owned() + "* bob disconnected\n" + &heard[3 * 39..]
+        heard("alice", 0..3) + "* bob disconnected\n" + &heard("alice", 3..10)
     );
     // A held-back sender that leaves is forgotten by the member it waited on, whose
     // output then drains with nobody to release.
-    chat.h.set_peer_window(Some(0));
+    chat.stall(0);
     for i in 0..3 {
         chat.say(2, &numbered(i));
     }
     assert!(chat.held_back(2));
-    chat.leave(2);
-    chat.h.set_peer_window(None);
+    chat.leave(2, Leave::Reset);
+    chat.reads_all(0);
     assert!(chat.h.is_open());
     assert!(chat.got(0).ends_with("* carol disconnected\n"));
     chat.h.assert_clean();
