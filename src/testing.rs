@@ -584,16 +584,22 @@ impl<P: Protocol> Harness<P> {
 
     /// The protocol paused reading ([`Context::pause_reading`]) and has not resumed.
     pub fn reading_paused(&self) -> bool {
-        self.core
-            .conn(self.main)
-            .is_some_and(|c| c.state.reading_paused())
+        self.reading_paused_of(self.main)
     }
 
     /// The protocol was told to pause producing and has not been told to resume.
     pub fn producer_paused(&self) -> bool {
-        self.core
-            .conn(self.main)
-            .is_some_and(|c| c.state.producer_paused)
+        self.producer_paused_of(self.main)
+    }
+
+    /// [`reading_paused`](Self::reading_paused) for connection `id`.
+    pub fn reading_paused_of(&self, id: ConnId) -> bool {
+        self.core.conn(id).is_some_and(|c| c.state.reading_paused())
+    }
+
+    /// [`producer_paused`](Self::producer_paused) for connection `id`.
+    pub fn producer_paused_of(&self, id: ConnId) -> bool {
+        self.core.conn(id).is_some_and(|c| c.state.producer_paused)
     }
 
     /// The reason handed to `connection_lost`, once it has run.
