@@ -295,7 +295,8 @@ impl<H: StringHandler, const N: usize> IntNReceiver<H, N> {
     }
 
     /// Runs `f` with the handler and a [`StringContext`], as if it were a callback; for
-    /// timers, which get the receiver.
+    /// code that holds the receiver (a handler's own timers use
+    /// [`StringContext::call_later`]).
     pub fn with_handler<R>(
         &mut self,
         cx: &mut Context<'_>,

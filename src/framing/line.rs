@@ -8,11 +8,12 @@
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::ops::Range;
+use std::time::Duration;
 
 use memchr::memmem;
 
 use super::{Buffer, Src, RETAINED_BUFFER_BYTES};
-use crate::{Context, Reason};
+use crate::{Context, JobError, PoolBusy, Reason, TimerId};
 
 /// Twisted's default delimiter, `\r\n`: what telnet, SMTP, POP3, IRC and HTTP use.
 pub const DEFAULT_DELIMITER: &[u8] = b"\r\n";
@@ -123,7 +124,10 @@ struct ControlState {
     rewind: Option<usize>,
     /// `clear_line_buffer` was called: drop what is pending.
     clear: bool,
-    /// One of `extra`, `rewind` or `clear` is set: the next event must apply it first.
+    /// The delimiter was changed: what is buffered may hold the new one.
+    new_delimiter: bool,
+    /// One of `extra`, `rewind`, `clear` or `new_delimiter` is set: the next event must
+    /// apply it first.
     requested: bool,
 }
 
@@ -191,6 +195,7 @@ impl LineParser {
                 extra: Vec::new(),
                 rewind: None,
                 clear: false,
+                new_delimiter: false,
                 requested: false,
             },
             skip_overlong: false,
@@ -232,6 +237,26 @@ impl LineParser {
     /// Changes the longest line accepted.
     pub fn set_max_length(&mut self, bytes: usize) {
         self.ctl.max_length = bytes;
+    }
+
+    /// Changes the delimiter; what is buffered is parsed with the new one on the next
+    /// [`feed`](Self::feed).
+    ///
+    /// # Panics
+    ///
+    /// If `delimiter` is empty.
+    pub fn set_delimiter(&mut self, delimiter: &[u8]) {
+        self.delimiter = Delimiter::new(delimiter);
+        self.delimiter_changed();
+    }
+
+    /// Forgets what the search state knew under the old delimiter: the buffer may hold
+    /// the new one, and a skipped line's tail is only kept as long as the new one needs.
+    fn delimiter_changed(&mut self) {
+        self.unfinished = false;
+        let keep = self.delimiter.len() - 1;
+        let excess = self.skip_tail.len().saturating_sub(keep);
+        self.skip_tail.drain(..excess);
     }
 
     /// True in line mode, false in raw mode.
@@ -278,6 +303,7 @@ impl LineParser {
         self.ctl.extra.clear();
         self.ctl.rewind = None;
         self.ctl.clear = false;
+        self.ctl.new_delimiter = false;
         self.ctl.requested = false;
     }
 
@@ -543,7 +569,7 @@ impl LineFeed<'_, '_> {
             let LineParser { ctl, delimiter, .. } = &mut *self.parser;
             let control = LineControl {
                 state: ctl,
-                delimiter: delimiter.bytes(),
+                delimiter,
                 rest: [&[], &chunk[self.pos..]],
                 raw: &[],
             };
@@ -583,7 +609,7 @@ impl LineFeed<'_, '_> {
         };
         let control = LineControl {
             state: ctl,
-            delimiter: delimiter.bytes(),
+            delimiter,
             rest: [&data[input.start..], &chunk[self.pos..]],
             raw,
         };
@@ -602,7 +628,7 @@ impl LineFeed<'_, '_> {
         } = &mut *self.parser;
         LineControl {
             state: ctl,
-            delimiter: delimiter.bytes(),
+            delimiter,
             rest: [input.pending(), &self.chunk[self.pos..]],
             raw: &[],
         }
@@ -629,6 +655,10 @@ impl LineFeed<'_, '_> {
     fn apply_requests(&mut self, last_raw: Option<Src>) {
         let p = &mut *self.parser;
         p.ctl.requested = false;
+        if p.ctl.new_delimiter {
+            p.ctl.new_delimiter = false;
+            p.delimiter_changed();
+        }
         if p.ctl.clear {
             p.ctl.clear = false;
             p.input.reset();
@@ -682,11 +712,11 @@ impl fmt::Debug for LineFeed<'_, '_> {
 /// A [`LineParser`]'s controls, handed out with each event: what a Twisted handler
 /// does to its `LineReceiver` from inside a callback.
 ///
-/// Mode and limit changes apply to the next event. `set_line_mode(extra)` and
-/// `clear_line_buffer` are applied when the next event is asked for.
+/// Mode, delimiter and limit changes apply to the next event. `set_line_mode(extra)`
+/// and `clear_line_buffer` are applied when the next event is asked for.
 pub struct LineControl<'a> {
     state: &'a mut ControlState,
-    delimiter: &'a [u8],
+    delimiter: &'a mut Delimiter,
     /// What is pending after the current event: the buffer's part, then the chunk's.
     rest: [&'a [u8]; 2],
     /// The current event's bytes, when it is raw data.
@@ -770,7 +800,20 @@ impl LineControl<'_> {
 
     /// The delimiter.
     pub fn delimiter(&self) -> &[u8] {
-        self.delimiter
+        self.delimiter.bytes()
+    }
+
+    /// Changes the delimiter, from the next line on: the rest of the current chunk is
+    /// cut at the new one (Twisted's `self.delimiter = ...` inside `lineReceived`, which
+    /// its loop reads again for every line).
+    ///
+    /// # Panics
+    ///
+    /// If `delimiter` is empty.
+    pub fn set_delimiter(&mut self, delimiter: &[u8]) {
+        *self.delimiter = Delimiter::new(delimiter);
+        self.state.new_delimiter = true;
+        self.state.requested = true;
     }
 }
 
@@ -799,6 +842,11 @@ fn is_tail_of(part: &[u8], whole: &[u8]) -> bool {
 /// Only [`line_received`](LineHandler::line_received) has no default. Every callback
 /// gets a [`LineContext`]: the connection's [`Context`] (through `Deref`) and the
 /// framer's controls.
+#[diagnostic::on_unimplemented(
+    note = "a `LineContext`'s `call_later` and `defer_to_thread` take closures typed on the handler \
+            (`|h: &mut MyHandler, cx| ...`); one typed on the `LineReceiver` is set with \
+            `Context::call_later(cx, ...)` or `Context::defer_to_thread(cx, ...)`"
+)]
 pub trait LineHandler: 'static {
     /// The connection is established.
     fn connection_made(&mut self, cx: &mut LineContext<'_, '_>) {
@@ -897,7 +945,7 @@ impl LineContext<'_, '_> {
     /// Sends `line` followed by the delimiter, in one vectored write (Twisted's
     /// `sendLine`). Returns what [`Context::write_vectored`] returns.
     pub fn send_line(&mut self, line: &[u8]) -> bool {
-        let delimiter = self.ctl.delimiter;
+        let delimiter = self.ctl.delimiter.bytes();
         self.cx
             .write_vectored(&[IoSlice::new(line), IoSlice::new(delimiter)])
     }
@@ -921,6 +969,169 @@ impl LineContext<'_, '_> {
     /// The delimiter.
     pub fn delimiter(&self) -> &[u8] {
         self.ctl.delimiter()
+    }
+
+    /// Changes the delimiter, from the next line on (Twisted's `self.delimiter = ...`):
+    /// inside `line_received`, the rest of the current chunk is cut at the new one, and
+    /// [`send_line`](Self::send_line) ends lines with it.
+    ///
+    /// # Panics
+    ///
+    /// If `delimiter` is empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use twistor::framing::{LineContext, LineHandler, LineReceiver};
+    /// use twistor::testing::Harness;
+    ///
+    /// /// A header line says which delimiter the rest of the session uses.
+    /// struct Negotiate(Vec<Vec<u8>>);
+    /// impl LineHandler for Negotiate {
+    ///     fn line_received(&mut self, cx: &mut LineContext<'_, '_>, line: &[u8]) {
+    ///         if line == b"USE NUL" {
+    ///             cx.set_delimiter(b"\0");
+    ///         } else {
+    ///             self.0.push(line.to_vec());
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let mut h = Harness::new(LineReceiver::new(Negotiate(Vec::new())));
+    /// h.connect();
+    /// h.feed(b"USE NUL\r\none\0two\0");
+    /// assert_eq!(h.protocol().handler().0, [b"one".to_vec(), b"two".to_vec()]);
+    /// ```
+    pub fn set_delimiter(&mut self, delimiter: &[u8]) {
+        self.ctl.set_delimiter(delimiter)
+    }
+
+    /// Runs `f` with the handler and its [`LineContext`] after `delay`, on the reactor
+    /// thread, as if it were one of its callbacks: what `f` makes ready (lines handed
+    /// back with `set_line_mode`, data kept while paused and then resumed) is delivered
+    /// when it returns.
+    ///
+    /// `H` is this connection's handler type; name it on the closure's first argument
+    /// (`|h: &mut MyHandler, cx| ...`). The timer dies with the connection, and
+    /// [`cancel_timer`](Context::cancel_timer) and
+    /// [`reset_timer`](Context::reset_timer) take the returned id as for any timer.
+    ///
+    /// This shadows [`Context::call_later`], whose closure gets the `LineReceiver<H>`
+    /// and a plain [`Context`]; that one is still reached as
+    /// `Context::call_later(cx, delay, |p: &mut LineReceiver<H>, cx| ...)`.
+    ///
+    /// # Panics
+    ///
+    /// If this connection's protocol is not a `LineReceiver<H>` (the closure names
+    /// another handler type, or the receiver is wrapped in a protocol of its own), as
+    /// [`Context::call_later`] does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use twistor::framing::{LineContext, LineHandler, LineReceiver};
+    /// use twistor::testing::Harness;
+    ///
+    /// /// Answers each line a second later, counting the answers.
+    /// #[derive(Default)]
+    /// struct Slow {
+    ///     answered: usize,
+    /// }
+    ///
+    /// impl LineHandler for Slow {
+    ///     fn line_received(&mut self, cx: &mut LineContext<'_, '_>, line: &[u8]) {
+    ///         let answer = line.to_ascii_uppercase();
+    ///         cx.call_later(Duration::from_secs(1), move |slow: &mut Slow, cx| {
+    ///             slow.answered += 1;
+    ///             cx.send_line(&answer);
+    ///         });
+    ///     }
+    /// }
+    ///
+    /// let mut h = Harness::new(LineReceiver::new(Slow::default()).delimiter(b"\n"));
+    /// h.connect();
+    /// h.feed(b"hello\n");
+    /// assert_eq!(h.take_written(), b"");
+    /// h.advance(Duration::from_secs(1));
+    /// assert_eq!(h.take_written(), b"HELLO\n");
+    /// assert_eq!(h.protocol().handler().answered, 1);
+    /// ```
+    pub fn call_later<H, F>(&mut self, delay: Duration, f: F) -> TimerId
+    where
+        H: LineHandler,
+        F: FnOnce(&mut H, &mut LineContext<'_, '_>) + 'static,
+    {
+        self.cx
+            .call_later(delay, move |p: &mut LineReceiver<H>, cx| {
+                p.with_handler(cx, f)
+            })
+    }
+
+    /// Runs `job` on the reactor's thread pool, then `done` with the handler, its
+    /// [`LineContext`] and the job's result, back on the reactor thread, as if it were
+    /// one of its callbacks (Twisted's `deferToThread`).
+    ///
+    /// Everything [`Context::defer_to_thread`] says holds (completion order, a
+    /// graceful close waits for `done`, a lost connection drops the result), and
+    /// [`can_defer_to_thread`](Context::can_defer_to_thread) answers for it. `H` is
+    /// this connection's handler type, named on `done`'s first argument. This shadows
+    /// [`Context::defer_to_thread`], whose `done` gets the `LineReceiver<H>`; that one
+    /// is still reached as `Context::defer_to_thread(cx, job, done)`.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolBusy`] if the pool's queue is full, the reactor is stopping, or this
+    /// connection is gone; neither `job` nor `done` will run.
+    ///
+    /// # Panics
+    ///
+    /// If this connection's protocol is not a `LineReceiver<H>`, as
+    /// [`call_later`](Self::call_later).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use twistor::framing::{LineContext, LineHandler, LineReceiver};
+    /// use twistor::testing::Harness;
+    ///
+    /// /// Sums the digits of each line on the pool.
+    /// struct Summer;
+    ///
+    /// impl LineHandler for Summer {
+    ///     fn line_received(&mut self, cx: &mut LineContext<'_, '_>, line: &[u8]) {
+    ///         let line = line.to_vec();
+    ///         let job = move || line.iter().map(|b| u32::from(b - b'0')).sum::<u32>();
+    ///         let queued = cx.defer_to_thread(job, |_: &mut Summer, cx, sum| {
+    ///             let answer = match sum {
+    ///                 Ok(sum) => sum.to_string(),
+    ///                 Err(e) => format!("error: {e}"),
+    ///             };
+    ///             cx.send_line(answer.as_bytes());
+    ///         });
+    ///         if queued.is_err() {
+    ///             cx.send_line(b"busy");
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let mut h = Harness::new(LineReceiver::new(Summer).delimiter(b"\n"));
+    /// h.connect();
+    /// h.feed(b"123\n");
+    /// assert_eq!(h.run_jobs(), 1);
+    /// assert_eq!(h.take_written(), b"6\n");
+    /// ```
+    pub fn defer_to_thread<H, T, J, D>(&mut self, job: J, done: D) -> Result<(), PoolBusy>
+    where
+        H: LineHandler,
+        T: Send + 'static,
+        J: FnOnce() -> T + Send + 'static,
+        D: FnOnce(&mut H, &mut LineContext<'_, '_>, Result<T, JobError>) + 'static,
+    {
+        self.cx
+            .defer_to_thread(job, move |p: &mut LineReceiver<H>, cx, result| {
+                p.with_handler(cx, |h, cx| done(h, cx, result))
+            })
     }
 }
 
@@ -947,9 +1158,11 @@ impl fmt::Debug for LineContext<'_, '_> {
 /// even from data already received, until `cx.resume_reading()`. The lines kept back
 /// are delivered on the reactor's next turn, before anything new is read.
 ///
-/// Timers set with `cx.call_later` get the `LineReceiver<H>`; use
-/// [`with_handler`](Self::with_handler) there to reach the handler with a
-/// [`LineContext`].
+/// Timers and pool results set from a callback reach the handler:
+/// [`LineContext::call_later`] and [`LineContext::defer_to_thread`] take closures typed
+/// on it (`|h: &mut MyHandler, cx| ...`), with its own [`LineContext`]. Code that holds
+/// the `LineReceiver<H>` instead reaches the handler with
+/// [`with_handler`](Self::with_handler).
 ///
 /// # Examples
 ///
@@ -1043,28 +1256,33 @@ impl<H: LineHandler> LineReceiver<H> {
     }
 
     /// Runs `f` with the handler and a [`LineContext`], as if it were a callback, then
-    /// delivers whatever that made ready (after `set_line_mode(extra)`, say). For timers
-    /// and other code that holds the `LineReceiver` rather than the handler.
+    /// delivers whatever that made ready (after `set_line_mode(extra)`, say). For code
+    /// that holds the `LineReceiver` rather than the handler:
+    /// [`Reactor::call_protocol`](crate::Reactor::call_protocol), the testing kit's
+    /// [`Harness::call`](crate::testing::Harness::call), or a timer typed on the
+    /// receiver (`Context::call_later(cx, ...)`). A handler's own timers need none of
+    /// this: see [`LineContext::call_later`].
     ///
     /// # Examples
     ///
     /// ```
-    /// use std::time::Duration;
     /// use twistor::framing::{LineContext, LineHandler, LineReceiver};
+    /// use twistor::testing::Harness;
     ///
-    /// struct Slow;
-    /// impl LineHandler for Slow {
-    ///     fn line_received(&mut self, cx: &mut LineContext<'_, '_>, _line: &[u8]) {
-    ///         // One line a second: pause, and resume from a timer.
-    ///         cx.pause_reading();
-    ///         cx.call_later(Duration::from_secs(1), |p: &mut LineReceiver<Slow>, cx| {
-    ///             p.with_handler(cx, |_slow, cx| {
-    ///                 cx.send_line(b"ready");
-    ///                 cx.resume_reading();
-    ///             });
-    ///         });
+    /// struct Echo;
+    /// impl LineHandler for Echo {
+    ///     fn line_received(&mut self, cx: &mut LineContext<'_, '_>, line: &[u8]) {
+    ///         cx.send_line(line);
     ///     }
     /// }
+    ///
+    /// let mut h = Harness::new(LineReceiver::new(Echo).delimiter(b"\n"));
+    /// h.connect();
+    /// // From outside: hand the framer two lines, as the peer would have sent them.
+    /// h.call(|p: &mut LineReceiver<Echo>, cx| {
+    ///     p.with_handler(cx, |_echo, cx| cx.set_line_mode(b"one\ntwo\n"));
+    /// });
+    /// assert_eq!(h.take_written(), b"one\ntwo\n");
     /// ```
     pub fn with_handler<R>(
         &mut self,
@@ -1124,6 +1342,11 @@ receiver_impls!(impl<H: LineHandler> LineReceiver<H>);
 /// Callbacks for a [`LineOnlyReceiver`] (Twisted's `LineOnlyReceiver` methods).
 ///
 /// Only [`line_received`](LineOnlyHandler::line_received) has no default.
+#[diagnostic::on_unimplemented(
+    note = "a `LineOnlyContext`'s `call_later` and `defer_to_thread` take closures typed on the \
+            handler (`|h: &mut MyHandler, cx| ...`); one typed on the `LineOnlyReceiver` is set \
+            with `Context::call_later(cx, ...)` or `Context::defer_to_thread(cx, ...)`"
+)]
 pub trait LineOnlyHandler: 'static {
     /// The connection is established.
     fn connection_made(&mut self, cx: &mut LineOnlyContext<'_, '_>) {
@@ -1187,7 +1410,7 @@ impl LineOnlyContext<'_, '_> {
     /// Sends `line` followed by the delimiter, in one vectored write (Twisted's
     /// `sendLine`).
     pub fn send_line(&mut self, line: &[u8]) -> bool {
-        let delimiter = self.ctl.delimiter;
+        let delimiter = self.ctl.delimiter.bytes();
         self.cx
             .write_vectored(&[IoSlice::new(line), IoSlice::new(delimiter)])
     }
@@ -1211,6 +1434,51 @@ impl LineOnlyContext<'_, '_> {
     /// The delimiter.
     pub fn delimiter(&self) -> &[u8] {
         self.ctl.delimiter()
+    }
+
+    /// Runs `f` with the handler and its [`LineOnlyContext`] after `delay`, as if it
+    /// were one of its callbacks; `H` is this connection's handler type. As
+    /// [`LineContext::call_later`], for a [`LineOnlyReceiver`]; the [`Context`] method
+    /// it shadows is reached as `Context::call_later(cx, ...)`.
+    ///
+    /// # Panics
+    ///
+    /// If this connection's protocol is not a `LineOnlyReceiver<H>`.
+    pub fn call_later<H, F>(&mut self, delay: Duration, f: F) -> TimerId
+    where
+        H: LineOnlyHandler,
+        F: FnOnce(&mut H, &mut LineOnlyContext<'_, '_>) + 'static,
+    {
+        self.cx
+            .call_later(delay, move |p: &mut LineOnlyReceiver<H>, cx| {
+                p.with_handler(cx, f)
+            })
+    }
+
+    /// Runs `job` on the reactor's thread pool, then `done` with the handler, its
+    /// [`LineOnlyContext`] and the result, back on the reactor thread. As
+    /// [`LineContext::defer_to_thread`], for a [`LineOnlyReceiver`]; the [`Context`]
+    /// method it shadows is reached as `Context::defer_to_thread(cx, ...)`.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolBusy`] if the pool's queue is full, the reactor is stopping, or this
+    /// connection is gone; neither `job` nor `done` will run.
+    ///
+    /// # Panics
+    ///
+    /// If this connection's protocol is not a `LineOnlyReceiver<H>`.
+    pub fn defer_to_thread<H, T, J, D>(&mut self, job: J, done: D) -> Result<(), PoolBusy>
+    where
+        H: LineOnlyHandler,
+        T: Send + 'static,
+        J: FnOnce() -> T + Send + 'static,
+        D: FnOnce(&mut H, &mut LineOnlyContext<'_, '_>, Result<T, JobError>) + 'static,
+    {
+        self.cx
+            .defer_to_thread(job, move |p: &mut LineOnlyReceiver<H>, cx, result| {
+                p.with_handler(cx, |h, cx| done(h, cx, result))
+            })
     }
 }
 
@@ -1290,7 +1558,8 @@ impl<H: LineOnlyHandler> LineOnlyReceiver<H> {
     }
 
     /// Runs `f` with the handler and a [`LineOnlyContext`], as if it were a callback;
-    /// for timers, which get the `LineOnlyReceiver`.
+    /// for code that holds the `LineOnlyReceiver` (a handler's own timers use
+    /// [`LineOnlyContext::call_later`]).
     pub fn with_handler<R>(
         &mut self,
         cx: &mut Context<'_>,
@@ -1754,6 +2023,75 @@ mod tests {
             script,
             &[line("short"), line("ab")],
             b"abc",
+        );
+    }
+
+    #[test]
+    fn set_delimiter_cuts_the_rest_of_the_chunk_at_the_new_one() {
+        // Twisted's loop reads `self.delimiter` again for every line, so a change in
+        // `lineReceived` applies to what follows in the same buffer.
+        let script = |ev: &Ev, ctl: &mut LineControl<'_>| {
+            match ev {
+                Ev::Line(l) if l == b"pipes" => ctl.set_delimiter(b"|"),
+                Ev::Line(l) if l == b"crlf" => ctl.set_delimiter(b"\r\n"),
+                _ => {}
+            }
+            Flow::Go
+        };
+        check_with(
+            || LineParser::new(b"\n", 100),
+            b"a\npipes\nb|c\n|crlf|d\r\ne|f\r\ng",
+            script,
+            &[
+                line("a"),
+                line("pipes"),
+                line("b"),
+                line("c\n"),
+                line("crlf"),
+                line("d"),
+                line("e|f"),
+            ],
+            false,
+        );
+    }
+
+    #[test]
+    fn set_delimiter_between_feeds_searches_the_whole_buffer_again() {
+        // The buffered unfinished line was searched for the old delimiter only; the new
+        // one may be anywhere in it.
+        let mut p = LineParser::new(b"\n", 100);
+        assert!(p.feed(b"x|y").next_event().is_none());
+        p.set_delimiter(b"|");
+        let mut feed = p.feed(b"z|");
+        assert_eq!(feed.next_event().map(|e| Ev::from(e.0)), Some(line("x")));
+        assert_eq!(feed.next_event().map(|e| Ev::from(e.0)), Some(line("yz")));
+        assert!(feed.next_event().is_none());
+        drop(feed);
+        // The same through the controls of a callback that is not about an event.
+        let mut p = LineParser::new(b"\n", 100);
+        assert!(p.feed(b"x|y").next_event().is_none());
+        p.feed(b"").control().set_delimiter(b"|");
+        let mut feed = p.feed(b"z|");
+        assert_eq!(feed.next_event().map(|e| Ev::from(e.0)), Some(line("x")));
+        assert_eq!(feed.next_event().map(|e| Ev::from(e.0)), Some(line("yz")));
+        drop(feed);
+        assert_eq!(p.delimiter(), b"|");
+    }
+
+    #[test]
+    fn set_delimiter_to_a_longer_one_is_found_across_chunks() {
+        let script = |ev: &Ev, ctl: &mut LineControl<'_>| {
+            if *ev == line("long") {
+                ctl.set_delimiter(b"<end>");
+            }
+            Flow::Go
+        };
+        check_with(
+            || LineParser::new(b"\n", 100),
+            b"long\nab<en<end>\n<end>c<end",
+            script,
+            &[line("long"), line("ab<en"), line("\n")],
+            false,
         );
     }
 

@@ -16,6 +16,14 @@
 //! [`Context`] and adds the framer's own controls (`send_line`,
 //! `send_string`, `set_raw_mode`, ...).
 //!
+//! Timers and pool jobs set through that context come back to the handler, with its
+//! context: `cx.call_later(delay, |h: &mut MyHandler, cx| ...)` and
+//! `cx.defer_to_thread(job, |h: &mut MyHandler, cx, result| ...)` (name the handler's
+//! type on the first argument). They shadow the [`Context`] methods of the same names,
+//! whose closures get the framer (`LineReceiver<MyHandler>`) and a plain `Context`;
+//! those are still there, called as `Context::call_later(cx, ...)`. Cancelling and
+//! resetting a timer, and [`Context::can_defer_to_thread`], are the `Context`'s.
+//!
 //! Under each framer is a pure parser ([`LineParser`], [`IntNParser`],
 //! [`NetstringParser`]): bytes in, events out, no sockets. It can be driven on its own
 //! (a blocking handler, a benchmark, a test) and it is where the framing rules live.
@@ -63,6 +71,17 @@
 //! - **`set_line_mode(extra)` called from `line_length_exceeded`** is parsed at once.
 //!   Twisted leaves it in the buffer until the next `dataReceived`, which on a real
 //!   connection may never come (the peer waits for an answer).
+//! - **A change made outside a data callback** (in a timer, a pool job's `done`,
+//!   `with_handler`, `connection_made`) applies to what is already buffered as soon as
+//!   that callback returns. After `set_raw_mode` there, a buffered unfinished line goes
+//!   to `raw_data_received` at once, and the next chunk in a call of its own; after
+//!   `set_delimiter` or a lower `max_length`, the buffer is parsed again at once.
+//!   Twisted parses only in `dataReceived`: its `setRawMode` only sets a flag, and the
+//!   buffer waits for the peer's next bytes, to go out with them as one raw piece. A
+//!   peer that has sent everything (a request line and its body in one packet, the
+//!   body held while a pool job checks the request) would wait forever. A
+//!   [`LineParser`] driven directly keeps Twisted's rule: nothing is parsed before the
+//!   next [`feed`](LineParser::feed).
 //! - **After a netstring error** the framer drops everything it has and all later input
 //!   (the connection is closing). Twisted keeps the bad bytes and calls `loseConnection`
 //!   again on every later chunk.
@@ -73,25 +92,29 @@
 //! unfinished buffer), and the buffer is cleared; a line of exactly `max_length` is
 //! accepted, and so is an unfinished line of `max_length` bytes plus a partial
 //! delimiter; `set_raw_mode` inside `line_received` hands the rest of the chunk to
-//! `raw_data_received` at once, in one piece; `clear_line_buffer` inside `line_received`
-//! also drops the rest of the chunk; empty lines are delivered; a multi-byte delimiter
-//! splits at its first occurrence (`xaaay` with `aa` gives `x`, then `ay...`); IntN
-//! checks the limit on the prefix alone and accepts `max_length` itself; netstrings
-//! reject leading zeros, signs, spaces, a partial length already over the limit, and a
-//! missing comma, and close the connection on any of them.
+//! `raw_data_received` at once, in one piece; `set_delimiter` and `set_max_length`
+//! inside `line_received` apply to the rest of the same chunk (Twisted's loop reads
+//! `delimiter` and `MAX_LENGTH` again for every line); `clear_line_buffer` inside
+//! `line_received` also drops the rest of the chunk; empty lines are delivered; a
+//! multi-byte delimiter splits at its first occurrence (`xaaay` with `aa` gives `x`,
+//! then `ay...`); IntN checks the limit on the prefix alone and accepts `max_length`
+//! itself; netstrings reject leading zeros, signs, spaces, a partial length already
+//! over the limit, and a missing comma, and close the connection on any of them.
 
 // Maintainers: each file holds a pure parser (a `*Parser` that owns the buffer, and a
 // `*Feed` that walks one chunk and yields one event at a time with a `*Control` handle
 // to change the parser's state from inside the callback), then the `Protocol` adapter
 // that drives it. Events borrow the parser's buffer while the control handle borrows
 // the parser's other fields, so a handler can switch modes while it holds a line;
-// whatever touches the buffer itself (`set_line_mode(extra)`, `clear_line_buffer`) is
-// recorded and applied when the next event is asked for.
+// whatever touches the buffer itself (`set_line_mode(extra)`, `clear_line_buffer`, a
+// new delimiter that the buffer must be searched for again) is recorded and applied
+// when the next event is asked for.
 
 use std::fmt;
 use std::io::{self, IoSlice};
+use std::time::Duration;
 
-use crate::{Context, Reason};
+use crate::{Context, JobError, PoolBusy, Reason, TimerId};
 
 /// Implements [`Protocol`](crate::Protocol) and `Debug` for a receiver, written as the
 /// impl header it stands for: `receiver_impls!(impl<H: LineHandler> LineReceiver<H>);`.
@@ -329,6 +352,11 @@ enum Src {
 /// let netstrings = NetstringReceiver::new(Lengths);
 /// # let _ = (int32, netstrings);
 /// ```
+#[diagnostic::on_unimplemented(
+    note = "a `StringContext`'s `call_later` and `defer_to_thread` take closures typed on the \
+            handler (`|h: &mut MyHandler, cx| ...`); one typed on the receiver is set with \
+            `Context::call_later(cx, ...)` or `Context::defer_to_thread(cx, ...)`"
+)]
 pub trait StringHandler: 'static {
     /// The connection is established.
     fn connection_made(&mut self, cx: &mut StringContext<'_, '_>) {
@@ -457,6 +485,130 @@ impl<'a, 'b> StringContext<'a, 'b> {
     /// `MAX_LENGTH`).
     pub fn set_max_length(&mut self, bytes: usize) {
         self.ctl.set_max_length(bytes)
+    }
+
+    /// Runs `f` with the handler and its [`StringContext`] after `delay`, as if it were
+    /// one of its callbacks; `H` is this connection's handler type. As
+    /// [`LineContext::call_later`], for an [`IntNReceiver`] or a
+    /// [`NetstringReceiver`]; the [`Context`] method it shadows is reached as
+    /// `Context::call_later(cx, ...)`.
+    ///
+    /// # Panics
+    ///
+    /// If this connection's protocol is not this framer over `H`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use twistor::framing::{NetstringReceiver, StringContext, StringHandler};
+    /// use twistor::testing::Harness;
+    ///
+    /// /// Says "tick" a second after each string.
+    /// struct Ticker;
+    /// impl StringHandler for Ticker {
+    ///     fn string_received(&mut self, cx: &mut StringContext<'_, '_>, _: &[u8]) {
+    ///         cx.call_later(Duration::from_secs(1), |_: &mut Ticker, cx| {
+    ///             let _ = cx.send_string(b"tick");
+    ///         });
+    ///     }
+    /// }
+    ///
+    /// let mut h = Harness::new(NetstringReceiver::new(Ticker));
+    /// h.connect();
+    /// h.feed(b"0:,");
+    /// h.advance(Duration::from_secs(1));
+    /// assert_eq!(h.take_written(), b"4:tick,");
+    /// ```
+    pub fn call_later<H, F>(&mut self, delay: Duration, f: F) -> TimerId
+    where
+        H: StringHandler,
+        F: FnOnce(&mut H, &mut StringContext<'_, '_>) + 'static,
+    {
+        fn on<R: StringFramer<H>, H: StringHandler>(
+            cx: &mut Context<'_>,
+            delay: Duration,
+            f: impl FnOnce(&mut H, &mut StringContext<'_, '_>) + 'static,
+        ) -> TimerId {
+            cx.call_later(delay, move |p: &mut R, cx| p.run(cx, f))
+        }
+        match self.framing {
+            Framing::Prefix(1) => on::<IntNReceiver<H, 1>, H>(self.cx, delay, f),
+            Framing::Prefix(2) => on::<IntNReceiver<H, 2>, H>(self.cx, delay, f),
+            Framing::Prefix(4) => on::<IntNReceiver<H, 4>, H>(self.cx, delay, f),
+            Framing::Prefix(n) => unreachable!("no IntN receiver has a {n}-byte prefix"),
+            Framing::Netstring => on::<NetstringReceiver<H>, H>(self.cx, delay, f),
+        }
+    }
+
+    /// Runs `job` on the reactor's thread pool, then `done` with the handler, its
+    /// [`StringContext`] and the result, back on the reactor thread. As
+    /// [`LineContext::defer_to_thread`], for an [`IntNReceiver`] or a
+    /// [`NetstringReceiver`]; the [`Context`] method it shadows is reached as
+    /// `Context::defer_to_thread(cx, ...)`.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolBusy`] if the pool's queue is full, the reactor is stopping, or this
+    /// connection is gone; neither `job` nor `done` will run.
+    ///
+    /// # Panics
+    ///
+    /// If this connection's protocol is not this framer over `H`.
+    pub fn defer_to_thread<H, T, J, D>(&mut self, job: J, done: D) -> Result<(), PoolBusy>
+    where
+        H: StringHandler,
+        T: Send + 'static,
+        J: FnOnce() -> T + Send + 'static,
+        D: FnOnce(&mut H, &mut StringContext<'_, '_>, Result<T, JobError>) + 'static,
+    {
+        fn on<R: StringFramer<H>, H: StringHandler, T: Send + 'static>(
+            cx: &mut Context<'_>,
+            job: impl FnOnce() -> T + Send + 'static,
+            done: impl FnOnce(&mut H, &mut StringContext<'_, '_>, Result<T, JobError>) + 'static,
+        ) -> Result<(), PoolBusy> {
+            cx.defer_to_thread(job, move |p: &mut R, cx, result| {
+                p.run(cx, |h, cx| done(h, cx, result))
+            })
+        }
+        match self.framing {
+            Framing::Prefix(1) => on::<IntNReceiver<H, 1>, H, T>(self.cx, job, done),
+            Framing::Prefix(2) => on::<IntNReceiver<H, 2>, H, T>(self.cx, job, done),
+            Framing::Prefix(4) => on::<IntNReceiver<H, 4>, H, T>(self.cx, job, done),
+            Framing::Prefix(n) => unreachable!("no IntN receiver has a {n}-byte prefix"),
+            Framing::Netstring => on::<NetstringReceiver<H>, H, T>(self.cx, job, done),
+        }
+    }
+}
+
+/// A framer whose handler gets a [`StringContext`]: what the callbacks set from a
+/// `StringContext` are typed on, so that the core's check of the protocol type holds.
+trait StringFramer<H: StringHandler>: crate::Protocol {
+    /// The framer's `with_handler`.
+    fn run<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&mut H, &mut StringContext<'_, '_>) -> R,
+    ) -> R;
+}
+
+impl<H: StringHandler, const N: usize> StringFramer<H> for IntNReceiver<H, N> {
+    fn run<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&mut H, &mut StringContext<'_, '_>) -> R,
+    ) -> R {
+        self.with_handler(cx, f)
+    }
+}
+
+impl<H: StringHandler> StringFramer<H> for NetstringReceiver<H> {
+    fn run<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&mut H, &mut StringContext<'_, '_>) -> R,
+    ) -> R {
+        self.with_handler(cx, f)
     }
 }
 
