@@ -101,9 +101,6 @@ struct Offload {
     write_blocked: bool,
 }
 
-/// The protocol as the reactor sees it; pool callbacks get this type.
-type Conn = LineReceiver<Offload>;
-
 impl LineHandler for Offload {
     fn line_received(&mut self, cx: &mut LineContext<'_, '_>, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -146,11 +143,9 @@ impl Offload {
     fn factor_on_pool(&mut self, cx: &mut LineContext<'_, '_>, ticket: u64, n: u64) {
         let queued = cx.defer_to_thread(
             move || factorize(n),
-            move |conn: &mut Conn, cx, result| {
-                conn.with_handler(cx, |me, cx| {
-                    me.answer(cx, ticket, factor_answer(n, result));
-                    me.throttle(cx);
-                })
+            move |me: &mut Offload, cx, result| {
+                me.answer(cx, ticket, factor_answer(n, result));
+                me.throttle(cx);
             },
         );
         if queued.is_err() {

@@ -163,9 +163,6 @@ fn run(addr: SocketAddr, config: Config) -> io::Result<()> {
 
 // ----- the connection -----
 
-/// The protocol as the reactor sees it; pool callbacks get this type.
-type Conn = LineReceiver<Uploader>;
-
 /// One connection.
 struct Uploader {
     config: Rc<Config>,
@@ -351,8 +348,8 @@ impl Uploader {
             chunk.clear();
             (writer, chunk, result)
         };
-        let queued = cx.defer_to_thread(job, |conn: &mut Conn, cx, result| {
-            conn.with_handler(cx, |me, cx| me.write_done(cx, result))
+        let queued = cx.defer_to_thread(job, |me: &mut Uploader, cx, result| {
+            me.write_done(cx, result)
         });
         if queued.is_err() {
             // The job (and with it the temporary file) was dropped.
@@ -394,9 +391,7 @@ impl Uploader {
         self.state = State::Finishing;
         let queued = cx.defer_to_thread(
             move || writer.finish(&dest),
-            move |conn: &mut Conn, cx, result| {
-                conn.with_handler(cx, |me, cx| me.finish_done(cx, &name, size, result))
-            },
+            move |me: &mut Uploader, cx, result| me.finish_done(cx, &name, size, result),
         );
         if queued.is_err() {
             self.refuse(cx, "server busy, try again later");

@@ -19,7 +19,7 @@
 //!
 //! impl LineHandler for Ping {
 //!     fn connection_made(&mut self, cx: &mut LineContext<'_, '_>) {
-//!         cx.call_later(Duration::from_secs(10), |_: &mut LineReceiver<Ping>, cx| {
+//!         cx.call_later(Duration::from_secs(10), |_: &mut Ping, cx| {
 //!             cx.lose_connection()
 //!         });
 //!     }

@@ -38,7 +38,7 @@ use common::{
 };
 use twistor::framing::{LineContext, LineHandler, LineReceiver};
 use twistor::socketserver::{StreamRequest, StreamRequestHandler, TcpServer, UnixStreamServer};
-use twistor::{Addr, ConnId, Context, JobError, Protocol, Reactor};
+use twistor::{Addr, ConnId, JobError, Protocol, Reactor};
 
 /// How many times each repro runs: the "five times each".
 const REPS: usize = 5;
@@ -894,13 +894,12 @@ impl LineHandler for Hasher {
             gate.wait();
             fnv1a(&arg)
         };
-        let done =
-            |p: &mut LineReceiver<Hasher>, cx: &mut Context<'_>, r: Result<u64, JobError>| {
-                p.with_handler(cx, |_, cx| match r {
-                    Ok(hash) => cx.send_line(format!("{hash:016x}").as_bytes()),
-                    Err(e) => cx.send_line(format!("error: {e}").as_bytes()),
-                });
+        let done = |_: &mut Hasher, cx: &mut LineContext<'_, '_>, r: Result<u64, JobError>| {
+            match r {
+                Ok(hash) => cx.send_line(format!("{hash:016x}").as_bytes()),
+                Err(e) => cx.send_line(format!("error: {e}").as_bytes()),
             };
+        };
         if cx.defer_to_thread(job, done).is_err() {
             cx.send_line(b"error: busy");
         }

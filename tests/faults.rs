@@ -291,9 +291,7 @@ impl LineHandler for Liner {
         if line == b"ping" {
             cx.send_line(b"pong");
         } else if line.starts_with(b"boom later") {
-            cx.call_later(Duration::ZERO, |_: &mut LineReceiver<Liner>, _| {
-                panic!("boom in a timer")
-            });
+            cx.call_later(Duration::ZERO, |_: &mut Liner, _| panic!("boom in a timer"));
         } else if line.starts_with(b"boom") {
             panic!("boom");
         } else {
@@ -1115,8 +1113,6 @@ struct Jobs {
     slow: Slow,
 }
 
-type JobsReceiver = LineReceiver<Jobs>;
-
 fn reply<T>(cx: &mut Context<'_>, result: Result<T, JobError>, ok: impl FnOnce(T) -> String) {
     let line = match result {
         Ok(v) => ok(v),
@@ -1137,10 +1133,10 @@ impl LineHandler for Jobs {
             }
             "panic" => cx.defer_to_thread(
                 || -> u64 { panic!("job boom") },
-                |_: &mut JobsReceiver, cx, res| reply(cx, res, |v| v.to_string()),
+                |_: &mut Jobs, cx, res| reply(cx, res, |v| v.to_string()),
             ),
             "slow" => {
-                let r = cx.defer_to_thread(self.slow.job(), |_: &mut JobsReceiver, cx, res| {
+                let r = cx.defer_to_thread(self.slow.job(), |_: &mut Jobs, cx, res| {
                     reply(cx, res, |()| "slow done".into())
                 });
                 if r.is_ok() {
@@ -1151,7 +1147,7 @@ impl LineHandler for Jobs {
             "later" => {
                 let r = cx.defer_to_thread(
                     || (),
-                    |_: &mut JobsReceiver, cx, res| reply(cx, res, |()| "later done".into()),
+                    |_: &mut Jobs, cx, res| reply(cx, res, |()| "later done".into()),
                 );
                 if r.is_ok() {
                     cx.send_line(b"queued");
@@ -1165,7 +1161,7 @@ impl LineHandler for Jobs {
                     .expect("a known command");
                 cx.defer_to_thread(
                     move || n * 2,
-                    |_: &mut JobsReceiver, cx, res| reply(cx, res, |v| v.to_string()),
+                    |_: &mut Jobs, cx, res| reply(cx, res, |v| v.to_string()),
                 )
             }
         };

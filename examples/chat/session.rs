@@ -155,8 +155,8 @@ impl LineHandler for Session {
         if self.key.is_none() || self.slow_timer.is_some() {
             return;
         }
-        let timer = cx.call_later(self.limits.slow_timeout, |p: &mut ChatProtocol, cx| {
-            p.with_handler(cx, |session, cx| session.too_slow(cx))
+        let timer = cx.call_later(self.limits.slow_timeout, |session: &mut Session, cx| {
+            session.too_slow(cx)
         });
         self.slow_timer = Some(timer);
     }
