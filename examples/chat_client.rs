@@ -3,7 +3,7 @@
 //!
 //! Every line typed on stdin is sent to the server; every line the server sends is
 //! printed on stdout. Two connections on one reactor do it, each relaying to the other
-//! with `write_to`: stdin/stdout ([`Reactor::stdio`]) and the socket
+//! with `cx.conn(id).write`: stdin/stdout ([`Reactor::stdio`]) and the socket
 //! ([`Reactor::connect_tcp`]). No thread blocks on the keyboard.
 //!
 //! The client exits 0 when the server closes (after `/quit`, say), or at the end of
@@ -143,7 +143,7 @@ struct Keyboard {
 impl Protocol for Keyboard {
     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
         // Bytes typed before the socket is connected are queued by the reactor.
-        cx.write_to(self.server, data);
+        cx.conn(self.server).write(data);
         self.at_line_start = data.ends_with(b"\n");
     }
 
@@ -152,24 +152,24 @@ impl Protocol for Keyboard {
     /// stays open (this connection is not closed) until then.
     fn read_eof(&mut self, cx: &mut Context<'_>) {
         if !self.at_line_start {
-            cx.write_to(self.server, b"\n");
+            cx.conn(self.server).write(b"\n");
         }
         self.shared.input_done.set(true);
         // A socket still connecting cannot be half-closed yet; the link does it
         // itself once connected.
         if self.shared.connected.get() {
-            cx.lose_write_connection_of(self.server);
+            cx.conn(self.server).lose_write_connection();
         }
     }
 
     // stdout backs up (a slow terminal or pipe): stop reading the server until it
     // drains, so that the kernel pushes back on the server instead of our memory.
     fn pause_producing(&mut self, cx: &mut Context<'_>) {
-        cx.pause_reading_of(self.server);
+        cx.conn(self.server).pause_reading();
     }
 
     fn resume_producing(&mut self, cx: &mut Context<'_>) {
-        cx.resume_reading_of(self.server);
+        cx.conn(self.server).resume_reading();
     }
 
     fn connection_lost(&mut self, cx: &mut Context<'_>, reason: Reason) {
@@ -197,7 +197,7 @@ impl Protocol for ServerLink {
 
     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
         if let Some(screen) = self.shared.screen.get() {
-            cx.write_to(screen, data);
+            cx.conn(screen).write(data);
         }
     }
 

@@ -3,7 +3,7 @@
 //! A leaf module: every other module may use these, and they use nothing of the
 //! crate. Each id pairs a slab index with a generation, so that an id outlives its
 //! object harmlessly: once a connection is gone its id stays dead, even after a new
-//! connection reuses the slot, and a late timer, pool result or `write_to` for it does
+//! connection reuses the slot, and a late timer, pool result or write to it does
 //! nothing.
 
 use std::fmt;
@@ -11,7 +11,7 @@ use std::fmt;
 /// Identifies a connection for its whole life.
 ///
 /// Ids carry a generation: once a connection is lost its id stays dead, even after a
-/// new connection reuses its slot, so a late timer, pool result or `write_to` for it
+/// new connection reuses its slot, so a late timer, pool result or write to it
 /// does nothing.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {

@@ -74,7 +74,7 @@ pub use reactor::{
     Reactor, ReactorGone, Stats, DEFAULT_MAX_DATAGRAM_BYTES,
 };
 pub use timer::TimerId;
-pub use transport::Context;
+pub use transport::{ConnRef, Context};
 
 /// The README's code blocks, compiled and run as doctests so that it stays true.
 #[cfg(doctest)]

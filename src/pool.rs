@@ -40,20 +40,75 @@ impl fmt::Display for JobError {
 
 impl std::error::Error for JobError {}
 
-/// The pool's queue is full: the job was not accepted.
+/// The pool refused a job: its queue is full, the reactor is stopping, or the
+/// connection the job was for is gone.
 ///
-/// The caller decides what to do: answer "busy", pause reading until results drain,
-/// or retry later.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolBusy;
+/// The refused job is handed back, never dropped: `defer_to_thread` refuses with
+/// `PoolBusy<(J, D)>` (the job and its `done` callback) and
+/// [`Reactor::call_in_thread`](crate::Reactor::call_in_thread) with `PoolBusy<J>`;
+/// [`into_inner`](Self::into_inner) takes them back, to submit again later or to
+/// recover what the job owns (an open file, say). The caller decides what to do:
+/// answer "busy", pause reading until results drain, or retry later.
+///
+/// `PoolBusy` with nothing handed back is `PoolBusy<()>`, and written alone as a
+/// value it is still that value (`Err(PoolBusy)`), so code written before jobs came
+/// back compiles unchanged.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::mpsc;
+/// use twistor::{PoolBusy, Reactor};
+///
+/// let mut reactor = Reactor::new()?;
+/// reactor.stop(); // a stopping reactor refuses every job
+/// let (tx, rx) = mpsc::channel();
+/// let refused = reactor.call_in_thread(move || tx.send("ran").unwrap()).unwrap_err();
+/// let job = refused.into_inner(); // the job itself, with what it owns
+/// job();
+/// assert_eq!(rx.recv().unwrap(), "ran");
+/// assert_eq!(PoolBusy::new(()), PoolBusy);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PoolBusy<T = ()> {
+    job: T,
+}
 
-impl fmt::Display for PoolBusy {
+/// `PoolBusy` as a value, as it was when it carried nothing: `Err(PoolBusy)` builds
+/// and matches a refusal with nothing handed back. Hidden from the docs, where it
+/// would make every link to the type ambiguous.
+#[doc(hidden)]
+#[allow(non_upper_case_globals)]
+pub const PoolBusy: PoolBusy = PoolBusy::new(());
+
+impl<T> PoolBusy<T> {
+    /// A refusal that hands `job` back.
+    pub const fn new(job: T) -> PoolBusy<T> {
+        PoolBusy { job }
+    }
+
+    /// The refused job, to submit again or to take apart.
+    pub fn into_inner(self) -> T {
+        self.job
+    }
+}
+
+// By hand, not derived: the job is usually a closure, which is not `Debug`, and
+// `unwrap` on a refusal must still compile.
+impl<T> fmt::Debug for PoolBusy<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PoolBusy")
+    }
+}
+
+impl<T> fmt::Display for PoolBusy<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("the thread pool's queue is full")
     }
 }
 
-impl std::error::Error for PoolBusy {}
+impl<T> std::error::Error for PoolBusy<T> {}
 
 /// How long a worker that has just finished a job watches for the next one before it
 /// parks. A job submitted in that window starts without a wake-up (a futex wake and a

@@ -101,8 +101,8 @@
 //! # Other connections
 //!
 //! [`add_peer`](Harness::add_peer) creates further fake connections that have no
-//! protocol of their own: the protocol reaches them with [`Context::write_to`],
-//! [`Context::lose_connection_of`] and friends (a chat room broadcasting), and the test
+//! protocol of their own: the protocol reaches them with [`Context::conn`]
+//! (`cx.conn(id).write(..)`, as a chat room broadcasts), and the test
 //! reads what they got with [`take_written_of`](Harness::take_written_of).
 //! [`add_protocol`](Harness::add_protocol) adds a connection that runs a protocol of
 //! its own, of any type: a chat room's members each run their real session, and the
@@ -615,7 +615,7 @@ impl<P: Protocol> Harness<P> {
     // ----- other connections -----
 
     /// Adds a fake connection with no protocol of its own, open and with an unlimited
-    /// window, for the protocol to reach by id ([`Context::write_to`] and friends).
+    /// window, for the protocol to reach by id ([`Context::conn`]).
     pub fn add_peer(&mut self) -> ConnId {
         self.add_protocol(Peer)
     }

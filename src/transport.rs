@@ -1,9 +1,9 @@
 //! The context handed to protocol callbacks, and the write buffer behind it.
 //!
 //! [`Context`] is a protocol's whole view of the world: its own transport (write,
-//! close, pause), its timers, and the other connections of the reactor. The same
-//! `Context` type is backed by the real reactor or by the testing kit, so a protocol
-//! runs unchanged under both.
+//! close, pause), its timers, and the other connections of the reactor, reached by id
+//! through a [`ConnRef`] with the same verbs. The same `Context` type is backed by the
+//! real reactor or by the testing kit, so a protocol runs unchanged under both.
 //!
 //! [`WriteQueue`] is the pure part of the write path: bytes the kernel refused, kept
 //! in a few large chunks and handed back as `IoSlice`s for vectored writes.
@@ -34,6 +34,10 @@ pub(crate) type BoundDone = Box<dyn FnOnce(&mut dyn Protocol, &mut Context<'_>, 
 /// What a [`Context`] needs from whoever runs the protocol: the reactor, or the
 /// testing kit. Every method takes the connection it acts on, so one context can reach
 /// other connections too; a method on a connection that is gone does nothing.
+///
+/// `defer_to_thread` must accept a job whenever `can_defer_to_thread` has just said
+/// yes: [`Context::defer_to_thread`] asks first so that it can hand a refused job
+/// back (the boxed one cannot be unboxed to its type).
 pub(crate) trait Driver {
     fn write(&mut self, id: ConnId, data: &[u8]) -> bool;
     fn write_vectored(&mut self, id: ConnId, bufs: &[IoSlice<'_>]) -> bool;
@@ -61,11 +65,213 @@ pub(crate) trait Driver {
     fn can_defer_to_thread(&self, id: ConnId) -> bool;
 }
 
+/// A [`Driver`] used outside any callback (the reactor's own [`ConnRef`]s): nothing
+/// settles after the call for it, so the caller does.
+pub(crate) trait Settle: Driver {
+    /// Carries out what the calls before asked for: closes and their
+    /// `connection_lost`, owed watermark notices.
+    fn settle(&mut self);
+}
+
+/// Where a [`ConnRef`] sends its calls.
+enum Target<'a> {
+    /// Inside a callback: the reactor settles once the callback returns.
+    Callback(&'a mut dyn Driver),
+    /// Outside one (`Reactor::conn`): each call settles what it set off.
+    Outside(&'a mut dyn Settle),
+}
+
+/// One connection of the reactor, by id: the verbs [`Context`] has for its own
+/// connection, for any connection.
+///
+/// [`Context::conn`] gives one inside a callback (a chat room writing to its
+/// members, a relay pausing the other side), [`Reactor::conn`](crate::Reactor::conn)
+/// outside any (a timer or a closure sent from another thread), and
+/// [`DatagramContext::conn`](crate::DatagramContext::conn) to a datagram protocol.
+/// Each method does what the `Context` method of the same name does; on a connection
+/// that is gone it does nothing and, where it returns something, says so (`false`,
+/// `0`, `None`), as for a stale id: ids are never reused.
+///
+/// Effects that call back into a protocol (a close and its `connection_lost`, a
+/// watermark notice) wait, as from `Context`, until the current callback returns.
+/// A `ConnRef` from [`Reactor::conn`](crate::Reactor::conn) has no callback to wait
+/// for: each of its calls that acts carries them out before it returns, as
+/// `Reactor::run_once` would after a callback.
+///
+/// # Examples
+///
+/// ```
+/// use twistor::{ConnId, Context, Protocol};
+///
+/// /// Sends what it reads to another connection; stops reading while that one is
+/// /// backed up, and shuts its write side when its own peer is done.
+/// struct Relay {
+///     to: ConnId,
+/// }
+///
+/// impl Protocol for Relay {
+///     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+///         let mut out = cx.conn(self.to);
+///         out.write(data);
+///         let backed_up = out.buffered() > 64 * 1024;
+///         if backed_up {
+///             cx.pause_reading();
+///         }
+///     }
+///
+///     fn read_eof(&mut self, cx: &mut Context<'_>) {
+///         cx.conn(self.to).lose_write_connection();
+///         cx.lose_connection();
+///     }
+/// }
+/// ```
+pub struct ConnRef<'a> {
+    target: Target<'a>,
+    id: ConnId,
+}
+
+impl fmt::Debug for ConnRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnRef").field("id", &self.id).finish()
+    }
+}
+
+impl<'a> ConnRef<'a> {
+    /// A handle whose calls the reactor settles after its `Context`'s callback.
+    pub(crate) fn in_callback(driver: &'a mut dyn Driver, id: ConnId) -> Self {
+        ConnRef {
+            target: Target::Callback(driver),
+            id,
+        }
+    }
+
+    /// A handle outside any callback, whose calls settle as they return.
+    pub(crate) fn settling(driver: &'a mut dyn Settle, id: ConnId) -> Self {
+        ConnRef {
+            target: Target::Outside(driver),
+            id,
+        }
+    }
+
+    /// Runs one call that acts on the connection, then settles it if no callback
+    /// will.
+    fn act<R>(&mut self, call: impl FnOnce(&mut dyn Driver, ConnId) -> R) -> R {
+        match &mut self.target {
+            Target::Callback(d) => call(&mut **d, self.id),
+            Target::Outside(d) => {
+                let result = call(&mut **d, self.id);
+                d.settle();
+                result
+            }
+        }
+    }
+
+    fn driver(&self) -> &dyn Driver {
+        match &self.target {
+            Target::Callback(d) => &**d,
+            Target::Outside(d) => &**d,
+        }
+    }
+
+    /// The connection this handle acts on.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Sends `data`, as [`Context::write`]; false if the bytes were dropped (the
+    /// connection is closing or gone, or this write passed its cap).
+    pub fn write(&mut self, data: &[u8]) -> bool {
+        self.act(|d, id| d.write(id, data))
+    }
+
+    /// Sends several buffers in order, as [`Context::write_vectored`].
+    pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> bool {
+        self.act(|d, id| d.write_vectored(id, bufs))
+    }
+
+    /// Flushes what is queued, then closes, as [`Context::lose_connection`].
+    pub fn lose_connection(&mut self) {
+        self.act(|d, id| d.lose_connection(id))
+    }
+
+    /// Flushes what is queued, then shuts the write side, as
+    /// [`Context::lose_write_connection`] (a client that has sent everything can
+    /// still read the replies).
+    pub fn lose_write_connection(&mut self) {
+        self.act(|d, id| d.lose_write_connection(id))
+    }
+
+    /// Closes now, dropping what is queued, as [`Context::abort_connection`].
+    pub fn abort_connection(&mut self) {
+        self.act(|d, id| d.abort_connection(id))
+    }
+
+    /// Stops delivering data, as [`Context::pause_reading`] (a relay whose output
+    /// backs up stops taking input).
+    pub fn pause_reading(&mut self) {
+        self.act(|d, id| d.set_reading(id, false))
+    }
+
+    /// Delivers data again, as [`Context::resume_reading`].
+    pub fn resume_reading(&mut self) {
+        self.act(|d, id| d.set_reading(id, true))
+    }
+
+    /// False while reading is paused, after EOF or a close, or once the connection is
+    /// gone.
+    pub fn is_reading(&self) -> bool {
+        self.driver().is_reading(self.id)
+    }
+
+    /// Bytes queued for the connection that the kernel has not taken yet, as
+    /// [`Context::buffered`]; 0 once it is gone.
+    pub fn buffered(&self) -> usize {
+        self.driver().buffered(self.id)
+    }
+
+    /// False once the connection is closing or gone.
+    pub fn is_open(&self) -> bool {
+        self.driver().is_open(self.id)
+    }
+
+    /// The peer's address; `None` once the connection is gone.
+    pub fn peer_addr(&self) -> Option<Addr> {
+        self.driver().peer_addr(self.id)
+    }
+
+    /// This end's address; `None` once the connection is gone.
+    pub fn local_addr(&self) -> Option<Addr> {
+        self.driver().local_addr(self.id)
+    }
+
+    /// The peer's process, user and group ids, as [`Context::peer_credentials`].
+    pub fn peer_credentials(&self) -> Option<PeerCredentials> {
+        self.driver().peer_credentials(self.id)
+    }
+
+    /// Sets TCP_NODELAY, as [`Context::set_nodelay`].
+    ///
+    /// # Errors
+    /// The socket option failed, this is not a TCP connection, or it is gone.
+    pub fn set_nodelay(&mut self, on: bool) -> io::Result<()> {
+        self.act(|d, id| d.set_nodelay(id, on))
+    }
+
+    /// Turns TCP keepalive on or off, as [`Context::set_keepalive`].
+    ///
+    /// # Errors
+    /// The socket option failed, this is not a TCP connection, or it is gone.
+    pub fn set_keepalive(&mut self, idle: Option<Duration>) -> io::Result<()> {
+        self.act(|d, id| d.set_keepalive(id, idle))
+    }
+}
+
 /// A protocol callback's handle on its connection and on the reactor.
 ///
-/// Operations on this connection (`write`, `lose_connection`, ...) and on others by
-/// [`ConnId`] (`write_to`, `lose_connection_of`, ...). Operations on a connection that
-/// is already gone do nothing and, where they return something, say so.
+/// Operations on this connection (`write`, `lose_connection`, ...), and the same
+/// operations on any other by [`ConnId`] through [`conn`](Self::conn)
+/// (`cx.conn(id).write(..)`). Operations on a connection that is already gone do
+/// nothing and, where they return something, say so.
 ///
 /// Effects that would call back into a protocol — a close, a watermark notice, a write
 /// error — take effect after the current callback returns, never inside it.
@@ -96,6 +302,34 @@ impl<'a> Context<'a> {
         self.id
     }
 
+    /// Connection `id` of the same reactor (this one too), with the verbs this context
+    /// has for its own: `cx.conn(id).write(..)`, `cx.conn(id).lose_connection()`,
+    /// `cx.conn(id).buffered()`. A connection that is gone is a handle that does
+    /// nothing. Closes and watermark notices it sets off take effect after the
+    /// current callback returns, as for this connection's own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use twistor::{ConnId, Context, Protocol};
+    ///
+    /// /// Forwards what it reads to another connection, and says whether it could.
+    /// struct Forward {
+    ///     to: ConnId,
+    /// }
+    ///
+    /// impl Protocol for Forward {
+    ///     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+    ///         if !cx.conn(self.to).write(data) {
+    ///             cx.write(b"the other side is gone\n");
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn conn(&mut self, id: ConnId) -> ConnRef<'_> {
+        ConnRef::in_callback(&mut *self.driver, id)
+    }
+
     /// Sends `data`.
     ///
     /// Small writes are gathered and offered to the kernel together, one system call
@@ -111,12 +345,12 @@ impl<'a> Context<'a> {
     ///
     /// [`Reason::WriteOverflow`]: crate::Reason::WriteOverflow
     pub fn write(&mut self, data: &[u8]) -> bool {
-        self.driver.write(self.id, data)
+        self.conn(self.id).write(data)
     }
 
     /// Sends several buffers in order, with one system call where possible.
     pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> bool {
-        self.driver.write_vectored(self.id, bufs)
+        self.conn(self.id).write_vectored(bufs)
     }
 
     /// Flushes what is queued, then closes (Twisted's `loseConnection`).
@@ -132,32 +366,32 @@ impl<'a> Context<'a> {
     /// hold the connection open: after the reactor's close timeout it is aborted with
     /// [`Reason::TimedOut`](crate::Reason::TimedOut).
     pub fn lose_connection(&mut self) {
-        self.driver.lose_connection(self.id)
+        self.conn(self.id).lose_connection()
     }
 
     /// Flushes what is queued, then shuts the write side (TCP half-close); reading
     /// goes on.
     pub fn lose_write_connection(&mut self) {
-        self.driver.lose_write_connection(self.id)
+        self.conn(self.id).lose_write_connection()
     }
 
     /// Closes now, dropping queued bytes; the peer sees a reset
     /// (Twisted's `abortConnection`). `connection_lost` gets
     /// [`Reason::Aborted`](crate::Reason::Aborted).
     pub fn abort_connection(&mut self) {
-        self.driver.abort_connection(self.id)
+        self.conn(self.id).abort_connection()
     }
 
     /// Stops delivering data until [`resume_reading`](Self::resume_reading); the
     /// kernel's buffers then push back on the peer. Idempotent; takes effect at once,
     /// even inside `connection_made`.
     pub fn pause_reading(&mut self) {
-        self.driver.set_reading(self.id, false)
+        self.conn(self.id).pause_reading()
     }
 
     /// Delivers data again after [`pause_reading`](Self::pause_reading). Idempotent.
     pub fn resume_reading(&mut self) {
-        self.driver.set_reading(self.id, true)
+        self.conn(self.id).resume_reading()
     }
 
     /// False while reading is paused, or after EOF or a close.
@@ -198,7 +432,7 @@ impl<'a> Context<'a> {
     /// # Errors
     /// The socket option failed, or this is not a TCP connection.
     pub fn set_nodelay(&mut self, on: bool) -> io::Result<()> {
-        self.driver.set_nodelay(self.id, on)
+        self.conn(self.id).set_nodelay(on)
     }
 
     /// Turns TCP keepalive on with the given idle time before the first probe, or off
@@ -207,7 +441,7 @@ impl<'a> Context<'a> {
     /// # Errors
     /// The socket option failed, or this is not a TCP connection.
     pub fn set_keepalive(&mut self, idle: Option<Duration>) -> io::Result<()> {
-        self.driver.set_keepalive(self.id, idle)
+        self.conn(self.id).set_keepalive(idle)
     }
 
     /// Runs `f` with this connection's protocol after `delay`, on the reactor thread.
@@ -270,9 +504,9 @@ impl<'a> Context<'a> {
     /// # Errors
     /// [`PoolBusy`] if the pool's queue is full, the reactor is stopping, or this
     /// connection is gone: answer "busy", pause reading until results drain, or retry
-    /// later. Neither `job` nor `done` will run, and both are dropped; a caller whose
-    /// job owns something it cannot lose asks
-    /// [`can_defer_to_thread`](Self::can_defer_to_thread) first.
+    /// later. Neither `job` nor `done` has run; both come back in the error
+    /// ([`PoolBusy::into_inner`] gives `(job, done)`), so what the job owns is not
+    /// lost and the job can be submitted again.
     ///
     /// # Panics
     /// If `P` is not the type of this connection's protocol, as
@@ -298,7 +532,46 @@ impl<'a> Context<'a> {
     ///     }
     /// }
     /// ```
-    pub fn defer_to_thread<P, T, J, D>(&mut self, job: J, done: D) -> Result<(), PoolBusy>
+    ///
+    /// A refused job comes back, to be tried again once results drain (here, under
+    /// the testing kit, whose pool holds one job):
+    ///
+    /// ```
+    /// use twistor::testing::HarnessBuilder;
+    /// use twistor::{Context, Protocol};
+    ///
+    /// #[derive(Default)]
+    /// struct Retry {
+    ///     parked: Option<Box<dyn FnOnce(&mut Context<'_>)>>,
+    /// }
+    /// impl Protocol for Retry {
+    ///     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+    ///         let n = data.len();
+    ///         let queued = cx.defer_to_thread(move || n * 2, |me: &mut Retry, cx, r| {
+    ///             cx.write(format!("{}\n", r.unwrap()).as_bytes());
+    ///             if let Some(retry) = me.parked.take() {
+    ///                 retry(cx); // room again: submit the refused job
+    ///             }
+    ///         });
+    ///         if let Err(busy) = queued {
+    ///             let (job, done) = busy.into_inner();
+    ///             self.parked = Some(Box::new(move |cx: &mut Context<'_>| {
+    ///                 cx.defer_to_thread(job, done).unwrap();
+    ///             }));
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let mut h = HarnessBuilder::new().pool_queue_jobs(1).build(Retry::default());
+    /// h.connect();
+    /// h.feed(b"ab");
+    /// h.feed(b"abc"); // refused: the one job is still out
+    /// assert_eq!(h.pending_jobs(), 1);
+    /// h.run_jobs(); // "4", then the parked job is submitted
+    /// h.run_jobs(); // "6"
+    /// assert_eq!(h.take_written(), b"4\n6\n");
+    /// ```
+    pub fn defer_to_thread<P, T, J, D>(&mut self, job: J, done: D) -> Result<(), PoolBusy<(J, D)>>
     where
         P: Protocol,
         T: Send + 'static,
@@ -310,12 +583,19 @@ impl<'a> Context<'a> {
             "defer_to_thread: the callback takes {} but this connection runs another protocol type",
             std::any::type_name::<P>()
         );
+        // Asked first: once boxed, the job could not be handed back.
+        if !self.driver.can_defer_to_thread(self.id) {
+            return Err(PoolBusy::new((job, done)));
+        }
         let job: JobFn = Box::new(move || Box::new(job()) as Box<dyn Any + Send>);
         let done: BoundDone = Box::new(move |p, cx, result| {
             let result = result.map(|r| *r.downcast::<T>().expect("job result type"));
             bind(move |p: &mut P, cx| done(p, cx, result))(p, cx)
         });
-        self.driver.defer_to_thread(self.id, job, done)
+        self.driver
+            .defer_to_thread(self.id, job, done)
+            .expect("the pool had room a moment ago, and only this thread submits");
+        Ok(())
     }
 
     /// Moves a pending timer to `delay` from now; false if it already fired or was
@@ -336,55 +616,63 @@ impl<'a> Context<'a> {
 
     /// Whether [`defer_to_thread`](Self::defer_to_thread) would accept a job now. A
     /// true answer holds until this thread defers something (the pool's threads only
-    /// take jobs off the queue), so a job that owns something it must not lose (an
-    /// open file, say) can be built only once there is room for it.
+    /// take jobs off the queue), so a job that is costly to build can be built only
+    /// once there is room for it.
     pub fn can_defer_to_thread(&self) -> bool {
         self.driver.can_defer_to_thread(self.id)
     }
 
     /// Sends `data` to another connection; false if it is gone or dropped the bytes.
+    #[deprecated(since = "0.2.0", note = "use cx.conn(id).write(data)")]
     pub fn write_to(&mut self, id: ConnId, data: &[u8]) -> bool {
-        self.driver.write(id, data)
+        self.conn(id).write(data)
     }
 
     /// Sends several buffers to another connection.
+    #[deprecated(since = "0.2.0", note = "use cx.conn(id).write_vectored(bufs)")]
     pub fn write_vectored_to(&mut self, id: ConnId, bufs: &[IoSlice<'_>]) -> bool {
-        self.driver.write_vectored(id, bufs)
+        self.conn(id).write_vectored(bufs)
     }
 
     /// Flushes, then closes another connection.
+    #[deprecated(since = "0.2.0", note = "use cx.conn(id).lose_connection()")]
     pub fn lose_connection_of(&mut self, id: ConnId) {
-        self.driver.lose_connection(id)
+        self.conn(id).lose_connection()
     }
 
-    /// Flushes, then shuts the write side of another connection (a client that has
-    /// sent everything can still read the replies).
+    /// Flushes, then shuts the write side of another connection.
+    #[deprecated(since = "0.2.0", note = "use cx.conn(id).lose_write_connection()")]
     pub fn lose_write_connection_of(&mut self, id: ConnId) {
-        self.driver.lose_write_connection(id)
+        self.conn(id).lose_write_connection()
     }
 
-    /// Stops reading from another connection (a relay whose output backs up stops
-    /// taking input), as [`pause_reading`](Self::pause_reading).
+    /// Stops reading from another connection.
+    #[deprecated(since = "0.2.0", note = "use cx.conn(id).pause_reading()")]
     pub fn pause_reading_of(&mut self, id: ConnId) {
-        self.driver.set_reading(id, false)
+        self.conn(id).pause_reading()
     }
 
-    /// Reads from another connection again, as [`resume_reading`](Self::resume_reading).
+    /// Reads from another connection again.
+    #[deprecated(since = "0.2.0", note = "use cx.conn(id).resume_reading()")]
     pub fn resume_reading_of(&mut self, id: ConnId) {
-        self.driver.set_reading(id, true)
+        self.conn(id).resume_reading()
     }
 
     /// Closes another connection now, dropping what it has queued.
+    #[deprecated(since = "0.2.0", note = "use cx.conn(id).abort_connection()")]
     pub fn abort_connection_of(&mut self, id: ConnId) {
-        self.driver.abort_connection(id)
+        self.conn(id).abort_connection()
     }
 
     /// Bytes queued for another connection (0 if it is gone).
+    #[deprecated(since = "0.2.0", note = "use cx.conn(id).buffered()")]
     pub fn buffered_of(&self, id: ConnId) -> usize {
+        // `&self`, as before, so not through `conn`, which needs `&mut`.
         self.driver.buffered(id)
     }
 
     /// False if the connection `id` is closing or gone.
+    #[deprecated(since = "0.2.0", note = "use cx.conn(id).is_open()")]
     pub fn is_open_id(&self, id: ConnId) -> bool {
         self.driver.is_open(id)
     }

@@ -930,7 +930,7 @@ fn pool_result_after_half_close(over: Transport) {
         read_to_end(&mut *s)
     });
     run_until(&mut r, |r| {
-        made.get().is_some_and(|id| !r.is_open(id)) || client.is_finished()
+        made.get().is_some_and(|id| !r.conn(id).is_open()) || client.is_finished()
     });
     let what = format!("HASH over {over:?}");
     assert_eq!(

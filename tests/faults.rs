@@ -333,9 +333,9 @@ fn a_reader_that_never_reads_is_cut_off_at_the_write_cap_while_the_room_chats() 
         .no_data_log()
         .on_made(move |cx| members.borrow_mut().push(cx.id()))
         .on_data(move |cx, d| {
-            room.borrow_mut().retain(|id| cx.is_open_id(*id));
+            room.borrow_mut().retain(|id| cx.conn(*id).is_open());
             for id in room.borrow().iter() {
-                cx.write_to(*id, d);
+                cx.conn(*id).write(d);
             }
         });
     let addr = listen(&mut r, server);
@@ -1126,33 +1126,40 @@ fn reply<T>(cx: &mut Context<'_>, result: Result<T, JobError>, ok: impl FnOnce(T
 impl LineHandler for Jobs {
     fn line_received(&mut self, cx: &mut LineContext<'_, '_>, line: &[u8]) {
         let line = String::from_utf8_lossy(line).into_owned();
+        // Whether the job was queued: a refused one (handed back) is dropped here.
         let queued = match line.as_str() {
             "ping" => {
                 cx.send_line(b"pong");
                 return;
             }
-            "panic" => cx.defer_to_thread(
-                || -> u64 { panic!("job boom") },
-                |_: &mut Jobs, cx, res| reply(cx, res, |v| v.to_string()),
-            ),
+            "panic" => cx
+                .defer_to_thread(
+                    || -> u64 { panic!("job boom") },
+                    |_: &mut Jobs, cx, res| reply(cx, res, |v| v.to_string()),
+                )
+                .is_ok(),
             "slow" => {
-                let r = cx.defer_to_thread(self.slow.job(), |_: &mut Jobs, cx, res| {
-                    reply(cx, res, |()| "slow done".into())
-                });
-                if r.is_ok() {
+                let ok = cx
+                    .defer_to_thread(self.slow.job(), |_: &mut Jobs, cx, res| {
+                        reply(cx, res, |()| "slow done".into())
+                    })
+                    .is_ok();
+                if ok {
                     cx.send_line(b"queued");
                 }
-                r
+                ok
             }
             "later" => {
-                let r = cx.defer_to_thread(
-                    || (),
-                    |_: &mut Jobs, cx, res| reply(cx, res, |()| "later done".into()),
-                );
-                if r.is_ok() {
+                let ok = cx
+                    .defer_to_thread(
+                        || (),
+                        |_: &mut Jobs, cx, res| reply(cx, res, |()| "later done".into()),
+                    )
+                    .is_ok();
+                if ok {
                     cx.send_line(b"queued");
                 }
-                r
+                ok
             }
             work => {
                 let n: u64 = work
@@ -1163,9 +1170,10 @@ impl LineHandler for Jobs {
                     move || n * 2,
                     |_: &mut Jobs, cx, res| reply(cx, res, |v| v.to_string()),
                 )
+                .is_ok()
             }
         };
-        if queued.is_err() {
+        if !queued {
             cx.send_line(b"busy");
         }
     }

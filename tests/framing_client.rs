@@ -111,7 +111,7 @@ fn check_fails_once<P: Protocol>(
     // The handler stopped the reactor: the stop finishes, and nothing more arrives.
     run_until_stopped(&mut r);
     assert_eq!(client.events(), [Ev::Failed(id, kind)]);
-    assert!(!r.is_open(id));
+    assert!(!r.conn(id).is_open());
     assert_eq!((r.connection_count(), r.timer_count()), (0, 0));
 }
 

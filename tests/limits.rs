@@ -68,7 +68,10 @@ fn idle_timeout_closes_only_the_idle_connection() {
     run_until(&mut r, |_| log.lost(idle_id).is_some());
     let chatty_id = log.made()[1];
     assert_eq!(log.lost(idle_id), Some(Why::TimedOut));
-    assert!(r.is_open(chatty_id), "the chatty connection was closed too");
+    assert!(
+        r.conn(chatty_id).is_open(),
+        "the chatty connection was closed too"
+    );
     assert_eq!(log.lost(chatty_id), None);
     stop.store(true, Ordering::Relaxed);
     drive(&mut r, chatty);
@@ -196,7 +199,7 @@ fn run_after_stop_is_not_aborted_by_the_old_shutdown_deadline() {
     let p = passed.clone();
     r.call_later(Duration::from_millis(100), move |_| p.set(true));
     run_until(&mut r, |_| passed.get());
-    assert!(r.is_open(log.made()[1]));
+    assert!(r.conn(log.made()[1]).is_open());
     release.send(()).unwrap();
     drive(&mut r, c);
     run_until(&mut r, |_| log.lost_count() == 2);

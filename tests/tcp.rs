@@ -5,7 +5,7 @@
 mod common;
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::Shutdown;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,9 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use twistor::{Context, Protocol, Reactor, Reason};
+use twistor::{
+    Addr, ConnId, Context, DatagramContext, DatagramProtocol, Protocol, Reactor, Reason,
+};
 
 // ----- many clients, draining, fairness -----
 
@@ -702,7 +704,7 @@ fn connect_refused_reaches_connection_failed_only() {
         log.events(),
         [Ev::Failed(id, io::ErrorKind::ConnectionRefused)]
     );
-    assert!(!r.is_open(id));
+    assert!(!r.conn(id).is_open());
     assert_eq!((r.connection_count(), r.timer_count()), (0, 0));
 }
 
@@ -718,7 +720,7 @@ fn connect_timeout_reaches_connection_failed_only() {
 }
 
 /// A connect that succeeds gets `connection_made`, and data flows both ways,
-/// including bytes queued with `write_to` before the connection was up.
+/// including bytes queued with `conn(id).write` before the connection was up.
 #[test]
 fn connect_success_makes_the_connection_and_data_flows() {
     let log = Log::default();
@@ -731,7 +733,7 @@ fn connect_success_makes_the_connection_and_data_flows() {
             cx.write(b" world");
         }),
     );
-    assert!(r.write_to(id, b"hello"), "queued while connecting");
+    assert!(r.conn(id).write(b"hello"), "queued while connecting");
     run_until(&mut r, |_| log.received(id).len() >= 11);
     assert_eq!(log.received(id), b"hello world");
     assert_eq!(log.made(), [id]);
@@ -755,7 +757,7 @@ fn cancelling_a_pending_connect_from_another_callback() {
     let pending = r.connect_tcp_timeout(full.addr, None, Rec::new(&log));
     let server = Rec::new(&log).on_data(move |cx, _| {
         cx.abort_connection();
-        cx.lose_connection_of(pending);
+        cx.conn(pending).lose_connection();
     });
     let addr = listen(&mut r, server);
     let c = client(addr, |mut s| {
@@ -844,23 +846,23 @@ fn stale_conn_id_is_rejected_after_its_slot_is_reused() {
     assert_ne!(old, new);
     assert_eq!(slot(old), slot(new), "the test wants the slot reused");
 
-    assert!(!r.write_to(old, b"stale"));
-    assert!(!r.is_open(old));
+    assert!(!r.conn(old).write(b"stale"));
+    assert!(!r.conn(old).is_open());
     let ran = Rc::new(RefCell::new(false));
     let ran2 = ran.clone();
     assert!(!r.call_protocol(old, move |_: &mut Rec, _| *ran2.borrow_mut() = true));
     assert!(!*ran.borrow());
-    r.lose_connection(old);
-    r.abort_connection(old);
+    r.conn(old).lose_connection();
+    r.conn(old).abort_connection();
     assert!(r.call_protocol(new, move |_: &mut Rec, cx| {
-        assert!(!cx.write_to(old, b"stale"));
-        assert!(!cx.is_open_id(old));
-        assert_eq!(cx.buffered_of(old), 0);
+        assert!(!cx.conn(old).write(b"stale"));
+        assert!(!cx.conn(old).is_open());
+        assert_eq!(cx.conn(old).buffered(), 0);
     }));
-    assert!(r.is_open(new));
+    assert!(r.conn(new).is_open());
 
-    assert!(r.write_to(new, b"fresh"));
-    r.lose_connection(new);
+    assert!(r.conn(new).write(b"fresh"));
+    r.conn(new).lose_connection();
     release.send(()).unwrap();
     let (got, err) = drive(&mut r, c);
     assert!(err.is_none(), "{err:?}");
@@ -868,6 +870,147 @@ fn stale_conn_id_is_rejected_after_its_slot_is_reused() {
     run_until(&mut r, |_| log.lost_count() == 2);
     assert_eq!(log.lost(new), Some(Why::Done));
     log.check_lifecycles();
+}
+
+/// `Reactor::conn` outside any callback: the handle has a connection's verbs, and
+/// each call settles what it set off before it returns, so an abort's
+/// `connection_lost` has run when `abort_connection` comes back.
+#[test]
+fn reactor_conn_acts_on_a_connection_and_settles_each_call() {
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let addr = listen(&mut r, Rec::new(&log));
+    let (read, has_read) = mpsc::channel();
+    let c = client(addr, move |mut s| {
+        let me = s.local_addr().unwrap();
+        read.send(read_n(&mut s, 9)).unwrap();
+        (me, read_to_eof(&mut s))
+    });
+    run_until(&mut r, |_| log.made().len() == 1);
+    let id = log.made()[0];
+
+    let mut conn = r.conn(id);
+    assert_eq!(conn.id(), id);
+    assert!(conn.is_open() && conn.is_reading());
+    assert_eq!(conn.local_addr(), Some(Addr::Inet(addr)));
+    let peer = conn.peer_addr();
+    assert!(conn.write(b"hello"));
+    assert!(conn.write_vectored(&[IoSlice::new(b" "), IoSlice::new(b"you")]));
+    assert_eq!(conn.buffered(), 9, "corked until the next turn");
+    conn.pause_reading();
+    assert!(!conn.is_reading());
+    conn.resume_reading();
+    assert!(conn.is_reading());
+    run_until(&mut r, |_| has_read.try_recv().is_ok());
+
+    r.conn(id).abort_connection();
+    assert_eq!(
+        log.lost(id),
+        Some(Why::Aborted),
+        "connection_lost ran before abort_connection returned"
+    );
+    let mut gone = r.conn(id);
+    assert!(!gone.is_open() && !gone.is_reading());
+    assert!(
+        !gone.write(b"late"),
+        "a handle on a gone connection drops writes"
+    );
+    assert_eq!((gone.buffered(), gone.peer_addr()), (0, None));
+
+    let (me, (rest, _)) = drive(&mut r, c);
+    assert_eq!(peer, Some(Addr::Inet(me)));
+    assert!(rest.is_empty(), "{rest:?}");
+    log.check_lifecycles();
+}
+
+/// `Context::conn` inside a callback: another connection's close waits until the
+/// callback returns, as the context's own does; the bytes written before it go out.
+#[test]
+fn a_close_through_cx_conn_takes_effect_after_the_callback() {
+    let log = Log::default();
+    let lost_during = Rc::new(RefCell::new(None));
+    let mut r = Reactor::new().unwrap();
+    let (l, during) = (log.clone(), lost_during.clone());
+    let addr = listen(
+        &mut r,
+        Rec::new(&log).on_data(move |cx, d| {
+            let other = l.made().into_iter().find(|&id| id != cx.id()).unwrap();
+            let mut out = cx.conn(other);
+            assert_eq!(out.id(), other);
+            out.write_vectored(&[IoSlice::new(b"from "), IoSlice::new(d)]);
+            out.lose_connection();
+            *during.borrow_mut() = Some((out.is_open(), l.lost(other)));
+        }),
+    );
+    let c = thread::spawn(move || {
+        let mut listener = connect(addr);
+        let mut sender = connect(addr);
+        sender.write_all(b"go").unwrap();
+        let got = read_to_eof(&mut listener);
+        drop(listener);
+        sender.shutdown(Shutdown::Write).unwrap();
+        (got, read_to_eof(&mut sender))
+    });
+    let ((got, err), (back, _)) = drive(&mut r, c);
+    assert_eq!((got, err.map(|e| e.kind())), (b"from go".to_vec(), None));
+    assert!(back.is_empty());
+    assert_eq!(
+        *lost_during.borrow(),
+        Some((false, None)),
+        "closing at once, lost only after the callback"
+    );
+    run_until(&mut r, |_| log.lost_count() == 2);
+    assert!(log.made().iter().all(|&id| log.lost(id) == Some(Why::Done)));
+    log.check_lifecycles();
+}
+
+/// The reactor's by-id methods and `DatagramContext::write_to` are still there,
+/// deprecated, and do what the handles do (the context's are checked under the
+/// testing kit, in tests/testing.rs).
+#[test]
+#[allow(deprecated)]
+fn the_deprecated_reactor_and_datagram_by_id_methods_still_work() {
+    struct Relay(ConnId, Rc<Cell<bool>>);
+    impl DatagramProtocol for Relay {
+        fn datagram_received(&mut self, cx: &mut DatagramContext<'_>, data: &[u8], _: &Addr) {
+            self.1.set(cx.write_to(self.0, data));
+        }
+    }
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let addr = listen(&mut r, Rec::new(&log));
+    let c = client(addr, |mut s| read_to_eof(&mut s));
+    run_until(&mut r, |_| log.made().len() == 1);
+    let aborted = client(addr, |mut s| read_to_eof(&mut s));
+    run_until(&mut r, |_| log.made().len() == 2);
+    let (id, other) = (log.made()[0], log.made()[1]);
+    let relayed = Rc::new(Cell::new(false));
+    let udp = r
+        .listen_udp(localhost(), Relay(id, relayed.clone()))
+        .unwrap();
+    let Some(Addr::Inet(udp_addr)) = r.datagram_addr(udp) else {
+        panic!("a UDP socket has an internet address")
+    };
+    std::net::UdpSocket::bind(localhost())
+        .unwrap()
+        .send_to(b"datagram ", udp_addr)
+        .unwrap();
+    run_until(&mut r, |_| relayed.get());
+
+    assert!(r.is_open(id));
+    assert!(r.write_to(id, b"reactor"));
+    r.lose_connection(id);
+    assert!(!r.is_open(id));
+    r.abort_connection(other);
+    assert_eq!(log.lost(other), Some(Why::Aborted));
+    let (got, err) = drive(&mut r, c);
+    assert_eq!(
+        (got, err.map(|e| e.kind())),
+        (b"datagram reactor".to_vec(), None)
+    );
+    drive(&mut r, aborted);
+    run_until(&mut r, |_| log.lost_count() == 2);
+    assert_eq!(log.lost(id), Some(Why::Done));
 }
 
 /// A relay reaches another connection's read and write sides: it pauses and resumes
@@ -889,7 +1032,8 @@ fn a_callback_pauses_resumes_and_half_closes_another_connection() {
     let ids = log.made();
     let (steered_id, control_id) = (ids[0], ids[1]);
     assert!(r.call_protocol(control_id, move |_: &mut Rec, cx| cx
-        .pause_reading_of(steered_id)));
+        .conn(steered_id)
+        .pause_reading()));
     steered.write_all(b"held").unwrap();
     // A round trip on the control connection proves a turn went by with "held" unread.
     let c = std::thread::spawn(move || {
@@ -899,14 +1043,16 @@ fn a_callback_pauses_resumes_and_half_closes_another_connection() {
     let _control = drive(&mut r, c);
     assert!(!log.received(steered_id).ends_with(b"held"));
     assert!(r.call_protocol(control_id, move |_: &mut Rec, cx| cx
-        .resume_reading_of(steered_id)));
+        .conn(steered_id)
+        .resume_reading()));
     let c = std::thread::spawn(move || {
         assert_eq!(read_n(&mut steered, 4), b"held");
         steered
     });
     let mut steered = drive(&mut r, c);
     assert!(r.call_protocol(control_id, move |_: &mut Rec, cx| cx
-        .lose_write_connection_of(steered_id)));
+        .conn(steered_id)
+        .lose_write_connection()));
     let c = std::thread::spawn(move || {
         let (got, err) = read_to_eof(&mut steered);
         assert!(got.is_empty() && err.is_none(), "{got:?} {err:?}");

@@ -652,11 +652,11 @@ struct Room {
 impl Protocol for Room {
     fn data_received(&mut self, cx: &mut Context<'_>, d: &[u8]) {
         if d == b"/kick" {
-            cx.lose_connection_of(self.members[0]);
+            cx.conn(self.members[0]).lose_connection();
             return;
         }
         for &m in &self.members {
-            self.sent.push(cx.write_to(m, d));
+            self.sent.push(cx.conn(m).write(d));
         }
     }
 }
@@ -694,6 +694,113 @@ fn writes_to_other_peers_reach_their_fake_kernels() {
     h.feed(b"anyone?");
     assert_eq!(h.protocol().sent, [false, false], "both are gone");
     assert!(h.is_open(), "the room's own connection is fine");
+}
+
+/// `Context::conn` gives another connection the verbs a context has for its own:
+/// writes reach the peer's fake kernel, pausing holds its input back, and closes end
+/// it once the callback has returned. A handle on a connection that is gone does
+/// nothing and says so.
+#[test]
+fn conn_handle_acts_on_another_connection_with_the_context_verbs() {
+    let mut h = connected(Probe::new());
+    let (reader, closed, aborted) = (h.add_protocol(Probe::new()), h.add_peer(), h.add_peer());
+    let mut seen = None;
+    assert!(h.call(|_, cx| {
+        let own_local = cx.local_addr();
+        let mut r = cx.conn(reader);
+        let wrote =
+            r.write(b"hello") && r.write_vectored(&[IoSlice::new(b" "), IoSlice::new(b"you")]);
+        let corked = r.buffered();
+        r.pause_reading();
+        seen = Some((
+            r.id(),
+            wrote,
+            corked,
+            r.is_reading(),
+            r.is_open(),
+            r.peer_addr().is_some(),
+            r.local_addr() == own_local,
+        ));
+    }));
+    assert_eq!(seen, Some((reader, true, 9, false, true, true, true)));
+    assert_eq!(h.take_written_of(reader), b"hello you");
+    assert_eq!(
+        h.take_written(),
+        b"",
+        "nothing for the caller's own connection"
+    );
+
+    h.feed_of(reader, b"held");
+    let log_of = |h: &Harness<Probe>| h.protocol_of::<Probe>(reader).unwrap().log.clone();
+    assert_eq!(log_of(&h), [Ev::Made], "paused: nothing delivered");
+    assert!(h.call(|_, cx| cx.conn(reader).resume_reading()));
+    assert_eq!(log_of(&h), [Ev::Made, Ev::ReadingResumed, data(b"held")]);
+
+    let mut during = None;
+    assert!(h.call(|_, cx| {
+        cx.conn(closed).write(b"bye");
+        cx.conn(closed).lose_connection();
+        cx.conn(aborted).write(b"dropped");
+        cx.conn(aborted).abort_connection();
+        during = Some((cx.conn(closed).is_open(), cx.conn(aborted).is_open()));
+    }));
+    assert_eq!(during, Some((false, false)), "closing at once");
+    assert_eq!(h.take_written_of(closed), b"bye");
+    assert_eq!(h.take_written_of(aborted), b"");
+    assert_eq!(h.lost_of(closed).map(Why::from), Some(Why::Done));
+    assert_eq!(h.lost_of(aborted).map(Why::from), Some(Why::Aborted));
+
+    let mut gone = None;
+    assert!(h.call(|_, cx| {
+        let mut c = cx.conn(closed);
+        gone = Some((
+            c.write(b"late"),
+            c.is_open(),
+            c.is_reading(),
+            c.buffered(),
+            c.peer_addr(),
+        ));
+    }));
+    assert_eq!(gone, Some((false, false, false, 0, None)));
+    assert!(h.is_open(), "the caller's own connection is untouched");
+}
+
+/// The context methods that acted on another connection by id are still there,
+/// deprecated, and do what `Context::conn`'s handle does.
+#[test]
+#[allow(deprecated)]
+fn the_deprecated_by_id_methods_still_work() {
+    let mut h = connected(Probe::new());
+    let (reader, closed, aborted) = (h.add_protocol(Probe::new()), h.add_peer(), h.add_peer());
+    let mut seen = None;
+    assert!(h.call(|_, cx| {
+        let wrote = cx.write_to(reader, b"a")
+            && cx.write_vectored_to(reader, &[IoSlice::new(b"b"), IoSlice::new(b"c")]);
+        cx.pause_reading_of(reader);
+        let paused = !cx.conn(reader).is_reading();
+        cx.resume_reading_of(reader);
+        cx.lose_write_connection_of(reader);
+        cx.lose_connection_of(closed);
+        cx.abort_connection_of(aborted);
+        seen = Some((
+            wrote,
+            paused,
+            cx.conn(reader).is_reading(),
+            cx.buffered_of(reader),
+            cx.is_open_id(reader),
+            cx.is_open_id(closed),
+        ));
+    }));
+    assert_eq!(seen, Some((true, true, true, 3, true, false)));
+    assert_eq!(h.take_written_of(reader), b"abc");
+    assert_eq!(h.lost_of(closed).map(Why::from), Some(Why::Done));
+    assert_eq!(h.lost_of(aborted).map(Why::from), Some(Why::Aborted));
+    h.eof_of(reader);
+    assert_eq!(
+        h.lost_of(reader).map(Why::from),
+        Some(Why::Done),
+        "half-closed, then the peer's EOF ends it"
+    );
 }
 
 // ----- pool jobs -----
@@ -783,6 +890,54 @@ fn defer_to_thread_is_refused_when_the_queue_is_full_or_the_connection_gone() {
     assert_eq!(h.run_jobs(), 1, "the job still runs, as on a real pool");
     assert!(h.protocol().errors.is_empty());
     assert_eq!(h.take_written(), b"", "its result is dropped");
+}
+
+/// Upper-cases each chunk on the pool; a chunk the pool refuses is parked, job and
+/// `done` as `defer_to_thread` handed them back, until the test submits it again.
+#[derive(Default)]
+struct Retry {
+    parked: Vec<Resubmit>,
+}
+
+/// Submits a parked job again; false if refused again.
+type Resubmit = Box<dyn FnOnce(&mut Context<'_>) -> bool>;
+
+impl Protocol for Retry {
+    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        let chunk = String::from_utf8_lossy(data).into_owned();
+        let queued = cx.defer_to_thread(
+            move || chunk.to_uppercase(),
+            |_: &mut Retry, cx, upper: Result<String, JobError>| {
+                cx.write(upper.unwrap().as_bytes());
+            },
+        );
+        if let Err(busy) = queued {
+            let (job, done) = busy.into_inner();
+            self.parked
+                .push(Box::new(move |cx| cx.defer_to_thread(job, done).is_ok()));
+        }
+    }
+}
+
+/// A job `defer_to_thread` refuses comes back whole, the job with what it owns and
+/// its `done`, and runs once submitted again.
+#[test]
+fn a_refused_job_comes_back_and_runs_when_submitted_again() {
+    let mut h = HarnessBuilder::new()
+        .pool_queue_jobs(1)
+        .build(Retry::default());
+    h.connect();
+    h.feed(b"one ");
+    h.feed(b"two ");
+    assert_eq!((h.pending_jobs(), h.protocol().parked.len()), (1, 1));
+    h.run_jobs();
+    assert_eq!(h.take_written(), b"ONE ");
+
+    let mut resubmitted = false;
+    assert!(h.call(|p, cx| resubmitted = (p.parked.pop().unwrap())(cx)));
+    assert!(resubmitted);
+    assert_eq!(h.run_jobs(), 1);
+    assert_eq!(h.take_written(), b"TWO ");
 }
 
 // ----- a framer under the harness -----

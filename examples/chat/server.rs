@@ -170,7 +170,7 @@ impl Server {
             let w = &mut self.members[waiter];
             w.blockers.retain(|&b| b != key);
             if w.blockers.is_empty() {
-                cx.resume_reading_of(w.conn);
+                cx.conn(w.conn).resume_reading();
             }
         }
         // Keep the vector's room for the next time this member is congested.
@@ -358,7 +358,7 @@ impl Server {
     /// A refused write means the connection is closing, or has just passed the write
     /// cap and is being closed for it: either way its `connection_lost` follows.
     fn send(&mut self, cx: &mut Context<'_>, to: MemberKey, sender: Option<MemberKey>) {
-        cx.write_to(self.members[to].conn, &self.line);
+        cx.conn(self.members[to].conn).write(&self.line);
         self.hold_back(cx, sender, to);
     }
 
@@ -385,7 +385,7 @@ impl Server {
     /// departure's notice), which nothing holds back.
     fn hold_back(&mut self, cx: &mut Context<'_>, sender: Option<MemberKey>, to: MemberKey) {
         let Some(sender) = sender else { return };
-        if cx.buffered_of(self.members[to].conn) <= self.high_watermark_bytes {
+        if cx.conn(self.members[to].conn).buffered() <= self.high_watermark_bytes {
             return;
         }
         let s = &mut self.members[sender];
@@ -395,7 +395,7 @@ impl Server {
         s.blockers.push(to);
         // At once, not at the end of the sender's read: the framer delivers no further
         // line of it, so each recipient gets at most this one line more.
-        cx.pause_reading_of(s.conn);
+        cx.conn(s.conn).pause_reading();
         self.members[to].waiters.push(sender);
     }
 }

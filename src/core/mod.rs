@@ -359,7 +359,7 @@ impl<K: Kernel> Core<K> {
         };
         log::debug!("{id} {peer}: connect failed: {error}");
         // Reported at the start of the next carried-over phase, never here: this can
-        // run inside another connection's callback (`lose_connection_of` on a pending
+        // run inside another connection's callback (`cx.conn(id).lose_connection()` on a pending
         // connect), where calling back and settling would re-enter that connection.
         self.failed.push((id, protocol, error));
     }
@@ -507,7 +507,7 @@ impl<K: Kernel> Core<K> {
     /// A writable event: finishes a pending connect, then drains the queue.
     pub(crate) fn write_ready(&mut self, id: ConnId) {
         if self.conn(id).is_some_and(|c| c.state.is_connecting()) {
-            // Bytes queued while connecting (`write_to`) go out below: this writable
+            // Bytes queued while connecting (`cx.conn(id).write`) go out below: this writable
             // edge is the only one an idle, newly connected socket gets.
             self.finish_connect(id);
         }

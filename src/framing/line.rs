@@ -1082,7 +1082,8 @@ impl LineContext<'_, '_> {
     /// # Errors
     ///
     /// [`PoolBusy`] if the pool's queue is full, the reactor is stopping, or this
-    /// connection is gone; neither `job` nor `done` will run.
+    /// connection is gone; neither `job` nor `done` will run, and the refusal hands
+    /// both back ([`PoolBusy::into_inner`]).
     ///
     /// # Panics
     ///
@@ -1121,17 +1122,24 @@ impl LineContext<'_, '_> {
     /// assert_eq!(h.run_jobs(), 1);
     /// assert_eq!(h.take_written(), b"6\n");
     /// ```
-    pub fn defer_to_thread<H, T, J, D>(&mut self, job: J, done: D) -> Result<(), PoolBusy>
+    pub fn defer_to_thread<H, T, J, D>(&mut self, job: J, done: D) -> Result<(), PoolBusy<(J, D)>>
     where
         H: LineHandler,
         T: Send + 'static,
         J: FnOnce() -> T + Send + 'static,
         D: FnOnce(&mut H, &mut LineContext<'_, '_>, Result<T, JobError>) + 'static,
     {
+        // Asked first: once wrapped, `done` could not be handed back.
+        if !self.cx.can_defer_to_thread() {
+            return Err(PoolBusy::new((job, done)));
+        }
         self.cx
             .defer_to_thread(job, move |p: &mut LineReceiver<H>, cx, result| {
                 p.with_handler(cx, |h, cx| done(h, cx, result))
             })
+            .map_err(|_| ())
+            .expect("the pool had room a moment ago, and only this thread submits");
+        Ok(())
     }
 }
 
@@ -1463,22 +1471,30 @@ impl LineOnlyContext<'_, '_> {
     /// # Errors
     ///
     /// [`PoolBusy`] if the pool's queue is full, the reactor is stopping, or this
-    /// connection is gone; neither `job` nor `done` will run.
+    /// connection is gone; neither `job` nor `done` will run, and the refusal hands
+    /// both back ([`PoolBusy::into_inner`]).
     ///
     /// # Panics
     ///
     /// If this connection's protocol is not a `LineOnlyReceiver<H>`.
-    pub fn defer_to_thread<H, T, J, D>(&mut self, job: J, done: D) -> Result<(), PoolBusy>
+    pub fn defer_to_thread<H, T, J, D>(&mut self, job: J, done: D) -> Result<(), PoolBusy<(J, D)>>
     where
         H: LineOnlyHandler,
         T: Send + 'static,
         J: FnOnce() -> T + Send + 'static,
         D: FnOnce(&mut H, &mut LineOnlyContext<'_, '_>, Result<T, JobError>) + 'static,
     {
+        // Asked first: once wrapped, `done` could not be handed back.
+        if !self.cx.can_defer_to_thread() {
+            return Err(PoolBusy::new((job, done)));
+        }
         self.cx
             .defer_to_thread(job, move |p: &mut LineOnlyReceiver<H>, cx, result| {
                 p.with_handler(cx, |h, cx| done(h, cx, result))
             })
+            .map_err(|_| ())
+            .expect("the pool had room a moment ago, and only this thread submits");
+        Ok(())
     }
 }
 

@@ -550,12 +550,13 @@ impl<'a, 'b> StringContext<'a, 'b> {
     /// # Errors
     ///
     /// [`PoolBusy`] if the pool's queue is full, the reactor is stopping, or this
-    /// connection is gone; neither `job` nor `done` will run.
+    /// connection is gone; neither `job` nor `done` will run, and the refusal hands
+    /// both back ([`PoolBusy::into_inner`]).
     ///
     /// # Panics
     ///
     /// If this connection's protocol is not this framer over `H`.
-    pub fn defer_to_thread<H, T, J, D>(&mut self, job: J, done: D) -> Result<(), PoolBusy>
+    pub fn defer_to_thread<H, T, J, D>(&mut self, job: J, done: D) -> Result<(), PoolBusy<(J, D)>>
     where
         H: StringHandler,
         T: Send + 'static,
@@ -566,10 +567,16 @@ impl<'a, 'b> StringContext<'a, 'b> {
             cx: &mut Context<'_>,
             job: impl FnOnce() -> T + Send + 'static,
             done: impl FnOnce(&mut H, &mut StringContext<'_, '_>, Result<T, JobError>) + 'static,
-        ) -> Result<(), PoolBusy> {
+        ) {
             cx.defer_to_thread(job, move |p: &mut R, cx, result| {
                 p.run(cx, |h, cx| done(h, cx, result))
             })
+            .map_err(|_| ())
+            .expect("the pool had room a moment ago, and only this thread submits");
+        }
+        // Asked first: once wrapped, `done` could not be handed back.
+        if !self.cx.can_defer_to_thread() {
+            return Err(PoolBusy::new((job, done)));
         }
         match self.framing {
             Framing::Prefix(1) => on::<IntNReceiver<H, 1>, H, T>(self.cx, job, done),
@@ -578,6 +585,7 @@ impl<'a, 'b> StringContext<'a, 'b> {
             Framing::Prefix(n) => unreachable!("no IntN receiver has a {n}-byte prefix"),
             Framing::Netstring => on::<NetstringReceiver<H>, H, T>(self.cx, job, done),
         }
+        Ok(())
     }
 }
 

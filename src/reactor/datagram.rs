@@ -19,7 +19,7 @@ use super::table::datagram_token;
 use super::{Core, Reactor};
 use crate::ids::{ConnId, DatagramId, Source};
 use crate::protocol::{panic_message, Addr};
-use crate::transport::Driver;
+use crate::transport::ConnRef;
 
 /// Datagrams read from one socket per wakeup before others get their turn.
 const DATAGRAM_BUDGET: usize = 64;
@@ -225,9 +225,19 @@ impl DatagramContext<'_> {
         self.core.close_datagram(self.id);
     }
 
+    /// Stream connection `id` of the same reactor, with the verbs a
+    /// [`Context`](crate::Context) has for its own connection:
+    /// `cx.conn(id).write(..)` relays a datagram to a connection. As from a
+    /// `Context`, closes and watermark notices take effect after this callback
+    /// returns.
+    pub fn conn(&mut self, id: ConnId) -> ConnRef<'_> {
+        ConnRef::in_callback(&mut *self.core, id)
+    }
+
     /// Sends `data` to a stream connection of the same reactor.
+    #[deprecated(since = "0.2.0", note = "use cx.conn(id).write(data)")]
     pub fn write_to(&mut self, conn: ConnId, data: &[u8]) -> bool {
-        self.core.write(conn, data)
+        self.conn(conn).write(data)
     }
 
     /// Asks the reactor to stop gracefully.

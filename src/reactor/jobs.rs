@@ -26,22 +26,27 @@ impl Reactor {
     /// thread. See [`Context::defer_to_thread`](crate::Context::defer_to_thread) for the connection-bound form.
     ///
     /// # Errors
-    /// [`PoolBusy`] if the pool's queue is full; neither closure will run.
-    pub fn defer_to_thread<T, J, D>(&mut self, job: J, done: D) -> Result<(), PoolBusy>
+    /// [`PoolBusy`] if the pool's queue is full or the reactor is stopping; neither
+    /// closure has run, and both come back in it ([`PoolBusy::into_inner`] gives
+    /// `(job, done)`).
+    pub fn defer_to_thread<T, J, D>(&mut self, job: J, done: D) -> Result<(), PoolBusy<(J, D)>>
     where
         T: Send + 'static,
         J: FnOnce() -> T + Send + 'static,
         D: FnOnce(&mut Reactor, Result<T, JobError>) + 'static,
     {
+        if !self.core.pool_has_room() {
+            return Err(PoolBusy::new((job, done)));
+        }
         let job: JobFn = Box::new(move || Box::new(job()) as Box<dyn std::any::Any + Send>);
-        let done = ReactorDone::Reactor(Box::new(move |r: &mut Reactor, result: JobResult| {
+        let done: ReactorCallback = Box::new(move |r: &mut Reactor, result: JobResult| {
             done(
                 r,
                 result.map(|v| *v.downcast::<T>().expect("job result type")),
             )
-        }));
-        let done = JobDone::Kernel(done);
-        self.core.submit_job(job, done)
+        });
+        self.submit_with_room(job, ReactorDone::Reactor(done));
+        Ok(())
     }
 
     /// Runs `job` on the thread pool and forgets it (Twisted's `callInThread`). A
@@ -49,17 +54,29 @@ impl Reactor {
     /// [`Handle`](crate::Handle).
     ///
     /// # Errors
-    /// [`PoolBusy`] if the pool's queue is full.
-    pub fn call_in_thread<J>(&mut self, job: J) -> Result<(), PoolBusy>
+    /// [`PoolBusy`] if the pool's queue is full or the reactor is stopping; the job
+    /// has not run, and comes back in it ([`PoolBusy::into_inner`]).
+    pub fn call_in_thread<J>(&mut self, job: J) -> Result<(), PoolBusy<J>>
     where
         J: FnOnce() + Send + 'static,
     {
+        if !self.core.pool_has_room() {
+            return Err(PoolBusy::new(job));
+        }
         let job: JobFn = Box::new(move || {
             job();
             Box::new(()) as Box<dyn std::any::Any + Send>
         });
+        self.submit_with_room(job, ReactorDone::Nothing);
+        Ok(())
+    }
+
+    /// Submits a job once [`Core::pool_has_room`] has said yes: asked first because a
+    /// refused job goes back to the caller, which it cannot once boxed.
+    fn submit_with_room(&mut self, job: JobFn, done: ReactorDone) {
         self.core
-            .submit_job(job, JobDone::Kernel(ReactorDone::Nothing))
+            .submit_job(job, JobDone::Kernel(done))
+            .expect("the pool had room a moment ago, and only this thread submits");
     }
 
     /// Whether [`defer_to_thread`](Self::defer_to_thread) or

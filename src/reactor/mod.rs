@@ -47,7 +47,7 @@ use crate::net;
 use crate::pool::{Pool, PoolBusy};
 use crate::protocol::{panic_message, Addr, Protocol, Reason};
 use crate::timer::TimerId;
-use crate::transport::{bind, Context, Driver, JobFn};
+use crate::transport::{bind, ConnRef, Context, Driver, JobFn, Settle};
 use handle::Shared;
 use table::{conn_token, decode, Listener, Stream};
 
@@ -124,6 +124,13 @@ impl Kernel for Mio {
 
     fn pool_has_room(core: &Core) -> bool {
         core.k.pool.as_ref().is_none_or(|p| p.has_room())
+    }
+}
+
+/// The core outside a callback, for [`Reactor::conn`]: its handle settles each call.
+impl Settle for Core {
+    fn settle(&mut self) {
+        Core::settle(self)
     }
 }
 
@@ -248,7 +255,7 @@ impl Reactor {
     /// Serves standard input and output as one connection with `protocol`, as
     /// Twisted's `StandardIO`: `data_received` gets what arrives on stdin, `read_eof`
     /// its end, and writes go to stdout. A chat client reads the keyboard and its
-    /// socket this way on one thread, relaying with [`Context::write_to`].
+    /// socket this way on one thread, relaying with [`Context::conn`].
     ///
     /// stdin and stdout are non-blocking while the connection lives and are put back
     /// when it closes. A regular file on either side works too (it never blocks).
@@ -332,27 +339,64 @@ impl Reactor {
         matches
     }
 
+    /// Connection `id`, with the verbs a [`Context`] has for its own connection:
+    /// `reactor.conn(id).write(..)`, `reactor.conn(id).lose_connection()`,
+    /// `reactor.conn(id).is_open()`. A connection that is gone is a handle that does
+    /// nothing.
+    ///
+    /// This is for code outside any callback (a reactor-level timer, a closure sent
+    /// through a [`Handle`], the code around [`run_once`](Self::run_once)), so there
+    /// is no callback whose return would settle what a call sets off: each call on
+    /// the handle settles before it returns. After `reactor.conn(id).abort_connection()`
+    /// the connection's `connection_lost` has run; after `lose_connection()` the close
+    /// has begun (it ends once flushed and confirmed, in later turns).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::TcpListener;
+    /// use twistor::{Context, Protocol, Reactor};
+    ///
+    /// struct Quiet;
+    /// impl Protocol for Quiet {
+    ///     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    /// }
+    ///
+    /// let server = TcpListener::bind("127.0.0.1:0")?;
+    /// let mut reactor = Reactor::new()?;
+    /// let id = reactor.connect_tcp(server.local_addr()?, Quiet);
+    /// assert!(reactor.conn(id).write(b"hello"), "queued while connecting");
+    /// reactor.conn(id).abort_connection();
+    /// assert!(!reactor.conn(id).is_open());
+    /// assert!(!reactor.conn(id).write(b"late"), "gone: dropped");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn conn(&mut self, id: ConnId) -> ConnRef<'_> {
+        ConnRef::settling(&mut self.core, id)
+    }
+
     /// Sends `data` to connection `id`; false if it is gone or dropped the bytes.
+    #[deprecated(since = "0.2.0", note = "use reactor.conn(id).write(data)")]
     pub fn write_to(&mut self, id: ConnId, data: &[u8]) -> bool {
-        let ok = self.core.write(id, data);
-        self.core.settle();
-        ok
+        self.conn(id).write(data)
     }
 
     /// Flushes, then closes connection `id`.
+    #[deprecated(since = "0.2.0", note = "use reactor.conn(id).lose_connection()")]
     pub fn lose_connection(&mut self, id: ConnId) {
-        self.core.lose_connection(id);
-        self.core.settle();
+        self.conn(id).lose_connection()
     }
 
     /// Closes connection `id` now, dropping what it has queued.
+    #[deprecated(since = "0.2.0", note = "use reactor.conn(id).abort_connection()")]
     pub fn abort_connection(&mut self, id: ConnId) {
-        self.core.abort_connection(id);
-        self.core.settle();
+        self.conn(id).abort_connection()
     }
 
     /// False if connection `id` is closing or gone.
+    #[deprecated(since = "0.2.0", note = "use reactor.conn(id).is_open()")]
     pub fn is_open(&self, id: ConnId) -> bool {
+        // `&self`, as before, so not through `conn`, which needs `&mut`.
         self.core.is_open(id)
     }
 
@@ -448,7 +492,7 @@ impl Reactor {
             self.core.begin_shutdown();
         }
         let writes = self.core.counters.write_calls;
-        // Writes made between turns (`write_to` from outside the loop) go out before
+        // Writes made between turns (`reactor.conn(id).write` from outside the loop) go out before
         // the poll can block.
         self.core.flush_corked();
         let wait = self.core.poll_timeout(timeout);
