@@ -14,8 +14,10 @@
 //!   the reactor when the kernel took everything it wrote (no drain would come then).
 //!   Each time, it writes something (typically one chunk) or unregisters; one that
 //!   writes nothing is not asked again until something else written to the connection
-//!   drains, as in Twisted. It is asked at most about once per reactor turn, so one
-//!   fast reader cannot hold the loop.
+//!   drains, as in Twisted. Asks are made with the connection's carried-over work
+//!   (step 5 of a reactor turn, see ARCHITECTURE.md), and the one that follows bytes
+//!   the kernel took at once waits for the next turn, so a fast reader cannot hold
+//!   the loop: other connections, timers and the inbox are served between two chunks.
 //! - A **push** producer ([`ProducerKind::Push`], `streaming=True`) writes at its own
 //!   pace (from other connections' callbacks, timers, pool results) and is told
 //!   [`pause_producing`](Producer::pause_producing) when the queue passes the high
@@ -56,16 +58,20 @@
 //! - The protocol's own [`Protocol::pause_producing`] and
 //!   [`Protocol::resume_producing`] still run; a push producer is told after them.
 //! - One producer at a time: registering a second one gives it back (Twisted raises).
+//! - If the connection ends before the producer is done, `done` does not run (Twisted's
+//!   `FileSender` fails its Deferred): `connection_lost` is the protocol's news.
 
 // Maintainers' notes.
 //
-// The core keeps a registration in `Conn::producer` as a boxed `Slot` (one pointer in
-// the slot while there is none). The decisions (whether a pull is owed, whether a push
-// producer must be paused or resumed, whether `done` is owed) are `Slot` methods, tested
-// below; the core (its "producers" section) calls the producer when they say so:
-// pulls from `read_ready` (the carried-over phase of the next turn, after `settle`
-// put the connection on the ready list), pause from `settle`, resume from
-// `after_drain`, stop from `finish`, `done` from `settle`.
+// The core keeps registrations in `Core::producers`, a side table by `ConnId` (few
+// connections have one, and `Conn` must stay small). The decisions (whether a pull is
+// owed, whether a push producer must be paused or resumed, whether `done` is owed) are
+// `Slot` methods, tested below; the core (its "producers" section, and one-line hooks
+// marked "producer hook") calls the producer when they say so: pulls from
+// `read_ready` (reached through the ready list, where `settle` puts a connection owed
+// a pull), pause from `settle`, resume from `after_drain`, stop from `finish`, `done`
+// from `settle`. `Context` reaches the core through `ProducerDriver`, a supertrait of
+// `Driver`.
 
 use std::fs::File;
 use std::io::{self, Read};

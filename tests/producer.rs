@@ -287,6 +287,43 @@ fn a_paused_pull_producer_is_asked_again_only_at_the_low_watermark() {
     );
 }
 
+/// The first ask, owed from the registration, also waits for room: a producer
+/// registered over a queue above the low watermark is first asked once it drained,
+/// and one registered just before a close is never asked.
+#[test]
+fn a_pull_producer_registered_without_room_waits_for_it() {
+    let log = log();
+    let mut h = HarnessBuilder::new()
+        .write_watermarks(100, 40)
+        .build(Host(log.clone()));
+    h.set_peer_window(Some(0));
+    h.connect();
+    let chunks = Chunks::new(&log, 1000, 30);
+    h.call(move |_, cx| {
+        cx.write(&[0; 50]);
+        assert!(cx
+            .register_producer(chunks, ProducerKind::Pull, chunks_done(false))
+            .is_ok());
+    });
+    assert_eq!(asks(&log), []);
+    h.peer_reads(9);
+    assert_eq!(asks(&log), []);
+    h.peer_reads(1);
+    assert_eq!(asks(&log), [40]);
+
+    let log = self::log();
+    let mut h = Harness::new(Host(log.clone()));
+    h.connect();
+    let chunks = Chunks::new(&log, 1000, 30);
+    h.call(move |_, cx| {
+        assert!(cx
+            .register_producer(chunks, ProducerKind::Pull, chunks_done(false))
+            .is_ok());
+        cx.lose_connection();
+    });
+    assert_eq!(events(&log), [Ev::Stopped, Ev::Lost(Why::Done)]);
+}
+
 /// When the kernel takes every byte at once (an open window), no drain follows a
 /// call, yet the producer is asked again until it is done, whether its chunks go out
 /// at once (4 KiB and up) or are gathered for the end of the turn.
@@ -971,4 +1008,52 @@ fn files_served_over_loopback_to_fast_readers_arrive_whole() {
     expect.sort();
     assert_eq!(sizes, expect);
     assert!(shared.lost.borrow().iter().all(|w| *w == Why::Done));
+}
+
+/// The same file server, unchanged, under the testing kit: a peer that reads 5,000
+/// bytes at a time gets the file whole, the queue stays within the low watermark plus
+/// one chunk, and the connection closes cleanly; a missing file gets an error line.
+#[test]
+fn the_file_server_runs_unchanged_under_the_kit() {
+    let dir = TempDir::new("kit-server");
+    let (_, data) = file_of(&dir, "big.bin", 1024 * 1024 + 5);
+    let (paused, paused_rx) = mpsc::channel();
+    let shared = Shared {
+        dir: dir.0.clone(),
+        max_queued: Rc::default(),
+        results: Rc::default(),
+        lost: Rc::default(),
+        paused,
+    };
+    let server = || FileServer {
+        shared: shared.clone(),
+        request: Vec::new(),
+    };
+    let mut h = HarnessBuilder::new()
+        .write_watermarks(HIGH, LOW)
+        .build(server());
+    h.set_peer_window(Some(0));
+    h.connect();
+    h.feed(b"GET big");
+    h.feed(b".bin\r\n");
+    let mut received = Vec::new();
+    while h.lost().is_none() {
+        assert!(received.len() <= data.len(), "more bytes than the file");
+        h.peer_reads(5000);
+        received.extend(h.take_written());
+    }
+    assert!(received == data, "the bytes differ");
+    assert!(shared.max_queued.get() <= LOW + CHUNK);
+    assert!(
+        paused_rx.try_recv().is_ok(),
+        "the queue passed the high watermark"
+    );
+    assert!(matches!(&shared.results.borrow()[..], [Ok(n)] if *n == data.len() as u64));
+    assert_eq!(*shared.lost.borrow(), [Why::Done]);
+
+    let mut h = Harness::new(server());
+    h.connect();
+    h.feed(b"GET nothing-here\n");
+    assert!(h.take_written().starts_with(b"error: "));
+    assert_eq!(h.lost().map(Why::from), Some(Why::Done));
 }
