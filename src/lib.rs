@@ -56,6 +56,7 @@ pub mod group;
 mod ids;
 mod net;
 mod pool;
+pub mod producer;
 mod protocol;
 mod reactor;
 pub mod socketserver;
@@ -68,6 +69,7 @@ pub use group::ReactorGroup;
 pub use ids::{ConnId, DatagramId, ListenerId};
 pub use net::ListenOptions;
 pub use pool::{InOrder, JobError, PoolBusy};
+pub use producer::{FileSender, Producer, ProducerKind};
 pub use protocol::{Addr, Factory, PeerCredentials, Protocol, Reason};
 pub use reactor::{
     Accepted, Builder, ClosedByReason, DatagramContext, DatagramProtocol, Handle, Listening,

@@ -38,7 +38,7 @@ pub(crate) type BoundDone = Box<dyn FnOnce(&mut dyn Protocol, &mut Context<'_>, 
 /// `defer_to_thread` must accept a job whenever `can_defer_to_thread` has just said
 /// yes: [`Context::defer_to_thread`] asks first so that it can hand a refused job
 /// back (the boxed one cannot be unboxed to its type).
-pub(crate) trait Driver {
+pub(crate) trait Driver: crate::producer::ProducerDriver {
     fn write(&mut self, id: ConnId, data: &[u8]) -> bool;
     fn write_vectored(&mut self, id: ConnId, bufs: &[IoSlice<'_>]) -> bool;
     fn lose_connection(&mut self, id: ConnId);
@@ -675,6 +675,63 @@ impl<'a> Context<'a> {
     #[deprecated(since = "0.2.0", note = "use cx.conn(id).is_open()")]
     pub fn is_open_id(&self, id: ConnId) -> bool {
         self.driver.is_open(id)
+    }
+
+    /// Registers `producer` as this connection's source of data, driven by the write
+    /// buffer (Twisted's `registerProducer(producer, streaming)`): a
+    /// [`Pull`](crate::ProducerKind::Pull) producer is asked for more whenever the
+    /// connection has room, a [`Push`](crate::ProducerKind::Push) producer is paused and
+    /// resumed by the watermarks, and either gets `stop_producing` when the connection
+    /// ends. See the [`producer`](crate::producer) module for the exact rules.
+    ///
+    /// Once the producer is unregistered ([`unregister_producer`](Self::unregister_producer),
+    /// called by the producer at the end of its data or by the protocol), `done` runs
+    /// with this connection's protocol and gets the producer back; if the connection
+    /// ends first, `done` never runs. Nothing is called inside this call: a pull
+    /// producer is first asked once the current callback has returned.
+    ///
+    /// # Errors
+    /// The producer is given back if this connection already has one, or is closing
+    /// (or half-closed) or gone.
+    ///
+    /// # Panics
+    /// If `P` is not the type of this connection's protocol, as
+    /// [`call_later`](Self::call_later).
+    ///
+    /// # Examples
+    /// See [`Producer`](crate::Producer), and [`FileSender`](crate::FileSender) for a
+    /// file.
+    pub fn register_producer<P, R, F>(
+        &mut self,
+        producer: R,
+        kind: crate::ProducerKind,
+        done: F,
+    ) -> Result<(), R>
+    where
+        P: Protocol,
+        R: crate::Producer,
+        F: FnOnce(&mut P, &mut Context<'_>, R) + 'static,
+    {
+        assert!(
+            self.protocol_type == TypeId::of::<P>(),
+            "register_producer: `done` takes {} but this connection runs another protocol type",
+            std::any::type_name::<P>()
+        );
+        if !self.driver.can_register_producer(self.id) {
+            return Err(producer);
+        }
+        let entry = crate::producer::entry(producer, done);
+        self.driver.register_producer(self.id, kind, entry);
+        Ok(())
+    }
+
+    /// Ends the registration of this connection's producer (Twisted's
+    /// `unregisterProducer`): it is asked, paused and resumed no more, and the
+    /// registration's `done` runs once the current callback returns. A producer calls
+    /// it at the end of its data; the protocol may call it to cancel. No-op without a
+    /// producer.
+    pub fn unregister_producer(&mut self) {
+        self.driver.unregister_producer(self.id)
     }
 }
 

@@ -39,6 +39,7 @@ pub(crate) use counters::Counters;
 pub(crate) use state::State;
 
 use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -48,6 +49,7 @@ use slab::Slab;
 
 use crate::ids::{ConnId, Source};
 use crate::pool::{JobError, PoolBusy};
+use crate::producer::{ProducerDriver, ProducerKind, Registered, Slot};
 use crate::protocol::{panic_message, Addr, PeerCredentials, Protocol, Reason};
 use crate::timer::{TimerId, TimerQueue};
 use crate::transport::{
@@ -196,6 +198,9 @@ pub(crate) struct Core<K: Kernel> {
     pub(crate) jobs: Slab<PendingJob<K::JobDone>>,
     next_job_generation: u32,
     pub(crate) counters: Counters,
+    /// Registered producers (src/producer.rs), beside the table: few connections have
+    /// one, and `Conn` stays small.
+    producers: HashMap<ConnId, Slot>,
 }
 
 /// The `TypeId` of the protocol behind `p`, for typed callbacks.
@@ -224,6 +229,7 @@ impl<K: Kernel> Core<K> {
             jobs: Slab::new(),
             next_job_generation: 0,
             counters: Counters::default(),
+            producers: HashMap::new(),
         }
     }
 
@@ -392,6 +398,7 @@ impl<K: Kernel> Core<K> {
     /// a FIN or an error (`to_the_end`) it reads on past a short read, because no
     /// further edge will come.
     pub(crate) fn read_ready(&mut self, id: ConnId, to_the_end: bool) {
+        self.serve_pull(id); // producer hook: an owed pull is carried over to here
         let mut budget = self.config.read_budget_bytes;
         let now = self.now;
         loop {
@@ -630,6 +637,7 @@ impl<K: Kernel> Core<K> {
         {
             self.invoke(id, |p, cx| p.resume_producing(cx));
         }
+        self.producer_drained(id); // producer hook
         if self
             .conn(id)
             .is_some_and(|c| c.out.is_empty() && c.state.waits_for_drain())
@@ -802,6 +810,7 @@ impl<K: Kernel> Core<K> {
             self.discard_input(id, self.config.read_budget_bytes);
         }
         let made = self.conn(id).is_some_and(|c| c.state.is_made());
+        let producer = self.producers.remove(&id); // producer hook
         let Some((mut protocol, peer)) = self.remove_conn(id, reset) else {
             return;
         };
@@ -809,6 +818,7 @@ impl<K: Kernel> Core<K> {
         self.counters.closed.count(&reason);
         if made {
             let ty = protocol_type(&*protocol);
+            self.stop_producer(id, ty, producer); // producer hook
             let result = catch_unwind(AssertUnwindSafe(|| {
                 let mut cx = Context::new(self, id, ty);
                 protocol.connection_lost(&mut cx, reason.duplicate());
@@ -840,6 +850,7 @@ impl<K: Kernel> Core<K> {
             if std::mem::take(&mut c.state.notify_pause) {
                 self.invoke(id, |p, cx| p.pause_producing(cx));
             }
+            self.settle_producer(id); // producer hook
             let Some(c) = self.conn_mut(id) else { continue };
             if c.state.close_decided() {
                 self.mark_dirty(id);
@@ -1064,6 +1075,164 @@ impl<K: Kernel> Core<K> {
     pub(crate) fn stop(&mut self) {
         if self.stopping == Stopping::No {
             self.stopping = Stopping::Requested;
+        }
+    }
+
+    // ----- producers (src/producer.rs) -----
+    //
+    // `Slot` decides what a registered producer is owed; these carry it out, from the
+    // hooks marked "producer hook" above. A pull is never made from `settle` or a drain
+    // directly: they put the connection on the ready list and the pull is made from
+    // `read_ready`, in the carried-over phase, so a producer whose bytes the kernel
+    // takes at once is asked once per turn, not in a loop that holds the reactor.
+
+    /// Whether a pull producer of connection `id` may be asked now: the connection
+    /// takes writes, is not paused, and has at most the low watermark queued.
+    fn pull_room(&self, id: ConnId) -> bool {
+        self.conn(id).is_some_and(|c| {
+            c.state.is_made()
+                && c.state.accepts_writes()
+                && !c.state.producer_paused
+                && c.out.len() <= self.config.low_watermark_bytes
+        })
+    }
+
+    /// Makes the pull owed to connection `id`'s producer, if there is room, and owes
+    /// the next one (next turn) if the kernel took all it wrote.
+    fn serve_pull(&mut self, id: ConnId) {
+        if self.producers.is_empty() {
+            return;
+        }
+        let room = self.pull_room(id);
+        if !self
+            .producers
+            .get_mut(&id)
+            .is_some_and(|s| s.take_pull(room))
+        {
+            return;
+        }
+        // A call that wrote and left nothing queued made a write system call: the
+        // kernel took it all, and no drain will come to owe the next pull.
+        let writes = self.counters.write_calls;
+        self.call_producer(id, |p, cx| p.resume(cx));
+        let wrote = self.counters.write_calls != writes;
+        let room = self.pull_room(id);
+        let empty = self.conn(id).is_some_and(|c| c.out.is_empty());
+        if self
+            .producers
+            .get_mut(&id)
+            .is_some_and(|s| s.after_pull(room, empty, wrote))
+        {
+            self.mark_dirty(id);
+        }
+    }
+
+    /// Bytes left connection `id`'s queue: resume a paused push producer, or owe a
+    /// pull producer a call if there is room now.
+    fn producer_drained(&mut self, id: ConnId) {
+        if self.producers.is_empty() {
+            return;
+        }
+        let paused = self.conn(id).is_some_and(|c| c.state.producer_paused);
+        let room = self.pull_room(id);
+        let Some(slot) = self.producers.get_mut(&id) else {
+            return;
+        };
+        if slot.take_resume(paused) {
+            self.call_producer(id, |p, cx| p.resume(cx));
+        } else if room && slot.want() {
+            self.mark_dirty(id);
+        }
+    }
+
+    /// What `settle` owes connection `id`'s producer: `done` once unregistered, a
+    /// pause, or a place on the ready list for an owed pull.
+    fn settle_producer(&mut self, id: ConnId) {
+        if self.producers.is_empty() {
+            return;
+        }
+        let paused = self.conn(id).is_some_and(|c| c.state.producer_paused);
+        let Some(slot) = self.producers.get_mut(&id) else {
+            return;
+        };
+        if slot.done_due() {
+            if let Some(entry) = self.producers.remove(&id).and_then(|s| s.entry) {
+                self.invoke(id, entry.into_done());
+            }
+        } else if slot.take_pause(paused) {
+            self.call_producer(id, |p, cx| p.pause(cx));
+        } else if slot.wanted() {
+            self.mark_ready(id);
+        }
+    }
+
+    /// Runs one of connection `id`'s producer callbacks with the producer taken out of
+    /// its slot, catching a panic (which closes the connection), as `invoke` does for
+    /// the protocol.
+    fn call_producer(&mut self, id: ConnId, f: impl FnOnce(&mut dyn Registered, &mut Context<'_>)) {
+        let Some(ty) = self
+            .conn(id)
+            .and_then(|c| c.protocol.as_deref())
+            .map(protocol_type)
+        else {
+            return;
+        };
+        let Some(mut entry) = self.producers.get_mut(&id).and_then(|s| s.entry.take()) else {
+            return;
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let mut cx = Context::new(self, id, ty);
+            f(&mut *entry, &mut cx);
+        }));
+        // The registration stays while its producer runs: only `settle` and `finish`
+        // remove it, and neither runs inside a callback.
+        if let Some(slot) = self.producers.get_mut(&id) {
+            slot.entry = Some(entry);
+        }
+        if let Err(panic) = result {
+            let msg = panic_message(&*panic);
+            if let Some(c) = self.conn(id) {
+                log::error!("{id} {}: producer panicked: {msg}", c.peer);
+            }
+            self.close_with(id, Reason::Panic(msg));
+        }
+    }
+
+    /// The connection ended: its producer, if still registered, gets `stop_producing`
+    /// (a panic is logged) and is dropped.
+    fn stop_producer(&mut self, id: ConnId, ty: TypeId, producer: Option<Slot>) {
+        let Some(mut entry) = producer.and_then(|s| s.into_stoppable()) else {
+            return;
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let mut cx = Context::new(self, id, ty);
+            entry.stop(&mut cx);
+        }));
+        if let Err(panic) = result {
+            log::error!("{id}: stop_producing panicked: {}", panic_message(&*panic));
+        }
+    }
+}
+
+impl<K: Kernel> ProducerDriver for Core<K> {
+    fn can_register_producer(&self, id: ConnId) -> bool {
+        self.conn(id)
+            .is_some_and(|c| c.state.is_made() && c.state.accepts_writes())
+            && !self.producers.contains_key(&id)
+    }
+
+    fn register_producer(&mut self, id: ConnId, kind: ProducerKind, entry: Box<dyn Registered>) {
+        if self.conn(id).is_none() {
+            return;
+        }
+        let old = self.producers.insert(id, Slot::new(kind, entry));
+        debug_assert!(old.is_none(), "checked by can_register_producer");
+        self.mark_dirty(id);
+    }
+
+    fn unregister_producer(&mut self, id: ConnId) {
+        if self.producers.get_mut(&id).is_some_and(|s| s.unregister()) {
+            self.mark_dirty(id);
         }
     }
 }
