@@ -63,6 +63,8 @@ pub mod socketserver;
 mod stdio;
 pub mod testing;
 mod timer;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod transport;
 
 pub use group::ReactorGroup;

@@ -236,6 +236,15 @@ pub enum Reason {
     Io(io::Error),
     /// A callback of this connection panicked; the message is the panic's.
     Panic(String),
+    /// TLS failed: the handshake (a certificate not trusted, no version or cipher
+    /// suite in common, bytes that are not TLS, the handshake's timeout or byte
+    /// bound), or a record that did not decrypt. For rustls's own errors the
+    /// `io::Error` wraps the `rustls::Error` (`get_ref()` and `downcast_ref`); the
+    /// alert it calls for was sent before the close.
+    Tls(io::Error),
+    /// The peer ended a TLS connection without `close_notify` (a TCP close after the
+    /// handshake): what it sent may have been cut short by an attacker or a crash.
+    Truncated,
 }
 
 impl Reason {
@@ -254,6 +263,8 @@ impl Reason {
             Reason::Lost(e) => Reason::Lost(io::Error::new(e.kind(), e.to_string())),
             Reason::Io(e) => Reason::Io(io::Error::new(e.kind(), e.to_string())),
             Reason::Panic(m) => Reason::Panic(m.clone()),
+            Reason::Tls(e) => Reason::Tls(duplicate_tls_error(e)),
+            Reason::Truncated => Reason::Truncated,
         }
     }
 
@@ -278,8 +289,19 @@ impl fmt::Display for Reason {
             Reason::WriteOverflow => f.write_str("write buffer overflow"),
             Reason::Io(e) => write!(f, "I/O error: {e}"),
             Reason::Panic(m) => write!(f, "callback panicked: {m}"),
+            Reason::Tls(e) => write!(f, "TLS error: {e}"),
+            Reason::Truncated => f.write_str("TLS connection closed without close_notify"),
         }
     }
+}
+
+/// A copy of a TLS error that keeps the `rustls::Error` inside it, if any.
+fn duplicate_tls_error(e: &io::Error) -> io::Error {
+    #[cfg(feature = "tls")]
+    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        return io::Error::new(e.kind(), inner.clone());
+    }
+    io::Error::new(e.kind(), e.to_string())
 }
 
 /// The message of a caught panic, for logs and `Reason::Panic`.

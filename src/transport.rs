@@ -63,6 +63,12 @@ pub(crate) trait Driver: crate::producer::ProducerDriver {
     fn stop(&mut self);
     fn defer_to_thread(&mut self, id: ConnId, job: JobFn, done: BoundDone) -> Result<(), PoolBusy>;
     fn can_defer_to_thread(&self, id: ConnId) -> bool;
+    /// What connection `id`'s TLS handshake settled; `None` on plaintext.
+    #[cfg(feature = "tls")]
+    fn tls_info(&self, id: ConnId) -> Option<crate::tls::TlsInfo> {
+        let _ = id;
+        None
+    }
 }
 
 /// A [`Driver`] used outside any callback (the reactor's own [`ConnRef`]s): nothing
@@ -401,9 +407,18 @@ impl<'a> Context<'a> {
 
     /// Bytes queued for this connection that the kernel has not taken yet: small
     /// writes gathered this turn (until the end of the turn) and what the kernel
-    /// refused.
+    /// refused; on TLS, plaintext not encrypted yet (held for the handshake) and
+    /// ciphertext not sent.
     pub fn buffered(&self) -> usize {
         self.driver.buffered(self.id)
+    }
+
+    /// What this connection's TLS handshake settled (peer certificates, SNI name, ALPN
+    /// protocol, version), or whether it is still going on; `None` on a plaintext
+    /// connection. See the [`tls`](crate::tls) module.
+    #[cfg(feature = "tls")]
+    pub fn tls(&self) -> Option<crate::tls::TlsInfo> {
+        self.driver.tls_info(self.id)
     }
 
     /// False once this connection is closing or gone.

@@ -21,6 +21,10 @@ pub struct ClosedByReason {
     pub io: u64,
     /// [`Reason::Panic`].
     pub panic: u64,
+    /// [`Reason::Tls`].
+    pub tls: u64,
+    /// [`Reason::Truncated`].
+    pub truncated: u64,
 }
 
 impl ClosedByReason {
@@ -33,6 +37,8 @@ impl ClosedByReason {
             Reason::WriteOverflow => &mut self.write_overflow,
             Reason::Io(_) => &mut self.io,
             Reason::Panic(_) => &mut self.panic,
+            Reason::Tls(_) => &mut self.tls,
+            Reason::Truncated => &mut self.truncated,
         };
         *n += 1;
     }
@@ -46,6 +52,8 @@ impl ClosedByReason {
             + self.write_overflow
             + self.io
             + self.panic
+            + self.tls
+            + self.truncated
     }
 }
 

@@ -24,6 +24,15 @@ impl<K: Kernel> Driver for Core<K> {
     }
 
     fn lose_write_connection(&mut self, id: ConnId) {
+        #[cfg(feature = "tls")]
+        if self
+            .conn(id)
+            .is_some_and(|c| c.tls != 0 && c.state.accepts_writes())
+        {
+            // close_notify ends our side of a TLS connection; the shutdown follows once
+            // it has drained.
+            self.tls_close_notify(id);
+        }
         let Some(c) = self.conn_mut(id) else { return };
         if c.state.ask_shutdown_write() {
             self.mark_dirty(id);
@@ -51,7 +60,22 @@ impl<K: Kernel> Driver for Core<K> {
     }
 
     fn buffered(&self, id: ConnId) -> usize {
-        self.conn(id).map_or(0, |c| c.out.len())
+        let held = {
+            #[cfg(feature = "tls")]
+            {
+                self.tls_held(id)
+            }
+            #[cfg(not(feature = "tls"))]
+            {
+                0
+            }
+        };
+        self.conn(id).map_or(0, |c| c.out.len()) + held
+    }
+
+    #[cfg(feature = "tls")]
+    fn tls_info(&self, id: ConnId) -> Option<crate::tls::TlsInfo> {
+        self.session(id).map(|s| s.info())
     }
 
     fn peer_addr(&self, id: ConnId) -> Option<Addr> {

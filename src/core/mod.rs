@@ -32,6 +32,8 @@ mod config;
 mod counters;
 mod driver;
 mod state;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub(crate) use config::Config;
 pub use counters::ClosedByReason;
@@ -123,6 +125,8 @@ pub(crate) enum Task<X> {
     CloseDeadline(ConnId),
     LingerDeadline(ConnId),
     ConnectTimeout(ConnId),
+    #[cfg(feature = "tls")]
+    TlsHandshake(ConnId),
     Kernel(X),
 }
 
@@ -168,6 +172,10 @@ pub(crate) struct Conn<S> {
     /// `out` holds small writes not yet offered to the kernel; the connection is in
     /// the core's corked list, flushed at the end of the turn.
     pub(crate) corked: bool,
+    /// The connection's TLS session: 0 for none, else its key in `Core::sessions`
+    /// plus one (a key, not a box, keeps `Conn` in its size budget).
+    #[cfg(feature = "tls")]
+    pub(crate) tls: u32,
 }
 
 /// The connection core over kernel `K`; see the [module docs](self).
@@ -201,6 +209,13 @@ pub(crate) struct Core<K: Kernel> {
     /// Registered producers (src/producer.rs), beside the table: few connections have
     /// one, and `Conn` stays small.
     producers: HashMap<ConnId, Slot>,
+    /// TLS sessions (src/core/tls.rs), by `Conn::tls`.
+    #[cfg(feature = "tls")]
+    pub(crate) sessions: Slab<crate::tls::session::Session>,
+    /// Where a TLS connection's plaintext is decrypted to, shared like `read_buf`
+    /// (allocated on the first TLS read).
+    #[cfg(feature = "tls")]
+    pub(crate) tls_buf: Vec<u8>,
 }
 
 /// The `TypeId` of the protocol behind `p`, for typed callbacks.
@@ -230,6 +245,10 @@ impl<K: Kernel> Core<K> {
             next_job_generation: 0,
             counters: Counters::default(),
             producers: HashMap::new(),
+            #[cfg(feature = "tls")]
+            sessions: Slab::new(),
+            #[cfg(feature = "tls")]
+            tls_buf: Vec::new(),
         }
     }
 
@@ -318,6 +337,8 @@ impl<K: Kernel> Core<K> {
             dirty: false,
             in_ready: false,
             corked: false,
+            #[cfg(feature = "tls")]
+            tls: 0,
         });
         debug_assert_eq!(index, id.index as usize);
         Ok(id)
@@ -335,6 +356,8 @@ impl<K: Kernel> Core<K> {
             self.track_timer(id, due, Task::Idle(id));
         }
         self.invoke(id, |p, cx| p.connection_made(cx));
+        #[cfg(feature = "tls")]
+        self.tls_made(id); // tls hook: the handshake's deadline, a client's hello
     }
 
     /// An outgoing connection's first writable event: made, failed, or not yet.
@@ -424,6 +447,18 @@ impl<K: Kernel> Core<K> {
             let result = c.stream.read(&mut buf);
             match result {
                 Ok(0) => {
+                    #[cfg(feature = "tls")]
+                    if c.tls != 0 {
+                        self.read_buf = buf;
+                        if self.tls_eof(id) {
+                            return; // tls hook: a truncation or a failed handshake
+                        }
+                        buf = std::mem::take(&mut self.read_buf);
+                    }
+                    let Some(c) = self.conn_mut(id) else {
+                        self.read_buf = buf;
+                        return;
+                    };
                     c.state.saw_eof();
                     let write_shut = c.state.write_shut();
                     self.read_buf = buf;
@@ -439,6 +474,17 @@ impl<K: Kernel> Core<K> {
                 Ok(n) => {
                     c.last_read = now;
                     log::trace!("{id}: read {n} bytes");
+                    #[cfg(feature = "tls")]
+                    if c.tls != 0 {
+                        // tls hook: decrypt, deliver, answer the handshake
+                        if !self.tls_received(id, &buf[..n]) {
+                            self.read_buf = buf;
+                            return;
+                        }
+                    } else {
+                        self.invoke(id, |p, cx| p.data_received(cx, &buf[..n]));
+                    }
+                    #[cfg(not(feature = "tls"))]
                     self.invoke(id, |p, cx| p.data_received(cx, &buf[..n]));
                     let short = n < buf.len();
                     self.read_buf = buf;
@@ -519,6 +565,10 @@ impl<K: Kernel> Core<K> {
             self.finish_connect(id);
         }
         let Some(c) = self.conn_mut(id) else { return };
+        #[cfg(feature = "tls")]
+        if c.tls != 0 && !c.state.is_connecting() && !c.state.close_decided() {
+            return self.tls_write_ready(id); // tls hook: encrypt, then drain
+        }
         if c.state.is_connecting() || c.out.is_empty() || c.state.close_decided() {
             return;
         }
@@ -557,6 +607,10 @@ impl<K: Kernel> Core<K> {
         let len: usize = bufs.iter().map(|b| b.len()).sum();
         if len == 0 {
             return true;
+        }
+        #[cfg(feature = "tls")]
+        if c.tls != 0 {
+            return self.tls_send(id, bufs); // tls hook: plaintext waits to be encrypted
         }
         if c.state.is_connecting() || (!c.out.is_empty() && !c.corked) {
             return self.enqueue(id, bufs);
@@ -684,10 +738,21 @@ impl<K: Kernel> Core<K> {
             let err = io::Error::new(io::ErrorKind::Interrupted, "connect cancelled");
             return self.fail_connect(id, err);
         }
+        #[cfg(feature = "tls")]
+        if c.tls != 0 && !c.state.is_closing() && self.tls_close_aborts(id) {
+            // tls hook: during the handshake, with nothing written, a close aborts
+            return self.abort_connection(id);
+        }
+        let Some(c) = self.conn_mut(id) else { return };
         if !c.state.lose() {
             return;
         }
-        if !c.out.is_empty() || c.state.jobs_out() {
+        #[cfg(feature = "tls")]
+        let held = c.tls != 0 && self.tls_held(id) > 0;
+        #[cfg(not(feature = "tls"))]
+        let held = false;
+        let Some(c) = self.conn_mut(id) else { return };
+        if !c.out.is_empty() || held || c.state.jobs_out() {
             let due = self.clock() + close_timeout;
             self.track_timer(id, due, Task::CloseDeadline(id));
         }
@@ -724,6 +789,11 @@ impl<K: Kernel> Core<K> {
         if c.state.is_lingering() {
             return;
         }
+        #[cfg(feature = "tls")]
+        if c.tls != 0 && self.tls_close_notify(id) {
+            return; // tls hook: close_notify first, once it has drained
+        }
+        let Some(c) = self.conn_mut(id) else { return };
         if c.state.read_eof() || !c.stream.lingers() {
             return self.finish(id, Reason::Done);
         }
@@ -788,6 +858,8 @@ impl<K: Kernel> Core<K> {
         for t in c.timers.drain(..) {
             self.timers.cancel(t);
         }
+        #[cfg(feature = "tls")]
+        self.drop_session(c.tls); // tls hook
         K::release(self, id, c.stream, reset);
         let protocol = c
             .protocol
@@ -859,6 +931,11 @@ impl<K: Kernel> Core<K> {
             if !c.out.is_empty() {
                 continue;
             }
+            #[cfg(feature = "tls")]
+            if c.tls != 0 && self.tls_held(id) > 0 {
+                continue; // tls hook: plaintext still to encrypt and send
+            }
+            let Some(c) = self.conn_mut(id) else { continue };
             if c.state.is_losing() {
                 if !c.state.jobs_out() || skip_jobs {
                     self.linger(id);
@@ -968,6 +1045,11 @@ impl<K: Kernel> Core<K> {
                 self.untrack_timer(id, timer);
                 let err = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
                 self.fail_connect(id, err);
+            }
+            #[cfg(feature = "tls")]
+            Task::TlsHandshake(id) => {
+                self.untrack_timer(id, timer);
+                self.tls_handshake_deadline(id);
             }
             Task::Kernel(x) => return Some(x),
         }

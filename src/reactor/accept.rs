@@ -234,6 +234,8 @@ impl Core {
             local,
             backoff: None,
             in_ready: false,
+            #[cfg(feature = "tls")]
+            tls: None,
         });
         Ok(id)
     }
@@ -383,9 +385,22 @@ impl Core {
                 return;
             }
         };
+        #[cfg(feature = "tls")]
+        let session = match l.tls.as_ref().map(|t| t.session()) {
+            None => None,
+            Some(Ok(session)) => Some(session),
+            Some(Err(e)) => {
+                log::warn!("TLS session for {peer} failed: {e}");
+                return;
+            }
+        };
         match self.insert_conn(stream, peer.clone(), protocol, false) {
             Ok(id) => {
                 log::debug!("{id} {peer}: accepted");
+                #[cfg(feature = "tls")]
+                if let Some(session) = session {
+                    self.start_tls(id, session);
+                }
                 self.make(id);
             }
             Err((e, _)) => log::warn!("registering {peer} failed: {e}"),

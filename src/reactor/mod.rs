@@ -21,6 +21,8 @@ mod handle;
 mod jobs;
 mod stats;
 mod table;
+#[cfg(feature = "tls")]
+mod tls;
 
 use accept::ACCEPT_BACKOFF_MIN;
 pub use builder::Builder;
@@ -620,7 +622,7 @@ impl Drop for Reactor {
 }
 
 impl Core {
-    fn listener_mut(&mut self, id: ListenerId) -> Option<&mut Listener> {
+    pub(super) fn listener_mut(&mut self, id: ListenerId) -> Option<&mut Listener> {
         self.k
             .listeners
             .get_mut(id.index as usize)

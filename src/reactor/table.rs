@@ -287,6 +287,9 @@ pub(crate) struct Listener {
     /// descriptor frees up.
     pub(crate) backoff: Option<TimerId>,
     pub(crate) in_ready: bool,
+    /// Accepted connections speak TLS with these settings.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::TlsAcceptor>,
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use twistor::{Addr, ConnId, Context, Handle, Protocol, Reactor, Reason};
 
 pub mod example;
+pub mod tls;
 
 /// How long any wait may take before the test fails.
 pub const WATCHDOG: Duration = Duration::from_secs(20);
