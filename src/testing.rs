@@ -206,6 +206,8 @@ pub struct HarnessBuilder {
     settings: Builder,
     peer_addr: Addr,
     local_addr: Addr,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsAcceptor>,
 }
 
 impl Default for HarnessBuilder {
@@ -223,6 +225,8 @@ impl From<Builder> for HarnessBuilder {
             settings,
             peer_addr: Addr::Inet(DEFAULT_PEER_ADDR.parse().expect("valid address")),
             local_addr: Addr::Inet(DEFAULT_LOCAL_ADDR.parse().expect("valid address")),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -283,6 +287,17 @@ impl HarnessBuilder {
         self
     }
 
+    /// The protocol's connection speaks TLS as a server with `tls`'s settings, as on
+    /// a [`Reactor::listen_tls`](crate::Reactor::listen_tls) listener: what the test
+    /// feeds is ciphertext, and what it takes is ciphertext. To talk to it, link it
+    /// to a TLS client on the same harness ([`Harness::add_tls_client`] and
+    /// [`Harness::link`]); the manual clock drives the handshake's timeout.
+    #[cfg(feature = "tls")]
+    pub fn tls_server(mut self, tls: &crate::tls::TlsAcceptor) -> Self {
+        self.tls = Some(tls.clone());
+        self
+    }
+
     /// Builds a harness around `protocol`, not yet connected: call
     /// [`Harness::connect`].
     pub fn build<P: Protocol>(self, protocol: P) -> Harness<P> {
@@ -300,6 +315,11 @@ impl HarnessBuilder {
         let main = core
             .insert_conn(stream, self.peer_addr.clone(), Box::new(protocol), false)
             .unwrap_or_else(|_| unreachable!("memory streams always register"));
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            let session = tls.session().expect("a TLS server session");
+            core.start_tls(main, session);
+        }
         Harness {
             core,
             main,
@@ -626,6 +646,18 @@ impl<P: Protocol> Harness<P> {
     /// and looks at it with [`protocol_of`](Self::protocol_of): several protocols
     /// talking to each other through their contexts, on one core, as on one reactor.
     pub fn add_protocol<Q: Protocol>(&mut self, protocol: Q) -> ConnId {
+        self.add_with(
+            protocol,
+            #[cfg(feature = "tls")]
+            None,
+        )
+    }
+
+    fn add_with<Q: Protocol>(
+        &mut self,
+        protocol: Q,
+        #[cfg(feature = "tls")] tls: Option<crate::tls::session::Session>,
+    ) -> ConnId {
         self.peers = self.peers.wrapping_add(1);
         let peer = match &self.peer_addr {
             Addr::Inet(a) => Addr::Inet(SocketAddr::new(a.ip(), a.port().wrapping_add(self.peers))),
@@ -636,9 +668,67 @@ impl<P: Protocol> Harness<P> {
             .core
             .insert_conn(stream, peer, Box::new(protocol), false)
             .unwrap_or_else(|_| unreachable!("memory streams always register"));
+        #[cfg(feature = "tls")]
+        if let Some(session) = tls {
+            self.core.start_tls(id, session);
+        }
         self.core.make(id);
         self.pump();
         id
+    }
+
+    /// Adds a connection that runs `protocol` over TLS as a client of `server_name`
+    /// with `tls`'s settings (as [`Reactor::connect_tls`](crate::Reactor::connect_tls)
+    /// would), and makes it at once: its first handshake flight is written. Link it
+    /// to a TLS server ([`HarnessBuilder::tls_server`]) with [`link`](Self::link):
+    /// both ends then run rustls through the core, with no sockets.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use twistor::testing::HarnessBuilder;
+    /// use twistor::tls::{TlsAcceptor, TlsConnector};
+    /// use twistor::{Context, Protocol};
+    ///
+    /// struct Upper;
+    /// impl Protocol for Upper {
+    ///     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+    ///         cx.write(&data.to_ascii_uppercase());
+    ///     }
+    /// }
+    ///
+    /// #[derive(Default)]
+    /// struct Client(Vec<u8>);
+    /// impl Protocol for Client {
+    ///     fn connection_made(&mut self, cx: &mut Context<'_>) {
+    ///         cx.write(b"hello"); // held until the handshake is done
+    ///     }
+    ///     fn data_received(&mut self, _: &mut Context<'_>, data: &[u8]) {
+    ///         self.0.extend_from_slice(data);
+    ///     }
+    /// }
+    ///
+    /// let server = TlsAcceptor::from_pem("cert.pem", "key.pem")?;
+    /// let client = TlsConnector::from_ca_pem("ca.pem")?;
+    /// let mut h = HarnessBuilder::new().tls_server(&server).build(Upper);
+    /// h.connect();
+    /// let c = h.add_tls_client(Client::default(), &client, "localhost");
+    /// h.link(h.id(), c);
+    /// assert_eq!(h.protocol_of::<Client>(c).unwrap().0, b"HELLO");
+    /// # Ok::<(), twistor::tls::ConfigError>(())
+    /// ```
+    ///
+    /// # Panics
+    /// If `server_name` is not a valid DNS name or IP address.
+    #[cfg(feature = "tls")]
+    pub fn add_tls_client<Q: Protocol>(
+        &mut self,
+        protocol: Q,
+        tls: &crate::tls::TlsConnector,
+        server_name: &str,
+    ) -> ConnId {
+        let session = tls.session(server_name).expect("a valid server name");
+        self.add_with(protocol, Some(session))
     }
 
     /// Joins connections `a` and `b` as the two ends of one stream, as two peers on one
@@ -758,7 +848,8 @@ impl<P: Protocol> Harness<P> {
 
     /// Bytes queued for connection `id` that its peer window has not let through.
     pub fn buffered_of(&self, id: ConnId) -> usize {
-        self.core.conn(id).map_or(0, |c| c.out.len())
+        // What `Context::buffered` says (on TLS, the held plaintext too).
+        crate::transport::Driver::buffered(&self.core, id)
     }
 
     /// [`set_peer_window`](Self::set_peer_window) for connection `id`.

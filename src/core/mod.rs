@@ -440,7 +440,15 @@ impl<K: Kernel> Core<K> {
                 self.invoke(id, |p, cx| p.reading_resumed(cx));
                 continue;
             }
-            if !c.state.wants_read() {
+            #[cfg(feature = "tls")]
+            let handshake_reads = c.tls != 0 && c.state.is_losing() && self.tls_close_waits(id);
+            #[cfg(not(feature = "tls"))]
+            let handshake_reads = false;
+            let Some(c) = self.conn_mut(id) else {
+                self.read_buf = buf;
+                return;
+            };
+            if !c.state.wants_read() && !handshake_reads {
                 self.read_buf = buf;
                 return;
             }

@@ -222,7 +222,9 @@ impl<K: Kernel> Core<K> {
         // The handshake's next flight, a key update, or the held plaintext once the
         // handshake is done.
         self.tls_write_ready(id);
-        if got.plain > 0 {
+        // Plaintext that comes while a close waits for the handshake is not
+        // delivered, as input after `lose_connection` is not on plaintext.
+        if got.plain > 0 && self.conn(id).is_some_and(|c| c.state.wants_read()) {
             self.invoke(id, |p, cx| p.data_received(cx, &plain[..got.plain]));
         }
         self.tls_buf = plain;
@@ -316,6 +318,13 @@ impl<K: Kernel> Core<K> {
     pub(crate) fn tls_close_aborts(&self, id: ConnId) -> bool {
         self.session(id)
             .is_some_and(|s| s.is_handshaking() && s.plain.is_empty())
+    }
+
+    /// Whether a graceful close waits for the handshake (it holds plaintext): the
+    /// connection must go on reading for the handshake's sake.
+    pub(crate) fn tls_close_waits(&self, id: ConnId) -> bool {
+        self.session(id)
+            .is_some_and(|s| s.is_handshaking() && !s.failed && !s.plain.is_empty())
     }
 
     /// Plaintext written and not encrypted yet.
