@@ -51,6 +51,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 mod core;
+mod datagram;
 pub mod framing;
 pub mod group;
 mod ids;
@@ -67,6 +68,7 @@ mod timer;
 pub mod tls;
 mod transport;
 
+pub use datagram::{DatagramContext, DatagramProtocol, DEFAULT_MAX_DATAGRAM_BYTES};
 pub use group::ReactorGroup;
 pub use ids::{ConnId, DatagramId, ListenerId};
 pub use net::ListenOptions;
@@ -74,8 +76,7 @@ pub use pool::{InOrder, JobError, PoolBusy};
 pub use producer::{FileSender, Producer, ProducerKind};
 pub use protocol::{Addr, Factory, PeerCredentials, Protocol, Reason};
 pub use reactor::{
-    Accepted, Builder, ClosedByReason, DatagramContext, DatagramProtocol, Handle, Listening,
-    Reactor, ReactorGone, Stats, DEFAULT_MAX_DATAGRAM_BYTES,
+    Accepted, Builder, ClosedByReason, Handle, Listening, Reactor, ReactorGone, Stats,
 };
 pub use timer::TimerId;
 pub use transport::{ConnRef, Context};

@@ -110,6 +110,21 @@
 //! two connections as the two ends of one stream, so a client protocol and a server
 //! protocol talk to each other through the core on both sides, with no sockets.
 //!
+//! # Datagram sockets
+//!
+//! [`add_datagram`](Harness::add_datagram) adds a datagram socket that runs a
+//! [`DatagramProtocol`] on the same core, as [`Reactor::listen_udp`] does: the test
+//! plays its peers ([`feed_datagram`](Harness::feed_datagram), a receive error with
+//! [`feed_datagram_error`](Harness::feed_datagram_error)) and takes what the protocol
+//! sent, with where to, with [`take_sent_datagrams`](Harness::take_sent_datagrams).
+//! The core's receive path runs as under the reactor: rounds of 64 datagrams per event
+//! (the rest carried over), a datagram over the socket's maximum reported to
+//! `datagram_too_large` and never delivered cut, a panic dropping only that datagram,
+//! a close followed by `stopped`. The protocol reaches the harness's stream connections
+//! with [`DatagramContext::conn`], as on one reactor.
+//!
+//! [`Reactor::listen_udp`]: crate::Reactor::listen_udp
+//!
 //! # Pool jobs
 //!
 //! [`Context::defer_to_thread`] starts no thread under the harness: the job waits until
@@ -132,7 +147,8 @@
 //!   other than the ones a test injects with [`disconnect`](Harness::disconnect).
 //! - The linger after a graceful close (see above).
 //! - [`Context::stop_reactor`] is recorded ([`stop_requested`](Harness::stop_requested))
-//!   but does not close the connection; the reactor would `lose_connection` it.
+//!   but does not close the connection; the reactor would `lose_connection` it (and
+//!   close the datagram sockets).
 //! - Socket options succeed and do nothing. Dropping a harness calls no callback.
 
 // Maintainers' notes.
@@ -144,7 +160,9 @@
 // calling the core's handler for it (`read_ready`, `write_ready`, `run_task`,
 // `job_finished`), then `pump`s as the reactor's turn would: settle, serve what was
 // carried over, flush the corked writes, until nothing is left. No connection logic
-// lives here.
+// lives here. Datagram sockets are the same: `MemDatagram` is a queue of what the test
+// fed and a list of what the protocol sent, and `feed_datagram` calls the core's
+// `datagram_ready`.
 
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
@@ -155,7 +173,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use crate::core::{self, Config, Core, Kernel};
-use crate::ids::{ConnId, Source};
+use crate::datagram::{DatagramContext, DatagramProtocol, DEFAULT_MAX_DATAGRAM_BYTES};
+use crate::ids::{ConnId, DatagramId, Source};
 use crate::pool::{JobError, PoolBusy};
 use crate::protocol::{panic_message, Addr, Protocol, Reason};
 use crate::reactor::Builder;
@@ -309,6 +328,7 @@ impl HarnessBuilder {
             jobs: VecDeque::new(),
             pool_queue_jobs: config.pool_queue_jobs,
             ended: HashMap::new(),
+            ended_datagrams: HashMap::new(),
         };
         let mut core = Core::new(kernel, config, now);
         let stream = MemStream::new(self.local_addr.clone());
@@ -413,6 +433,7 @@ impl<P: Protocol> fmt::Debug for Harness<P> {
             .field("lost", &self.lost())
             .field("buffered", &self.buffered())
             .field("connections", &self.core.conns.len())
+            .field("datagram_sockets", &self.core.datagrams.len())
             .field("timers", &self.core.timers.len())
             .field("jobs", &self.core.k.jobs.len())
             .finish()
@@ -428,6 +449,19 @@ fn downcast_ref<Q: Protocol>(protocol: &dyn Protocol) -> Option<&Q> {
 fn downcast_mut<Q: Protocol>(protocol: &mut dyn Protocol) -> Option<&mut Q> {
     let any: &mut dyn Any = protocol;
     any.downcast_mut::<Q>()
+}
+
+/// A datagram `protocol` as the concrete type `D`, if it is one.
+fn downcast_datagram_ref<D: DatagramProtocol>(protocol: &dyn DatagramProtocol) -> Option<&D> {
+    let any: &dyn Any = protocol;
+    any.downcast_ref::<D>()
+}
+
+fn downcast_datagram_mut<D: DatagramProtocol>(
+    protocol: &mut dyn DatagramProtocol,
+) -> Option<&mut D> {
+    let any: &mut dyn Any = protocol;
+    any.downcast_mut::<D>()
 }
 
 impl<P: Protocol> Harness<P> {
@@ -888,6 +922,273 @@ impl<P: Protocol> Harness<P> {
         }
     }
 
+    // ----- datagram sockets -----
+
+    /// Adds a datagram socket that runs `protocol` (of any type), accepting datagrams
+    /// up to [`DEFAULT_MAX_DATAGRAM_BYTES`] as [`Reactor::listen_udp`] does, and runs
+    /// its `started`. Its address ([`DatagramContext::local_addr`]) is the harness's
+    /// local address. The test plays its peers with
+    /// [`feed_datagram`](Self::feed_datagram) and takes what it sent with
+    /// [`take_sent_datagrams`](Self::take_sent_datagrams).
+    ///
+    /// [`Reactor::listen_udp`]: crate::Reactor::listen_udp
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use twistor::testing::Harness;
+    /// use twistor::{Addr, Context, DatagramContext, DatagramProtocol, Protocol};
+    ///
+    /// /// Sends each datagram back to its sender, upper-cased.
+    /// struct Upper;
+    /// impl DatagramProtocol for Upper {
+    ///     fn datagram_received(&mut self, cx: &mut DatagramContext<'_>, data: &[u8], from: &Addr) {
+    ///         cx.send_to(&data.to_ascii_uppercase(), from).unwrap();
+    ///     }
+    /// }
+    ///
+    /// struct Quiet;
+    /// impl Protocol for Quiet {
+    ///     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    /// }
+    ///
+    /// let mut h = Harness::new(Quiet);
+    /// let udp = h.add_datagram(Upper);
+    /// let peer: Addr = "127.0.0.1:4000".parse::<std::net::SocketAddr>().unwrap().into();
+    /// h.feed_datagram(udp, b"hi", peer.clone());
+    /// h.feed_datagram(udp, b"", peer.clone()); // an empty datagram is a datagram
+    /// assert_eq!(
+    ///     h.take_sent_datagrams(udp),
+    ///     [(b"HI".to_vec(), Some(peer.clone())), (vec![], Some(peer))]
+    /// );
+    /// ```
+    pub fn add_datagram<D: DatagramProtocol>(&mut self, protocol: D) -> DatagramId {
+        self.add_datagram_max(DEFAULT_MAX_DATAGRAM_BYTES, protocol)
+    }
+
+    /// [`add_datagram`](Self::add_datagram) with its own largest datagram, as
+    /// [`Reactor::listen_udp_max`](crate::Reactor::listen_udp_max): a larger one goes
+    /// to `datagram_too_large`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use twistor::testing::Harness;
+    /// use twistor::{Addr, Context, DatagramContext, DatagramProtocol, Protocol};
+    ///
+    /// #[derive(Default)]
+    /// struct Count {
+    ///     fitted: usize,
+    ///     too_large: usize,
+    /// }
+    /// impl DatagramProtocol for Count {
+    ///     fn datagram_received(&mut self, _: &mut DatagramContext<'_>, _: &[u8], _: &Addr) {
+    ///         self.fitted += 1;
+    ///     }
+    ///     fn datagram_too_large(&mut self, _: &mut DatagramContext<'_>, _: &Addr) {
+    ///         self.too_large += 1;
+    ///     }
+    /// }
+    ///
+    /// struct Quiet;
+    /// impl Protocol for Quiet {
+    ///     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    /// }
+    ///
+    /// let mut h = Harness::new(Quiet);
+    /// let udp = h.add_datagram_max(4, Count::default());
+    /// let peer: Addr = "127.0.0.1:4000".parse::<std::net::SocketAddr>().unwrap().into();
+    /// h.feed_datagram(udp, b"1234", peer.clone());
+    /// h.feed_datagram(udp, b"12345", peer);
+    /// let count = h.datagram_protocol_of::<Count>(udp).unwrap();
+    /// assert_eq!((count.fitted, count.too_large), (1, 1));
+    /// ```
+    pub fn add_datagram_max<D: DatagramProtocol>(
+        &mut self,
+        max_datagram_bytes: usize,
+        protocol: D,
+    ) -> DatagramId {
+        let socket = MemDatagram::new(self.local_addr.clone());
+        let id = self
+            .core
+            .add_datagram(socket, max_datagram_bytes, Box::new(protocol))
+            .unwrap_or_else(|_| unreachable!("memory sockets always register"));
+        self.pump();
+        id
+    }
+
+    /// A peer at `from` sends `data` to datagram socket `id`: one readable event, run
+    /// through the core's receive path (the too-large rule, a panic dropping only this
+    /// datagram). A socket connected to another address drops it, as the kernel does;
+    /// so does a closed one.
+    ///
+    /// # Panics
+    /// If `id` is not a datagram socket of this harness.
+    pub fn feed_datagram(&mut self, id: DatagramId, data: &[u8], from: impl Into<Addr>) {
+        self.feed_datagrams(id, [(data, from.into())]);
+    }
+
+    /// Several datagrams arrive at socket `id` before it is served: one readable
+    /// event. They are read in rounds of at most 64, as under the reactor, the rest
+    /// carried over to the next round (the harness serves carried-over work before it
+    /// returns, so every one is delivered, in order).
+    ///
+    /// # Panics
+    /// If `id` is not a datagram socket of this harness.
+    pub fn feed_datagrams<'d>(
+        &mut self,
+        id: DatagramId,
+        datagrams: impl IntoIterator<Item = (&'d [u8], Addr)>,
+    ) {
+        let socket = self.datagram_socket_mut(id);
+        for (data, from) in datagrams {
+            match &socket.connected {
+                Some(peer) if *peer != from => {
+                    log::trace!("{id}: a datagram from {from} dropped: connected to {peer}");
+                }
+                _ => socket.inbound.push_back(Ok((data.to_vec(), from))),
+            }
+        }
+        self.datagram_event(id);
+    }
+
+    /// The kernel reports `error` on socket `id`'s next receive (an ICMP refusal of an
+    /// earlier send, say), after the datagrams fed before it: `error_received` runs
+    /// and the socket stays open.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io;
+    /// use twistor::testing::Harness;
+    /// use twistor::{Addr, Context, DatagramContext, DatagramProtocol, Protocol};
+    ///
+    /// #[derive(Default)]
+    /// struct Refusals(usize);
+    /// impl DatagramProtocol for Refusals {
+    ///     fn datagram_received(&mut self, _: &mut DatagramContext<'_>, _: &[u8], _: &Addr) {}
+    ///     fn error_received(&mut self, _: &mut DatagramContext<'_>, e: io::Error) {
+    ///         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+    ///         self.0 += 1;
+    ///     }
+    /// }
+    ///
+    /// struct Quiet;
+    /// impl Protocol for Quiet {
+    ///     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    /// }
+    ///
+    /// let mut h = Harness::new(Quiet);
+    /// let udp = h.add_datagram(Refusals::default());
+    /// h.feed_datagram_error(udp, io::ErrorKind::ConnectionRefused.into());
+    /// assert_eq!(h.datagram_protocol_of::<Refusals>(udp).unwrap().0, 1);
+    /// assert!(h.is_datagram_open(udp));
+    /// ```
+    ///
+    /// # Panics
+    /// If `id` is not a datagram socket of this harness.
+    pub fn feed_datagram_error(&mut self, id: DatagramId, error: io::Error) {
+        self.datagram_socket_mut(id).inbound.push_back(Err(error));
+        self.datagram_event(id);
+    }
+
+    /// Takes what datagram socket `id` sent so far, in order, each with its
+    /// destination: `Some(to)` for [`send_to`](DatagramContext::send_to), `None` for
+    /// [`send`](DatagramContext::send) on a connected socket. Works after the socket
+    /// closed too.
+    ///
+    /// # Panics
+    /// If `id` is not a datagram socket of this harness.
+    pub fn take_sent_datagrams(&mut self, id: DatagramId) -> Vec<(Vec<u8>, Option<Addr>)> {
+        std::mem::take(&mut self.datagram_socket_mut(id).sent)
+    }
+
+    /// Where datagram socket `id` is connected ([`DatagramContext::connect`]), if it
+    /// is.
+    ///
+    /// # Panics
+    /// If `id` is not a datagram socket of this harness.
+    pub fn datagram_connected_to(&self, id: DatagramId) -> Option<Addr> {
+        let socket = match self.core.datagram(id) {
+            Some(d) => &d.socket,
+            None => match self.core.k.ended_datagrams.get(&id) {
+                Some(e) => &e.socket,
+                None => panic!("{id:?} is not a datagram socket of this harness"),
+            },
+        };
+        socket.connected.clone()
+    }
+
+    /// Datagram socket `id`'s protocol, if it runs one of type `D` (also after it
+    /// closed).
+    pub fn datagram_protocol_of<D: DatagramProtocol>(&self, id: DatagramId) -> Option<&D> {
+        let boxed = match self.core.datagram(id) {
+            Some(_) => self.core.datagram_protocol(id),
+            None => self.core.k.ended_datagrams.get(&id)?.protocol.as_deref(),
+        };
+        boxed.and_then(downcast_datagram_ref::<D>)
+    }
+
+    /// Datagram socket `id`'s protocol, mutably, if it runs one of type `D`.
+    pub fn datagram_protocol_mut_of<D: DatagramProtocol>(
+        &mut self,
+        id: DatagramId,
+    ) -> Option<&mut D> {
+        let boxed = if self.core.datagram(id).is_some() {
+            self.core.datagram_protocol_mut(id)
+        } else {
+            self.core
+                .k
+                .ended_datagrams
+                .get_mut(&id)?
+                .protocol
+                .as_deref_mut()
+        };
+        boxed.and_then(downcast_datagram_mut::<D>)
+    }
+
+    /// Runs `f` with datagram socket `id`'s protocol and its [`DatagramContext`] as if
+    /// it were one of its callbacks (a panic is caught and logged; a close takes effect
+    /// after `f` returns): a reply computed elsewhere, say. False, without running `f`,
+    /// if the socket is closing or closed, or runs another type.
+    pub fn call_datagram<D, F>(&mut self, id: DatagramId, f: F) -> bool
+    where
+        D: DatagramProtocol,
+        F: FnOnce(&mut D, &mut DatagramContext<'_>),
+    {
+        let runs_d = self.core.is_datagram_open(id)
+            && self
+                .core
+                .datagram_protocol(id)
+                .and_then(downcast_datagram_ref::<D>)
+                .is_some();
+        if !runs_d {
+            return false;
+        }
+        self.core.invoke_datagram(id, |p, cx| {
+            f(downcast_datagram_mut::<D>(p).expect("checked above"), cx)
+        });
+        self.core.settle_datagrams();
+        self.pump();
+        true
+    }
+
+    /// Closes datagram socket `id`, as
+    /// [`Reactor::close_datagram`](crate::Reactor::close_datagram): its protocol's
+    /// `stopped` runs. False if it was already closed.
+    pub fn close_datagram(&mut self, id: DatagramId) -> bool {
+        let open = self.core.is_datagram_open(id);
+        self.core.close_datagram(id);
+        self.core.settle_datagrams();
+        self.pump();
+        open
+    }
+
+    /// Datagram socket `id` is open: neither closed by anyone nor stopped.
+    pub fn is_datagram_open(&self, id: DatagramId) -> bool {
+        self.core.is_datagram_open(id)
+    }
+
     // ----- the clock -----
 
     /// Moves the manual clock forward by `by`, running the timers that fall due on the
@@ -1019,6 +1320,33 @@ impl<P: Protocol> Harness<P> {
         }
     }
 
+    /// Datagram socket `id`'s memory socket, also after it closed.
+    fn datagram_socket_mut(&mut self, id: DatagramId) -> &mut MemDatagram {
+        if self.core.datagram(id).is_some() {
+            return &mut self.core.datagram_mut(id).expect("checked").socket;
+        }
+        match self.core.k.ended_datagrams.get_mut(&id) {
+            Some(e) => &mut e.socket,
+            None => panic!("{id:?} is not a datagram socket of this harness"),
+        }
+    }
+
+    /// A readable event on datagram socket `id` (a closed one drops what was fed), and
+    /// the rest of the turn.
+    fn datagram_event(&mut self, id: DatagramId) {
+        if self.core.datagram(id).is_some() {
+            self.core.datagram_ready(id);
+            self.pump();
+        } else {
+            let socket = self.datagram_socket_mut(id);
+            log::trace!(
+                "{id}: {} datagrams fed to a closed socket",
+                socket.inbound.len()
+            );
+            socket.inbound.clear();
+        }
+    }
+
     fn stream_mut(&mut self, id: ConnId) -> &mut MemStream {
         match self.core.conns.get(id.index as usize) {
             Some(c) if c.generation == id.generation => {
@@ -1040,10 +1368,14 @@ impl<P: Protocol> Harness<P> {
             if !self.core.ready.is_empty() {
                 let mut batch = self.core.spare_ready.swap(&mut self.core.ready);
                 for source in batch.drain(..) {
-                    if let Source::Conn(id) = source {
-                        if self.core.conn(id).is_some_and(|c| c.in_ready) {
-                            self.core.read_ready(id, true);
+                    match source {
+                        Source::Conn(id) => {
+                            if self.core.conn(id).is_some_and(|c| c.in_ready) {
+                                self.core.read_ready(id, true);
+                            }
                         }
+                        Source::Datagram(id) => self.core.serve_datagram(id),
+                        Source::Listener(_) | Source::Waker => {}
                     }
                     self.core.settle();
                 }
@@ -1119,6 +1451,13 @@ pub(crate) struct Mem {
     jobs: VecDeque<(u64, JobFn)>,
     pool_queue_jobs: usize,
     ended: HashMap<ConnId, Ended>,
+    ended_datagrams: HashMap<DatagramId, EndedDatagram>,
+}
+
+/// What the harness keeps of a datagram socket that closed.
+struct EndedDatagram {
+    socket: MemDatagram,
+    protocol: Option<Box<dyn DatagramProtocol>>,
 }
 
 /// What the harness keeps of a connection that ended, for the test's questions.
@@ -1174,6 +1513,107 @@ impl Kernel for Mem {
 
     fn pool_has_room(core: &Core<Self>) -> bool {
         core.k.jobs.len() < core.k.pool_queue_jobs
+    }
+
+    type Datagram = MemDatagram;
+
+    fn register_datagram(_: &mut Core<Self>, _: DatagramId, _: &mut MemDatagram) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn release_datagram(core: &mut Core<Self>, id: DatagramId, socket: MemDatagram) {
+        let ended = EndedDatagram {
+            socket,
+            protocol: None,
+        };
+        core.k.ended_datagrams.insert(id, ended);
+    }
+
+    fn retire_datagram(core: &mut Core<Self>, id: DatagramId, protocol: Box<dyn DatagramProtocol>) {
+        if let Some(e) = core.k.ended_datagrams.get_mut(&id) {
+            e.protocol = Some(protocol);
+        }
+    }
+}
+
+/// One datagram socket's memory kernel: what the test fed and what the protocol sent.
+pub(crate) struct MemDatagram {
+    /// Datagrams (and receive errors) fed by the test and not yet received.
+    inbound: VecDeque<io::Result<(Vec<u8>, Addr)>>,
+    /// What the protocol sent, with the destination (`None`: the connected peer).
+    sent: Vec<(Vec<u8>, Option<Addr>)>,
+    connected: Option<Addr>,
+    local: Addr,
+}
+
+impl MemDatagram {
+    fn new(local: Addr) -> MemDatagram {
+        MemDatagram {
+            inbound: VecDeque::new(),
+            sent: Vec::new(),
+            connected: None,
+            local,
+        }
+    }
+
+    /// Whether this socket can send to (or connect to) `to`: the address family of a
+    /// UDP or Unix datagram socket, as the reactor's sockets check it.
+    fn suits(&self, to: &Addr) -> bool {
+        matches!(
+            (&self.local, to),
+            (Addr::Inet(_), Addr::Inet(_)) | (Addr::Unix(_), Addr::Unix(Some(_)))
+        )
+    }
+}
+
+impl core::DatagramSocket for MemDatagram {
+    /// The oldest datagram fed, cut to `buf` as a kernel cuts it.
+    fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, Addr)> {
+        let (data, from) = self
+            .inbound
+            .pop_front()
+            .unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into()))?;
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        Ok((n, from))
+    }
+
+    fn send_to(&mut self, data: &[u8], to: &Addr) -> io::Result<usize> {
+        if !self.suits(to) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot send to {to} from this socket"),
+            ));
+        }
+        self.sent.push((data.to_vec(), Some(to.clone())));
+        Ok(data.len())
+    }
+
+    fn send(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.connected.is_none() {
+            // What the kernel answers for a socket that is not connected.
+            return Err(match self.local {
+                Addr::Inet(_) => rustix::io::Errno::DESTADDRREQ.into(),
+                _ => io::ErrorKind::NotConnected.into(),
+            });
+        }
+        self.sent.push((data.to_vec(), None));
+        Ok(data.len())
+    }
+
+    fn connect(&mut self, to: &Addr) -> io::Result<()> {
+        if !self.suits(to) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot connect this socket to {to}"),
+            ));
+        }
+        self.connected = Some(to.clone());
+        Ok(())
+    }
+
+    fn local_addr(&self) -> Option<Addr> {
+        Some(self.local.clone())
     }
 }
 

@@ -6,14 +6,15 @@
 //! the write path with corking, the watermarks and the cap, graceful and abortive
 //! closes with the linger after them, half-closes, per-connection timers and the idle
 //! timeout, callbacks run with panic isolation, and `settle`, which carries out what a
-//! callback asked for once it has returned.
+//! callback asked for once it has returned. Datagram sockets are the core's too
+//! (datagram.rs): their table, reading rounds, the too-large rule and closes.
 //!
 //! It touches no socket and reads no clock itself: it is generic over a [`Kernel`]
-//! (static dispatch), which owns the streams' kernel side and the clock. The reactor is
-//! the core over mio (`reactor::Mio`: poll, listeners, datagram sockets, the waker, the
-//! thread pool); the testing kit is the same core over memory streams and a manual
-//! clock (`testing::Mem`). So a protocol, a framer or a layer on top behaves the same
-//! under both, by construction.
+//! (static dispatch), which owns the streams' and datagram sockets' kernel side and
+//! the clock. The reactor is the core over mio (`reactor::Mio`: poll, listeners, the
+//! waker, the thread pool); the testing kit is the same core over memory streams and
+//! sockets and a manual clock (`testing::Mem`). So a protocol, a framer or a layer on
+//! top behaves the same under both, by construction.
 
 // Maintainers' notes.
 //
@@ -30,6 +31,7 @@
 
 mod config;
 mod counters;
+mod datagram;
 mod driver;
 mod state;
 #[cfg(feature = "tls")]
@@ -38,6 +40,7 @@ mod tls;
 pub(crate) use config::Config;
 pub use counters::ClosedByReason;
 pub(crate) use counters::Counters;
+pub(crate) use datagram::{Datagram, DatagramSocket};
 pub(crate) use state::State;
 
 use std::any::{Any, TypeId};
@@ -49,7 +52,8 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::ids::{ConnId, Source};
+use crate::datagram::DatagramProtocol;
+use crate::ids::{ConnId, DatagramId, Source};
 use crate::pool::{JobError, PoolBusy};
 use crate::producer::{ProducerDriver, ProducerKind, Registered, Slot};
 use crate::protocol::{panic_message, Addr, PeerCredentials, Protocol, Reason};
@@ -116,6 +120,24 @@ pub(crate) trait Kernel: Sized + 'static {
     fn submit(core: &mut Core<Self>, key: u64, job: JobFn) -> Result<(), PoolBusy>;
     /// Whether [`submit`](Self::submit) would take a job now.
     fn pool_has_room(core: &Core<Self>) -> bool;
+
+    // ----- datagram sockets (datagram.rs) -----
+
+    /// A datagram socket's kernel side.
+    type Datagram: DatagramSocket;
+    /// A socket joins the datagram table as `id` (the reactor registers it).
+    fn register_datagram(
+        core: &mut Core<Self>,
+        id: DatagramId,
+        socket: &mut Self::Datagram,
+    ) -> io::Result<()>;
+    /// Socket `id` left the table (or never joined it: its registration failed).
+    fn release_datagram(core: &mut Core<Self>, id: DatagramId, socket: Self::Datagram);
+    /// Socket `id`'s protocol after its `stopped`.
+    fn retire_datagram(core: &mut Core<Self>, id: DatagramId, protocol: Box<dyn DatagramProtocol>) {
+        let _ = (core, id);
+        drop(protocol);
+    }
 }
 
 /// What the timer queue carries.
@@ -216,6 +238,8 @@ pub(crate) struct Core<K: Kernel> {
     /// (allocated on the first TLS read).
     #[cfg(feature = "tls")]
     pub(crate) tls_buf: Vec<u8>,
+    /// The datagram sockets (datagram.rs).
+    pub(crate) datagrams: Slab<Datagram<K::Datagram>>,
 }
 
 /// The `TypeId` of the protocol behind `p`, for typed callbacks.
@@ -249,6 +273,7 @@ impl<K: Kernel> Core<K> {
             sessions: Slab::new(),
             #[cfg(feature = "tls")]
             tls_buf: Vec::new(),
+            datagrams: Slab::new(),
         }
     }
 

@@ -255,7 +255,6 @@ impl Builder {
         let kernel = Mio {
             poll,
             listeners: Slab::new(),
-            datagrams: Slab::new(),
             shared: Arc::new(Shared::new(waker)),
             accept_backoff: ACCEPT_BACKOFF_MIN,
             shutdown_deadline: None,

@@ -7,11 +7,12 @@
 //
 // `Reactor` is `events` + `Core`, and `Core` here is the connection core
 // (`crate::core::Core`) over `Mio`, the kernel that owns the poller, the listeners,
-// the datagram sockets, the waker's inbox and the thread pool. Everything about a
-// connection's life is the core's; this module adds the turn (poll, events, the
+// the waker's inbox and the thread pool. Everything about a connection's or a
+// datagram socket's life is the core's; this module adds the turn (poll, events, the
 // inbox, timers, the end-of-turn flush), accepting, connecting and stopping. The
 // sibling files are `impl Core` blocks for their part (accept.rs: listeners,
-// connect.rs: outgoing connects, datagram.rs, jobs.rs: the pool side, stats.rs).
+// connect.rs: outgoing connects, datagram.rs: binding datagram sockets, jobs.rs: the
+// pool side, stats.rs).
 
 mod accept;
 mod builder;
@@ -26,7 +27,6 @@ mod tls;
 
 use accept::ACCEPT_BACKOFF_MIN;
 pub use builder::Builder;
-pub use datagram::{DatagramContext, DatagramProtocol, DEFAULT_MAX_DATAGRAM_BYTES};
 pub use handle::{Handle, ReactorGone};
 use jobs::ReactorDone;
 pub use stats::{ClosedByReason, Stats};
@@ -44,7 +44,7 @@ use slab::Slab;
 
 use crate::core::{protocol_type, Kernel, Stopping, Task};
 use crate::ids::Source;
-use crate::ids::{ConnId, ListenerId};
+use crate::ids::{ConnId, DatagramId, ListenerId};
 use crate::net;
 use crate::pool::{Pool, PoolBusy};
 use crate::protocol::{panic_message, Addr, Protocol, Reason};
@@ -63,12 +63,11 @@ pub(crate) enum ReactorTask {
     ShutdownDeadline,
 }
 
-/// The kernel the reactor's core runs over: the poller and every socket that is not a
-/// connection, the inbox other threads fill, the thread pool, and the stop's state.
+/// The kernel the reactor's core runs over: the poller and the listeners, the inbox
+/// other threads fill, the thread pool, and the stop's state.
 pub(crate) struct Mio {
     poll: Poll,
     listeners: Slab<Listener>,
-    datagrams: Slab<datagram::Datagram>,
     shared: Arc<Shared>,
     accept_backoff: Duration,
     /// The graceful stop's deadline, cancelled when the stop finishes sooner (else it
@@ -126,6 +125,20 @@ impl Kernel for Mio {
 
     fn pool_has_room(core: &Core) -> bool {
         core.k.pool.as_ref().is_none_or(|p| p.has_room())
+    }
+
+    type Datagram = datagram::DgramSocket;
+
+    fn register_datagram(
+        core: &mut Core,
+        id: DatagramId,
+        socket: &mut datagram::DgramSocket,
+    ) -> io::Result<()> {
+        socket.register(core, id)
+    }
+
+    fn release_datagram(core: &mut Core, _: DatagramId, socket: datagram::DgramSocket) {
+        socket.release(core);
     }
 }
 
@@ -506,10 +519,7 @@ impl Reactor {
             match decode(event.token()) {
                 Source::Waker => woken = true,
                 Source::Listener(id) => core.accept(id),
-                Source::Datagram(id) => {
-                    core.datagram_ready(id);
-                    core.settle_datagrams();
-                }
+                Source::Datagram(id) => core.datagram_ready(id),
                 Source::Conn(id) => {
                     let error = event.is_error();
                     if event.is_writable() || error {
@@ -677,10 +687,7 @@ impl Core {
         for id in listeners {
             self.remove_listener(id);
         }
-        for id in self.datagram_ids() {
-            self.close_datagram(id);
-        }
-        self.settle_datagrams();
+        self.close_datagrams();
     }
 
     fn begin_shutdown(&mut self) {
@@ -743,12 +750,7 @@ impl Core {
                         self.accept(id);
                     }
                 }
-                Source::Datagram(id) => {
-                    if self.datagram(id).is_some_and(|d| d.in_ready) {
-                        self.datagram_ready(id);
-                        self.settle_datagrams();
-                    }
-                }
+                Source::Datagram(id) => self.serve_datagram(id),
                 Source::Waker => {}
             }
             self.settle();

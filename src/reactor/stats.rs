@@ -96,7 +96,7 @@ impl Core {
         Stats {
             connections: self.conns.len(),
             listeners: self.k.listeners.len(),
-            datagram_sockets: self.k.datagrams.len(),
+            datagram_sockets: self.datagrams.len(),
             timers: self.timers.len(),
             buffered_bytes: self.conns.iter().map(|(_, c)| c.out.len()).sum(),
             pool_queued: self.k.pool.as_ref().map_or(0, |p| p.queued()),
