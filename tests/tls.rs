@@ -128,8 +128,9 @@ fn mutual_tls_accepts_the_right_client_certificate_and_refuses_others() {
     let mut r = Reactor::new().unwrap();
     let server = Rec::default();
     let addr = mtls_server(&certs, &mut r, &server);
-    let good = TlsConnector::from_pem_with_client_cert(&certs.ca, &certs.client_cert, &certs.client_key)
-        .unwrap();
+    let good =
+        TlsConnector::from_pem_with_client_cert(&certs.ca, &certs.client_cert, &certs.client_key)
+            .unwrap();
     let client = Rec {
         send: b"let me in\n".to_vec(),
         ..Rec::default()
@@ -137,7 +138,11 @@ fn mutual_tls_accepts_the_right_client_certificate_and_refuses_others() {
     let client_got = client.got.clone();
     r.connect_tls(addr, &good, "localhost", client);
     run_until(&mut r, |_| client_got.borrow().as_slice() == b"LET ME IN\n");
-    assert_eq!(*server.peer_certs.borrow(), Some(1), "the server sees the client's chain");
+    assert_eq!(
+        *server.peer_certs.borrow(),
+        Some(1),
+        "the server sees the client's chain"
+    );
 
     // Refused: no certificate, and one from another CA. Each fails its handshake on
     // both sides, and nothing the client wrote reaches the server's protocol.
@@ -166,7 +171,10 @@ fn mutual_tls_accepts_the_right_client_certificate_and_refuses_others() {
             client_lost.borrow().is_some() && server.lost.borrow().is_some()
         });
         let server_lost = server.lost.borrow().clone().unwrap();
-        assert!(server_lost.starts_with("Tls"), "{name}: server {server_lost}");
+        assert!(
+            server_lost.starts_with("Tls"),
+            "{name}: server {server_lost}"
+        );
         assert!(server.got.borrow().is_empty(), "{name}");
         assert_eq!(r.connection_count(), 0, "{name}");
     }
@@ -190,7 +198,10 @@ fn a_client_checks_the_server_name() {
     r.connect_tls(addr, &connector, "not-the-server.test", client);
     run_until(&mut r, |_| lost.borrow().is_some());
     let lost = lost.borrow().clone().unwrap();
-    assert!(lost.contains("Tls") && lost.contains("NotValidForName"), "{lost}");
+    assert!(
+        lost.contains("Tls") && lost.contains("NotValidForName"),
+        "{lost}"
+    );
 }
 
 #[test]
@@ -199,7 +210,8 @@ fn tls_over_unix_sockets_both_ways() {
     let path = certs.dir.path("tls.sock");
     let tls = TlsAcceptor::from_pem(&certs.server_cert, &certs.server_key).unwrap();
     let mut r = Reactor::new().unwrap();
-    r.listen_unix_tls(&path, &tls, |_: &Addr| Some(Upper)).unwrap();
+    r.listen_unix_tls(&path, &tls, |_: &Addr| Some(Upper))
+        .unwrap();
     let client = Rec {
         send: b"over unix\n".to_vec(),
         ..Rec::default()
