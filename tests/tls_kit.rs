@@ -466,3 +466,68 @@ fn plaintext_and_ciphertext_count_against_the_watermarks_and_the_cap() {
         lost_kind(&h)
     );
 }
+
+/// Half-closes at once; records what comes after.
+#[derive(Default)]
+struct HalfCloser {
+    got: Vec<u8>,
+    eof: bool,
+}
+
+impl Protocol for HalfCloser {
+    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        if self.got.is_empty() {
+            cx.write(b"last words\n");
+            cx.lose_write_connection();
+        }
+        self.got.extend_from_slice(data);
+    }
+    fn read_eof(&mut self, cx: &mut Context<'_>) {
+        self.eof = true;
+        cx.lose_connection();
+    }
+}
+
+/// Sends a line, and one more after the server's side has ended.
+#[derive(Default)]
+struct Talker {
+    got: Vec<u8>,
+    eof: bool,
+}
+
+impl Protocol for Talker {
+    fn connection_made(&mut self, cx: &mut Context<'_>) {
+        cx.write(b"first\n");
+    }
+    fn data_received(&mut self, _: &mut Context<'_>, data: &[u8]) {
+        self.got.extend_from_slice(data);
+    }
+    fn read_eof(&mut self, cx: &mut Context<'_>) {
+        self.eof = true;
+        cx.write(b"second\n");
+        cx.lose_connection();
+    }
+}
+
+#[test]
+fn a_half_close_sends_close_notify_and_goes_on_reading() {
+    let certs = Certs::new("kit-half");
+    let mut h = HarnessBuilder::new()
+        .tls_server(&acceptor(&certs))
+        .build(HalfCloser::default());
+    h.connect();
+    let c = h.add_tls_client(Talker::default(), &connector(&certs), "localhost");
+    h.link(h.id(), c);
+    let talker = h.protocol_of::<Talker>(c).unwrap();
+    assert_eq!(talker.got, b"last words\n");
+    assert!(talker.eof, "the server's close_notify is the client's EOF");
+    assert_eq!(h.protocol().got, b"first\nsecond\n", "the server read on");
+    // Both sides have ended: a clean close, with no read_eof (as on plaintext, the
+    // peer's end after our half-close closes the connection).
+    assert!(matches!(h.lost(), Some(Reason::Done)), "{:?}", h.lost());
+    assert!(
+        matches!(h.lost_of(c), Some(Reason::Done)),
+        "{:?}",
+        h.lost_of(c)
+    );
+}

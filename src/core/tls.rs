@@ -289,8 +289,10 @@ impl<K: Kernel> Core<K> {
         self.close_with(id, Reason::Tls(e));
     }
 
-    /// A graceful close has flushed: queue `close_notify` and send it. True if the
-    /// close must wait for it to drain (`settle` comes back when it has).
+    /// A graceful close has flushed (or a half-close was asked for): queue
+    /// `close_notify` and send it. True if the close must wait for it to drain
+    /// (`settle` comes back when it has); a close (not a half-close, which goes on
+    /// reading) is then bounded by the close timeout, as its flush was.
     pub(crate) fn tls_close_notify(&mut self, id: ConnId) -> bool {
         let close_timeout = self.config.close_timeout;
         let Some((_, s)) = parts(&mut self.conns, &mut self.sessions, id) else {
@@ -305,6 +307,9 @@ impl<K: Kernel> Core<K> {
         let Some(c) = self.conn(id) else { return false };
         if c.out.is_empty() || c.state.close_decided() {
             return false;
+        }
+        if !c.state.is_losing() {
+            return true;
         }
         // Bounded like the flush before it (a second deadline is harmless: the
         // first to fire closes).
