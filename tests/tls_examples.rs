@@ -353,10 +353,13 @@ struct ChatClient {
 }
 
 impl ChatClient {
-    fn start(addr: &str, certs: &Certs) -> ChatClient {
+    /// Connects to `addr` and verifies the server for the host in `addr`, or for
+    /// `extra`'s `--tls-server-name`.
+    fn start(addr: &str, certs: &Certs, extra: &[&str]) -> ChatClient {
         let mut proc = Proc::spawn(
             example::command("chat_client")
                 .args(["--connect", addr, "--tls", "--tls-ca", s(&certs.ca)])
+                .args(extra)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit()),
@@ -376,13 +379,14 @@ impl ChatClient {
 fn two_chat_clients_talk_over_tls() {
     let certs = Certs::new("chat");
     let server = serve_tls("chat", &certs, &[]);
-    // By name: the server name defaults to the host in --connect.
-    let addr = format!("localhost:{}", server.addr().port());
-    let mut alice = ChatClient::start(&addr, &certs);
+    // Verified by name (`localhost` might resolve to ::1, where nobody listens).
+    let addr = &server.announced;
+    let name = ["--tls-server-name", "localhost"];
+    let mut alice = ChatClient::start(addr, &certs, &name);
     assert!(next_line(&alice.out).starts_with("* welcome "));
     alice.say("/nick alice");
     wait_for(&alice.out, "* guest1 is now alice");
-    let mut bob = ChatClient::start(&addr, &certs);
+    let mut bob = ChatClient::start(addr, &certs, &name);
     assert!(next_line(&bob.out).starts_with("* welcome "));
     bob.say("/nick bob");
     wait_for(&bob.out, "* guest2 is now bob");
@@ -412,7 +416,8 @@ fn two_chat_clients_talk_over_tls() {
 fn chat_client_sends_piped_input_over_tls() {
     let certs = Certs::new("chat-piped");
     let server = serve_tls("chat", &certs, &[]);
-    let mut client = ChatClient::start(&server.announced, &certs);
+    // Verified for 127.0.0.1, the host in --connect (the certificate names it).
+    let mut client = ChatClient::start(&server.announced, &certs, &[]);
     client.say("/nick piper");
     client.say("/who");
     drop(client.proc.child().stdin.take());
@@ -424,7 +429,7 @@ fn chat_client_sends_piped_input_over_tls() {
 }
 
 #[test]
-fn chat_client_refuses_a_server_its_ca_did_not_sign() {
+fn chat_client_refuses_a_server_it_cannot_verify() {
     let certs = Certs::new("chat-untrusted");
     let server = serve_tls("chat", &certs, &[]);
     let out = example::run(example::command("chat_client").args([
@@ -437,6 +442,18 @@ fn chat_client_refuses_a_server_its_ca_did_not_sign() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("TLS"), "{stderr}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    // The right CA, but a name the certificate does not carry.
+    let out = example::run(example::command("chat_client").args([
+        "--connect",
+        &server.announced,
+        "--tls",
+        "--tls-ca",
+        s(&certs.ca),
+        "--tls-server-name",
+        "elsewhere.test",
+    ]));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
 }
 
