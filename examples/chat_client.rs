@@ -4,7 +4,8 @@
 //! Every line typed on stdin is sent to the server; every line the server sends is
 //! printed on stdout. Two connections on one reactor do it, each relaying to the other
 //! with `cx.conn(id).write`: stdin/stdout ([`Reactor::stdio`]) and the socket
-//! ([`Reactor::connect_tcp`]). No thread blocks on the keyboard.
+//! ([`Reactor::connect_tcp`], or [`Reactor::connect_tls`] with `--tls`). No thread
+//! blocks on the keyboard.
 //!
 //! The client exits 0 when the server closes (after `/quit`, say), or at the end of
 //! stdin: what was typed is sent (a last line without a newline gets one), then the
@@ -13,8 +14,12 @@
 //! Run it, with the chat server running:
 //!
 //! ```text
-//! cargo run --example chat_client -- [--connect 127.0.0.1:8000]
+//! cargo run --example chat_client -- [--connect 127.0.0.1:8000] [--tls --tls-ca PEM [--tls-server-name NAME]]
 //! ```
+//!
+//! With `--tls` it speaks TLS ([`Reactor::connect_tls`]) and trusts only the CA
+//! certificates in `--tls-ca`; the server's certificate must be for
+//! `--tls-server-name`, by default the host part of `--connect`.
 //!
 //! Type a line, `/nick NAME`, `/join ROOM`, `/who`, `/quit`. Or script it:
 //! `printf '/nick bot\nhello\n' | cargo run --example chat_client`.
@@ -25,6 +30,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::rc::Rc;
 
+use twistor::tls::rustls::pki_types::ServerName;
+use twistor::tls::TlsConnector;
 use twistor::{ConnId, Context, Protocol, Reactor, Reason};
 
 /// The chat server's default address.
@@ -36,16 +43,26 @@ Line client for the chat example: stdin to the server, the server to stdout.
 Usage: chat_client [FLAGS]
 
 Flags:
-  --connect ADDR  server to connect to (default: 127.0.0.1:8000)
-  --help          print this help and exit
+  --connect ADDR            server to connect to, host:port (default: 127.0.0.1:8000)
+  --tls                     speak TLS (needs --tls-ca)
+  --tls-ca PEM              trust the CA certificates in this file, and no other
+  --tls-server-name NAME    name the server's certificate must carry (default: the host in --connect)
+  --help                    print this help and exit
 ";
+
+/// The command line, checked.
+struct Config {
+    addr: SocketAddr,
+    /// With `--tls`: the connector and the name to verify the server for.
+    tls: Option<(TlsConnector, String)>,
+}
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .target(env_logger::Target::Stderr)
         .init();
-    let addr = parse_args(std::env::args().skip(1));
-    match run(addr) {
+    let config = parse_args(std::env::args().skip(1));
+    match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("chat_client: {e}");
@@ -54,32 +71,83 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--connect ADDR` (or `--connect=ADDR`) and `--help`; a bad command line exits 2.
-fn parse_args(mut args: impl Iterator<Item = String>) -> SocketAddr {
+/// `--connect ADDR`, `--tls`, `--tls-ca PEM`, `--tls-server-name NAME` (each value
+/// flag also as `--flag=VALUE`) and `--help`. A bad command line exits 2; a CA file
+/// that cannot be used exits 1, with one line naming the flag and the file.
+fn parse_args(mut args: impl Iterator<Item = String>) -> Config {
     let mut connect = DEFAULT_CONNECT.to_owned();
+    let mut tls = false;
+    let mut tls_ca = None;
+    let mut server_name = None;
     while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--help" | "-h" => {
-                print!("{USAGE}");
-                let _ = io::stdout().flush();
-                std::process::exit(0);
-            }
-            "--connect" => match args.next() {
-                Some(value) => connect = value,
-                None => usage_error("--connect needs a value"),
-            },
-            _ => match arg.strip_prefix("--connect=") {
-                Some(value) => connect = value.to_owned(),
-                None => usage_error(&format!("unknown argument `{arg}`")),
-            },
+        if arg == "--help" || arg == "-h" {
+            print!("{USAGE}");
+            let _ = io::stdout().flush();
+            std::process::exit(0);
+        }
+        if arg == "--tls" {
+            tls = true;
+            continue;
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_owned())),
+            None => (arg.as_str(), None),
+        };
+        let slot = match name {
+            "--connect" => &mut connect,
+            "--tls-ca" => tls_ca.insert(String::new()),
+            "--tls-server-name" => server_name.insert(String::new()),
+            _ => usage_error(&format!("unknown argument `{arg}`")),
+        };
+        match inline.or_else(|| args.next()) {
+            Some(value) => *slot = value,
+            None => usage_error(&format!("{name} needs a value")),
         }
     }
     // Resolving a host name blocks, but only here, before the reactor runs.
-    match connect.to_socket_addrs().map(|mut addrs| addrs.next()) {
+    let addr = match connect.to_socket_addrs().map(|mut addrs| addrs.next()) {
         Ok(Some(addr)) => addr,
         Ok(None) => usage_error(&format!("`{connect}` resolves to no address")),
         Err(e) => usage_error(&format!("bad address `{connect}`: {e}")),
+    };
+    let tls = match (tls, tls_ca) {
+        (true, Some(ca)) => Some(tls_config(&connect, &ca, server_name)),
+        (true, None) => usage_error("--tls needs --tls-ca"),
+        (false, Some(_)) => usage_error("--tls-ca needs --tls"),
+        (false, None) if server_name.is_some() => usage_error("--tls-server-name needs --tls"),
+        (false, None) => None,
+    };
+    Config { addr, tls }
+}
+
+/// The TLS half of the command line: a connector trusting `ca`, and the name to
+/// verify the server for (`server_name`, else the host part of `connect`).
+fn tls_config(connect: &str, ca: &str, server_name: Option<String>) -> (TlsConnector, String) {
+    let name = server_name.unwrap_or_else(|| host_of(connect).to_owned());
+    if ServerName::try_from(name.as_str()).is_err() {
+        usage_error(&format!(
+            "--tls-server-name must be a DNS name or an IP address, not {name:?}"
+        ));
     }
+    if ca.is_empty() {
+        usage_error("--tls-ca must not be empty");
+    }
+    match TlsConnector::from_ca_pem(ca) {
+        Ok(connector) => (connector, name),
+        Err(e) => {
+            let message = e.to_string().replace(['\r', '\n'], " ");
+            eprintln!("chat_client: --tls-ca {message}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The host part of `host:port` (`[::1]:8000` gives `::1`).
+fn host_of(connect: &str) -> &str {
+    let host = connect.rsplit_once(':').map_or(connect, |(host, _)| host);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 fn usage_error(message: &str) -> ! {
@@ -87,16 +155,18 @@ fn usage_error(message: &str) -> ! {
     std::process::exit(2);
 }
 
-fn run(addr: SocketAddr) -> io::Result<()> {
+fn run(config: Config) -> io::Result<()> {
+    let Config { addr, tls } = config;
     let mut reactor = Reactor::new()?;
     let shared = Rc::new(Shared::default());
-    let link = reactor.connect_tcp(
+    let server = ServerLink {
         addr,
-        ServerLink {
-            addr,
-            shared: Rc::clone(&shared),
-        },
-    );
+        shared: Rc::clone(&shared),
+    };
+    let link = match &tls {
+        Some((connector, name)) => reactor.connect_tls(addr, connector, name, server),
+        None => reactor.connect_tcp(addr, server),
+    };
     let screen = reactor.stdio(Keyboard {
         server: link,
         shared: Rc::clone(&shared),
@@ -117,7 +187,8 @@ fn run(addr: SocketAddr) -> io::Result<()> {
 struct Shared {
     /// The stdin/stdout connection, where server output goes.
     screen: Cell<Option<ConnId>>,
-    /// The socket is connected.
+    /// The socket is connected (and, with TLS, its handshake is done: see
+    /// [`ServerLink::connection_made`]).
     connected: Cell<bool>,
     /// stdin has ended: close the socket once what was typed has gone out.
     input_done: Cell<bool>,
@@ -186,16 +257,32 @@ struct ServerLink {
     shared: Rc<Shared>,
 }
 
-impl Protocol for ServerLink {
-    fn connection_made(&mut self, cx: &mut Context<'_>) {
+impl ServerLink {
+    /// The connection is ready for a half-close: if stdin has ended meanwhile, send
+    /// what it had, then half-close.
+    fn ready(&mut self, cx: &mut Context<'_>) {
         self.shared.connected.set(true);
         if self.shared.input_done.get() {
-            // stdin ended while connecting: send what it had, then half-close.
             cx.lose_write_connection();
+        }
+    }
+}
+
+impl Protocol for ServerLink {
+    fn connection_made(&mut self, cx: &mut Context<'_>) {
+        // With TLS, `connection_made` comes before the handshake, and a half-close
+        // then (`close_notify`) would throw away what was typed and is held for the
+        // handshake. There is no callback for the handshake's end: the first data is
+        // the sign, and the chat server greets every client at once.
+        if cx.tls().is_none() {
+            self.ready(cx);
         }
     }
 
     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        if !self.shared.connected.get() {
+            self.ready(cx);
+        }
         if let Some(screen) = self.shared.screen.get() {
             cx.conn(screen).write(data);
         }

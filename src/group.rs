@@ -107,6 +107,8 @@ impl fmt::Debug for ReactorGroup {
 pub struct GroupBuilder {
     threads: usize,
     reactor: Builder,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsAcceptor>,
 }
 
 impl ReactorGroup {
@@ -116,6 +118,8 @@ impl ReactorGroup {
         GroupBuilder {
             threads: thread::available_parallelism().map_or(1, |n| n.get()),
             reactor: Reactor::builder(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -194,6 +198,15 @@ impl GroupBuilder {
         self
     }
 
+    /// Speaks TLS with `acceptor`'s settings on every connection the group's listeners
+    /// accept ([`Reactor::set_listener_tls`] on each reactor's listener, before it
+    /// accepts anything). Other listeners opened in `setup` are the setup's business.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, acceptor: crate::tls::TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
+    }
+
     /// Binds one listener per reactor to `addr` with SO_REUSEPORT, then starts the
     /// reactors, each on its own thread, and returns once every one has run its
     /// setup and taken its listener. Connections that arrive before a reactor runs
@@ -237,6 +250,8 @@ impl GroupBuilder {
                 index,
                 socket,
                 builder: self.reactor.clone(),
+                #[cfg(feature = "tls")]
+                tls: self.tls.clone(),
                 shared: Arc::clone(&group.shared),
                 ready: ready_tx.clone(),
             };
@@ -292,6 +307,8 @@ struct Member {
     index: usize,
     socket: TcpListener,
     builder: Builder,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsAcceptor>,
     shared: Arc<Shared>,
     ready: mpsc::Sender<(usize, Handle)>,
 }
@@ -322,7 +339,13 @@ impl Member {
     {
         let mut reactor = self.builder.build()?;
         let factory = setup(self.index, &mut reactor)?;
-        reactor.listen_tcp_socket(self.socket, factory)?;
+        let listening = reactor.listen_tcp_socket(self.socket, factory)?;
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            reactor.set_listener_tls(listening.id, tls);
+        }
+        #[cfg(not(feature = "tls"))]
+        let _ = listening;
         let handle = reactor.handle();
         if !self.shared.enlist(handle.clone()) {
             return Ok(()); // another reactor has ended already: this one never starts

@@ -50,7 +50,12 @@
 //!
 //! ```text
 //! cargo run --release --example chat -- [--listen 127.0.0.1:8000] [--max-line 4096] [--max-backlog 1048576] [--slow-timeout 10] [--coalesce-us 300]
+//!     [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM] [--tls-handshake-timeout SECS]]
 //! ```
+//!
+//! With `--tls-cert` and `--tls-key` the port speaks TLS, the chat on top unchanged
+//! (`chat_client --tls --tls-ca CA.pem`, `openssl s_client`); `--tls-client-ca` asks
+//! every client for a certificate signed by that CA.
 //!
 //! Poke it with `nc 127.0.0.1 8000` in two terminals (or with `chat_client`), type a
 //! line in one and see it in the other; try `/nick`, `/join kitchen`, `/who`.
@@ -70,9 +75,10 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
 
-use common::{exit_status, init_logging, serve, Cli};
+use common::{exit_status, init_logging, listen_tcp, serve, Cli};
 use server::Server;
 use session::SessionLimits;
+use twistor::tls::TlsAcceptor;
 use twistor::{Addr, Reactor};
 
 /// Unsent output above which a member is congested and its senders wait: the
@@ -121,6 +127,7 @@ fn main() -> ExitCode {
             "300",
             "after writing, wait this many µs before reading again (0: off)",
         )
+        .tls_flags()
         .parse();
     let max_line_bytes: usize = args.value("max-line");
     if max_line_bytes == 0 {
@@ -143,7 +150,9 @@ fn main() -> ExitCode {
         max_backlog_bytes,
         coalesce: Duration::from_micros(args.value("coalesce-us")),
     };
-    exit_status("chat", run(args.listen_addr(), limits))
+    let addr = args.listen_addr();
+    let tls = args.tls_acceptor();
+    exit_status("chat", run(addr, tls, limits))
 }
 
 /// Refuses to start: `message` on stderr, exit status 2.
@@ -152,7 +161,7 @@ fn refuse(message: &str) -> ! {
     std::process::exit(2);
 }
 
-fn run(addr: SocketAddr, limits: Limits) -> io::Result<()> {
+fn run(addr: SocketAddr, tls: Option<TlsAcceptor>, limits: Limits) -> io::Result<()> {
     // The watermarks are the server's flow control: its senders wait while a member
     // has more than the high one unsent, and go on once it is down to the low one.
     // The write cap is the hard limit: a write that would leave more than
@@ -165,7 +174,7 @@ fn run(addr: SocketAddr, limits: Limits) -> io::Result<()> {
         .coalesce_writes(limits.coalesce)
         .build()?;
     let server = Rc::new(RefCell::new(Server::new(HIGH_WATERMARK_BYTES)));
-    let port = reactor.listen_tcp(addr, move |_: &Addr| {
+    let port = listen_tcp(&mut reactor, addr, tls.as_ref(), move |_: &Addr| {
         Some(session::protocol(Rc::clone(&server), limits.session))
     })?;
     serve(&mut reactor, port.local_addr)

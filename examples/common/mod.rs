@@ -26,6 +26,17 @@
 //! parse or is out of range: read values with the typed getters ([`Args::number`],
 //! [`Args::listen_addr`], [`Args::listen_path`], [`Args::path`]), which check the range
 //! a server can work with, not only the type.
+//!
+//! The TCP servers speak TLS when asked (EXAMPLES.md, "TLS on the TCP examples"):
+//! [`Cli::tls_flags`] declares `--tls-cert`, `--tls-key`, `--tls-client-ca` and
+//! `--tls-handshake-timeout`, and [`Args::tls_acceptor`] turns them into the
+//! `Option<TlsAcceptor>` that [`listen_tcp`] (or `GroupBuilder::tls`) takes:
+//!
+//! ```ignore
+//! let args = Cli::new(...).tls_flags().parse();
+//! let tls = args.tls_acceptor(); // None without --tls-cert; a bad file: exit 1
+//! let port = listen_tcp(&mut reactor, addr, tls.as_ref(), factory)?;
+//! ```
 
 // Each example uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -36,8 +47,10 @@ use std::net::SocketAddr;
 use std::ops::{Bound, RangeBounds};
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::time::Duration;
 
-use twistor::{Reactor, ReactorGroup};
+use twistor::tls::{ConfigError, TlsAcceptor};
+use twistor::{Factory, Listening, Reactor, ReactorGroup};
 
 pub mod echo;
 
@@ -125,6 +138,44 @@ impl Cli {
             help,
         });
         self
+    }
+
+    /// Adds a flag that takes a value and has no default: [`Args::optional`] reads it.
+    pub fn optional(
+        mut self,
+        name: &'static str,
+        metavar: &'static str,
+        help: &'static str,
+    ) -> Cli {
+        self.flags.push(Flag {
+            name,
+            metavar: Some(metavar),
+            default: None,
+            help,
+        });
+        self
+    }
+
+    /// Adds the TLS flags every TCP server takes (EXAMPLES.md, "TLS on the TCP
+    /// examples"); [`Args::tls_acceptor`] reads them.
+    pub fn tls_flags(self) -> Cli {
+        self.optional(
+            "tls-cert",
+            "PEM",
+            "speak TLS with this certificate chain (needs --tls-key)",
+        )
+        .optional("tls-key", "PEM", "the private key of --tls-cert")
+        .optional(
+            "tls-client-ca",
+            "PEM",
+            "require a client certificate signed by this CA (mutual TLS)",
+        )
+        .option(
+            "tls-handshake-timeout",
+            "SECS",
+            "10",
+            "close a connection whose TLS handshake is not done by then",
+        )
     }
 
     /// Parses the process's arguments; on `--help` prints the usage and exits 0, on a
@@ -226,11 +277,87 @@ impl Args {
     /// # Panics
     /// If no such flag was declared: a bug in the example, not a user error.
     pub fn get(&self, name: &str) -> &str {
+        self.optional(name)
+            .unwrap_or_else(|| panic!("flag --{name} has no default: read it with `optional`"))
+    }
+
+    /// The value of a flag declared with [`Cli::optional`], if it was given.
+    ///
+    /// # Panics
+    /// If no such flag was declared: a bug in the example, not a user error.
+    pub fn optional(&self, name: &str) -> Option<&str> {
         self.values
             .iter()
             .find(|(n, _)| *n == name)
-            .and_then(|(_, v)| v.as_deref())
             .unwrap_or_else(|| panic!("flag --{name} was never declared"))
+            .1
+            .as_deref()
+    }
+
+    /// An optional flag's value as a path; exits 2 if it is given empty.
+    fn optional_path(&self, name: &str) -> Option<&str> {
+        let raw = self.optional(name)?;
+        if raw.is_empty() {
+            self.refuse(name, "must not be empty");
+        }
+        Some(raw)
+    }
+
+    /// The TLS settings from the flags of [`Cli::tls_flags`]: `None` without
+    /// `--tls-cert` and `--tls-key` (plaintext).
+    ///
+    /// A command line that cannot work exits 2 with one line naming the flag:
+    /// `--tls-cert` without `--tls-key` or the other way round, `--tls-client-ca`
+    /// without them, a handshake timeout that is not a positive number of seconds.
+    /// A file that cannot be used (missing, unreadable, not PEM, a key that does not
+    /// match the certificate) exits 1 with one line naming the flag and the file.
+    pub fn tls_acceptor(&self) -> Option<TlsAcceptor> {
+        let timeout = Duration::try_from_secs_f64(self.value::<f64>("tls-handshake-timeout"))
+            .ok()
+            .filter(|t| !t.is_zero())
+            .unwrap_or_else(|| {
+                self.refuse(
+                    "tls-handshake-timeout",
+                    "must be a positive number of seconds",
+                )
+            });
+        let cert = self.optional_path("tls-cert");
+        let key = self.optional_path("tls-key");
+        let client_ca = self.optional_path("tls-client-ca");
+        let (cert, key) = match (cert, key) {
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(_), None) => self.refuse("tls-cert", "needs --tls-key"),
+            (None, Some(_)) => self.refuse("tls-key", "needs --tls-cert"),
+            (None, None) if client_ca.is_some() => {
+                self.refuse("tls-client-ca", "needs --tls-cert and --tls-key")
+            }
+            (None, None) => return None,
+        };
+        // Each file on its own first, so that a failure names the right flag.
+        if let Err(e) = twistor::tls::load_certificates(cert) {
+            self.unusable("tls-cert", &e);
+        }
+        if let Err(e) = twistor::tls::load_private_key(key) {
+            self.unusable("tls-key", &e);
+        }
+        // What is left to fail is the pair: a key that is not the certificate's.
+        let mut acceptor = TlsAcceptor::from_pem(cert, key)
+            .unwrap_or_else(|e| self.unusable("tls-key", &e))
+            .handshake_timeout(timeout);
+        if let Some(ca) = client_ca {
+            acceptor = acceptor
+                .require_client_cert(ca)
+                .unwrap_or_else(|e| self.unusable("tls-client-ca", &e));
+        }
+        Some(acceptor)
+    }
+
+    /// A TLS file named by flag `name` cannot be used: prints `PROGRAM: --NAME FILE:
+    /// PROBLEM` as one line to stderr and exits 1.
+    fn unusable(&self, name: &str, e: &ConfigError) -> ! {
+        let message = e.to_string().replace(['\r', '\n'], " ");
+        eprintln!("{}: --{name} {message}", self.program);
+        std::process::exit(1);
     }
 
     /// The value of a flag parsed as `T`; exits 2 with one line naming the flag if it
@@ -349,6 +476,20 @@ where
 fn exit_refused(program: &str, message: fmt::Arguments<'_>) -> ! {
     eprintln!("{program}: {message}");
     std::process::exit(2);
+}
+
+/// Listens on `addr` for `factory`'s protocol, with TLS if `tls` is given
+/// ([`Args::tls_acceptor`]), plaintext otherwise.
+pub fn listen_tcp<F: Factory>(
+    reactor: &mut Reactor,
+    addr: SocketAddr,
+    tls: Option<&TlsAcceptor>,
+    factory: F,
+) -> io::Result<Listening> {
+    match tls {
+        Some(tls) => reactor.listen_tls(addr, tls, factory),
+        None => reactor.listen_tcp(addr, factory),
+    }
 }
 
 /// Sends log records to stderr; `RUST_LOG` sets the level (default `info`).

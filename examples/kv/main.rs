@@ -11,11 +11,13 @@
 //!
 //! ```text
 //! cargo run --release --example kv -- [--listen 127.0.0.1:6380]
+//!     [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM] [--tls-handshake-timeout SECS]]
 //! ```
 //!
 //! Poke it with `redis-cli -p 6380`, or by hand with `nc 127.0.0.1 6380` and inline
-//! commands (`SET greeting hello`, `GET greeting`). SIGINT or SIGTERM stops it
-//! gracefully.
+//! commands (`SET greeting hello`, `GET greeting`). With `--tls-cert` and
+//! `--tls-key` the port speaks TLS: `redis-cli --tls --cacert CA.pem -p 6380`.
+//! SIGINT or SIGTERM stops it gracefully.
 //!
 //! Limits, checked before memory is taken: a bulk string of at most 512 MiB, at most
 //! 1,048,576 arguments per request, 64 KiB for an inline request or a length line,
@@ -42,9 +44,10 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{exit_status, init_logging, serve, Cli};
+use common::{exit_status, init_logging, listen_tcp, serve, Cli};
 use db::{Db, ExpireIf, IncrError, KeyTtl, Ttl};
 use resp::{Args, Parser};
+use twistor::tls::TlsAcceptor;
 use twistor::{Addr, Context, Protocol, Reactor, Reason};
 
 /// Above this many queued reply bytes a connection stops being read (and stops
@@ -106,13 +109,17 @@ fn main() -> ExitCode {
         &DEFAULT_MAX_QUERY_BYTES.to_string(),
         "most bytes buffered for one incomplete request before the client is dropped",
     )
+    .tls_flags()
     .parse();
+    let addr = args.listen_addr();
     // Zero would drop every client whose request arrives in more than one read.
-    let result = run(args.listen_addr(), args.number("max-query-bytes", 1..));
+    let max_query_bytes = args.number("max-query-bytes", 1..);
+    let tls = args.tls_acceptor();
+    let result = run(addr, tls, max_query_bytes);
     exit_status("kv", result)
 }
 
-fn run(addr: SocketAddr, max_query_bytes: usize) -> std::io::Result<()> {
+fn run(addr: SocketAddr, tls: Option<TlsAcceptor>, max_query_bytes: usize) -> std::io::Result<()> {
     let mut reactor = Reactor::builder()
         .write_watermarks(HIGH_WATERMARK_BYTES, LOW_WATERMARK_BYTES)
         .write_cap_bytes(WRITE_CAP_BYTES)
@@ -120,7 +127,7 @@ fn run(addr: SocketAddr, max_query_bytes: usize) -> std::io::Result<()> {
     let db = Rc::new(RefCell::new(Db::default()));
     schedule_sweep(&mut reactor, Rc::clone(&db), SWEEP_INTERVAL);
     let mut next_client_id = 0;
-    let port = reactor.listen_tcp(addr, move |_: &Addr| {
+    let port = listen_tcp(&mut reactor, addr, tls.as_ref(), move |_: &Addr| {
         next_client_id += 1;
         Some(Client::new(Rc::clone(&db), next_client_id, max_query_bytes))
     })?;
