@@ -187,8 +187,7 @@ fn run(config: Config) -> io::Result<()> {
 struct Shared {
     /// The stdin/stdout connection, where server output goes.
     screen: Cell<Option<ConnId>>,
-    /// The socket is connected (and, with TLS, its handshake is done: see
-    /// [`ServerLink::connection_made`]).
+    /// The socket is connected.
     connected: Cell<bool>,
     /// stdin has ended: close the socket once what was typed has gone out.
     input_done: Cell<bool>,
@@ -270,19 +269,12 @@ impl ServerLink {
 
 impl Protocol for ServerLink {
     fn connection_made(&mut self, cx: &mut Context<'_>) {
-        // With TLS, `connection_made` comes before the handshake, and a half-close
-        // then (`close_notify`) would throw away what was typed and is held for the
-        // handshake. There is no callback for the handshake's end: the first data is
-        // the sign, and the chat server greets every client at once.
-        if cx.tls().is_none() {
-            self.ready(cx);
-        }
+        // With TLS this comes before the handshake: what is written, and a
+        // half-close, wait for it (the reactor holds them).
+        self.ready(cx);
     }
 
     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
-        if !self.shared.connected.get() {
-            self.ready(cx);
-        }
         if let Some(screen) = self.shared.screen.get() {
             cx.conn(screen).write(data);
         }

@@ -1,6 +1,6 @@
 //! TLS through the reactor, against clients written by others: rustls's own blocking
 //! `StreamOwned` (in these tests), `openssl s_client` and Python's `ssl` (in
-//! tests/tls_interop.rs).
+//! tests/tls_examples.rs, against the examples).
 
 mod common;
 

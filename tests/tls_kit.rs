@@ -531,3 +531,42 @@ fn a_half_close_sends_close_notify_and_goes_on_reading() {
         h.lost_of(c)
     );
 }
+
+/// Writes a line and half-closes in `connection_made`, before the handshake.
+#[derive(Default)]
+struct EagerHalfCloser {
+    got: Vec<u8>,
+}
+
+impl Protocol for EagerHalfCloser {
+    fn connection_made(&mut self, cx: &mut Context<'_>) {
+        cx.write(b"hello\n");
+        cx.lose_write_connection();
+    }
+    fn data_received(&mut self, _: &mut Context<'_>, data: &[u8]) {
+        self.got.extend_from_slice(data);
+    }
+}
+
+#[test]
+fn a_half_close_during_the_handshake_waits_for_it_and_keeps_what_was_written() {
+    let certs = Certs::new("kit-early-half");
+    let mut h = tls_harness(
+        &certs,
+        Server {
+            echo: true,
+            ..Server::default()
+        },
+    );
+    let c = h.add_tls_client(EagerHalfCloser::default(), &connector(&certs), "localhost");
+    h.link(h.id(), c);
+    assert_eq!(h.protocol().got, b"hello\n");
+    assert!(h.protocol().eof, "close_notify after the line");
+    assert_eq!(h.protocol_of::<EagerHalfCloser>(c).unwrap().got, b"HELLO\n");
+    assert!(matches!(h.lost(), Some(Reason::Done)), "{:?}", h.lost());
+    assert!(
+        matches!(h.lost_of(c), Some(Reason::Done)),
+        "{:?}",
+        h.lost_of(c)
+    );
+}

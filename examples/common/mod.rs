@@ -40,6 +40,7 @@
 
 // Each example uses a different subset of these helpers.
 #![allow(dead_code)]
+#![cfg_attr(not(feature = "tls"), allow(unused_imports))]
 
 use std::fmt::{self, Display};
 use std::io::{self, Write};
@@ -49,6 +50,7 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
+#[cfg(feature = "tls")]
 use twistor::tls::{ConfigError, TlsAcceptor};
 use twistor::{Factory, Listening, Reactor, ReactorGroup};
 
@@ -156,6 +158,7 @@ impl Cli {
         self
     }
 
+    #[cfg(feature = "tls")]
     /// Adds the TLS flags every TCP server takes (EXAMPLES.md, "TLS on the TCP
     /// examples"); [`Args::tls_acceptor`] reads them.
     pub fn tls_flags(self) -> Cli {
@@ -303,6 +306,7 @@ impl Args {
         Some(raw)
     }
 
+    #[cfg(feature = "tls")]
     /// The TLS settings from the flags of [`Cli::tls_flags`]: `None` without
     /// `--tls-cert` and `--tls-key` (plaintext).
     ///
@@ -352,6 +356,7 @@ impl Args {
         Some(acceptor)
     }
 
+    #[cfg(feature = "tls")]
     /// A TLS file named by flag `name` cannot be used: prints `PROGRAM: --NAME FILE:
     /// PROBLEM` as one line to stderr and exits 1.
     fn unusable(&self, name: &str, e: &ConfigError) -> ! {
@@ -478,6 +483,7 @@ fn exit_refused(program: &str, message: fmt::Arguments<'_>) -> ! {
     std::process::exit(2);
 }
 
+#[cfg(feature = "tls")]
 /// Listens on `addr` for `factory`'s protocol, with TLS if `tls` is given
 /// ([`Args::tls_acceptor`]), plaintext otherwise.
 pub fn listen_tcp<F: Factory>(

@@ -24,15 +24,6 @@ impl<K: Kernel> Driver for Core<K> {
     }
 
     fn lose_write_connection(&mut self, id: ConnId) {
-        #[cfg(feature = "tls")]
-        if self
-            .conn(id)
-            .is_some_and(|c| c.tls != 0 && c.state.accepts_writes())
-        {
-            // close_notify ends our side of a TLS connection; the shutdown follows once
-            // it has drained.
-            self.tls_close_notify(id);
-        }
         let Some(c) = self.conn_mut(id) else { return };
         if c.state.ask_shutdown_write() {
             self.mark_dirty(id);

@@ -968,6 +968,14 @@ impl<K: Kernel> Core<K> {
             if c.tls != 0 && self.tls_held(id) > 0 {
                 continue; // tls hook: plaintext still to encrypt and send
             }
+            #[cfg(feature = "tls")]
+            if self
+                .conn(id)
+                .is_some_and(|c| c.tls != 0 && c.state.shutdown_pending())
+                && self.tls_half_close_waits(id)
+            {
+                continue; // tls hook: the handshake, then close_notify, then the shutdown
+            }
             let Some(c) = self.conn_mut(id) else { continue };
             if c.state.is_losing() {
                 if !c.state.jobs_out() || skip_jobs {

@@ -217,6 +217,12 @@ impl State {
         self.phase == Phase::Losing || self.shutdown_asked
     }
 
+    /// A half-close was asked for and has not happened yet.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn shutdown_pending(&self) -> bool {
+        self.shutdown_asked && !self.write_shut && self.phase != Phase::Losing
+    }
+
     /// The half-close is due now that the queue is empty: true once, when the write
     /// side must be shut.
     pub(crate) fn take_shutdown_due(&mut self) -> bool {

@@ -332,6 +332,16 @@ impl<K: Kernel> Core<K> {
             .is_some_and(|s| s.is_handshaking() && !s.failed && !s.plain.is_empty())
     }
 
+    /// A half-close is due on a TLS connection: it waits for the handshake (what was
+    /// held is sent after it), then for `close_notify` to drain. True while it waits.
+    pub(crate) fn tls_half_close_waits(&mut self, id: ConnId) -> bool {
+        match self.session(id) {
+            Some(s) if s.is_handshaking() && !s.failed => true,
+            Some(_) => self.tls_close_notify(id),
+            None => false,
+        }
+    }
+
     /// Plaintext written and not encrypted yet.
     pub(crate) fn tls_held(&self, id: ConnId) -> usize {
         self.session(id).map_or(0, |s| s.plain.len())
