@@ -33,6 +33,8 @@ mod netstring;
 mod resp_check;
 #[path = "../fuzz/checks/string_script.rs"]
 mod string_script;
+#[path = "../fuzz/checks/tls_line.rs"]
+mod tls_line;
 
 /// Runs `check` on every file kept for `target`; fails if there is none.
 fn replay(target: &str, check: fn(&[u8])) {
@@ -77,4 +79,9 @@ fn resp_corpus() {
 #[test]
 fn chat_command_corpus() {
     replay("chat_command", chat_command_check::check);
+}
+
+#[test]
+fn tls_line_corpus() {
+    replay("tls_line", tls_line::check);
 }

@@ -39,6 +39,8 @@ pub mod netstring;
 pub mod resp_check;
 #[path = "../checks/string_script.rs"]
 pub mod string_script;
+#[path = "../checks/tls_line.rs"]
+pub mod tls_line;
 #[path = "../checks/upload_header.rs"]
 pub mod upload_header_check;
 
@@ -92,6 +94,11 @@ mod tests {
     #[test]
     fn resp() {
         replay("resp", super::resp_check::check);
+    }
+
+    #[test]
+    fn tls_line() {
+        replay("tls_line", super::tls_line::check);
     }
 
     #[test]
