@@ -165,7 +165,18 @@ impl<K: Kernel> Core<K> {
         let result = s.write_out(direct, &mut c.out);
         self.counters.write_calls += calls;
         if let Err(e) = result {
-            self.close_with(id, Reason::from_io(e));
+            return self.close_with(id, Reason::from_io(e));
+        }
+        // The cap was checked on the plaintext; what encryption adds (a record's
+        // header and tag, a handshake flight, an alert) is checked here, so the
+        // queue never passes it.
+        let cap = self.config.write_cap_bytes;
+        if c.out.len() + s.plain.len() > cap {
+            log::warn!(
+                "{id} {}: write buffer would pass {cap} bytes; closing",
+                c.peer
+            );
+            self.close_with(id, Reason::WriteOverflow);
         }
     }
 

@@ -22,7 +22,9 @@
 //!   on plaintext (the write side shut, the linger). During the handshake it aborts if
 //!   nothing was written, else it waits for the handshake, flushes, and closes.
 //! - A peer that ends TCP without `close_notify` is reported as
-//!   [`Reason::Truncated`](crate::Reason::Truncated); a handshake that fails (a bad
+//!   [`Reason::Truncated`](crate::Reason::Truncated), and the connection closes at
+//!   once (what is queued for it is dropped: its stream was cut, so it is not a
+//!   peer that will read our end); a handshake that fails (a bad
 //!   certificate, no common version, bytes that are not TLS), a record that does not
 //!   decrypt, a handshake that does not finish within its timeout or grows past its
 //!   byte bound, as [`Reason::Tls`](crate::Reason::Tls) with rustls's error. The
@@ -30,7 +32,9 @@
 //!
 //! Plaintext held for the handshake or corked for the end of the turn, and ciphertext
 //! the kernel has not taken, count against the connection's watermarks and write cap:
-//! [`Context::buffered`](crate::Context::buffered) is their sum.
+//! [`Context::buffered`](crate::Context::buffered) is their sum. The cap is checked on
+//! the plaintext when it is written and again once it is encrypted, so what TLS adds
+//! (records' headers and tags, handshake flights, alerts) cannot take the queue past it.
 //!
 //! # Examples
 //!
