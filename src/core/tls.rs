@@ -232,7 +232,9 @@ impl<K: Kernel> Core<K> {
         }
         // The handshake's next flight, a key update, or the held plaintext once the
         // handshake is done.
-        self.tls_write_ready(id);
+        if got.handshake_done || self.session(id).is_some_and(|s| s.wants_write()) {
+            self.tls_write_ready(id);
+        }
         // Plaintext that comes while a close waits for the handshake is not
         // delivered, as input after `lose_connection` is not on plaintext.
         if got.plain > 0 && self.conn(id).is_some_and(|c| c.state.wants_read()) {

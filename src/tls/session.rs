@@ -111,6 +111,11 @@ impl Session {
         self.conn.is_handshaking()
     }
 
+    /// Whether rustls has ciphertext to send (a handshake flight, a ticket, an alert).
+    pub(crate) fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
+
     /// Encrypts the held plaintext, if the handshake is done.
     pub(crate) fn encrypt_held(&mut self) {
         if self.conn.is_handshaking() || self.plain.is_empty() || self.close_notify_sent {
