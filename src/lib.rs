@@ -67,6 +67,8 @@ mod timer;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod transport;
+#[cfg(feature = "websocket")]
+pub mod websocket;
 
 pub use datagram::{DatagramContext, DatagramProtocol, DEFAULT_MAX_DATAGRAM_BYTES};
 pub use group::ReactorGroup;
