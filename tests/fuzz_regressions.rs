@@ -33,6 +33,7 @@ mod netstring;
 mod resp_check;
 #[path = "../fuzz/checks/string_script.rs"]
 mod string_script;
+#[cfg(feature = "tls")]
 #[path = "../fuzz/checks/tls_line.rs"]
 mod tls_line;
 
@@ -82,6 +83,7 @@ fn chat_command_corpus() {
 }
 
 #[test]
+#[cfg(feature = "tls")]
 fn tls_line_corpus() {
     replay("tls_line", tls_line::check);
 }
