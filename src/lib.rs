@@ -50,6 +50,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod backoff;
+pub mod client;
 mod core;
 mod datagram;
 pub mod framing;

@@ -110,6 +110,17 @@
 //! two connections as the two ends of one stream, so a client protocol and a server
 //! protocol talk to each other through the core on both sides, with no sockets.
 //!
+//! # Outgoing connects
+//!
+//! [`connect_pending`](Harness::connect_pending) starts a connect as
+//! [`Reactor::connect_tcp`](crate::Reactor::connect_tcp) does, through the core's real
+//! connecting state; it stays connecting until the test decides:
+//! [`complete_connect`](Harness::complete_connect) (`connection_made`) or
+//! [`refuse_connect`](Harness::refuse_connect) (`connection_failed`, reported after
+//! the call's callbacks as the reactor reports it in its next turn). A
+//! [`ClientService`](crate::client::ClientService) started on a harness connects this
+//! way, and its retries run on the manual clock.
+//!
 //! # Datagram sockets
 //!
 //! [`add_datagram`](Harness::add_datagram) adds a datagram socket that runs a
@@ -172,7 +183,7 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use crate::core::{self, Config, Core, Kernel};
+use crate::core::{self, Config, Core, Dial, Dialer, Kernel};
 use crate::datagram::{DatagramContext, DatagramProtocol, DEFAULT_MAX_DATAGRAM_BYTES};
 use crate::ids::{ConnId, DatagramId, Source};
 use crate::pool::{JobError, PoolBusy};
@@ -329,6 +340,7 @@ impl HarnessBuilder {
             pool_queue_jobs: config.pool_queue_jobs,
             ended: HashMap::new(),
             ended_datagrams: HashMap::new(),
+            local: self.local_addr.clone(),
         };
         let mut core = Core::new(kernel, config, now);
         let stream = MemStream::new(self.local_addr.clone());
@@ -922,6 +934,95 @@ impl<P: Protocol> Harness<P> {
         }
     }
 
+    // ----- outgoing connects -----
+
+    /// Starts an outgoing connect that runs `protocol` (of any type), as
+    /// [`Reactor::connect_tcp`](crate::Reactor::connect_tcp) does, whose outcome the
+    /// test decides: [`complete_connect`](Self::complete_connect) makes it
+    /// (`connection_made`), [`refuse_connect`](Self::refuse_connect) fails it
+    /// (`connection_failed`). Until then it is connecting
+    /// ([`is_connecting_of`](Self::is_connecting_of)): writes to it queue, and the
+    /// builder's connect timeout runs on the manual clock. A
+    /// [`ClientService`](crate::client::ClientService) started on the harness
+    /// connects this way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io;
+    /// use twistor::testing::Harness;
+    /// use twistor::{Context, Protocol};
+    ///
+    /// #[derive(Default)]
+    /// struct Client {
+    ///     failed: Option<io::ErrorKind>,
+    /// }
+    /// impl Protocol for Client {
+    ///     fn connection_made(&mut self, cx: &mut Context<'_>) {
+    ///         cx.write(b"hello");
+    ///     }
+    ///     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    ///     fn connection_failed(&mut self, _: &mut Context<'_>, e: io::Error) {
+    ///         self.failed = Some(e.kind());
+    ///     }
+    /// }
+    ///
+    /// let mut h = Harness::new(Client::default());
+    /// let up = h.connect_pending(Client::default());
+    /// assert!(h.is_connecting_of(up));
+    /// h.complete_connect(up);
+    /// assert_eq!(h.take_written_of(up), b"hello");
+    ///
+    /// let refused = h.connect_pending(Client::default());
+    /// h.refuse_connect(refused, io::ErrorKind::ConnectionRefused.into());
+    /// let client: &Client = h.protocol_of(refused).unwrap();
+    /// assert_eq!(client.failed, Some(io::ErrorKind::ConnectionRefused));
+    /// ```
+    pub fn connect_pending<Q: Protocol>(&mut self, protocol: Q) -> ConnId {
+        self.peers = self.peers.wrapping_add(1);
+        let peer = match &self.peer_addr {
+            Addr::Inet(a) => Addr::Inet(SocketAddr::new(a.ip(), a.port().wrapping_add(self.peers))),
+            other => other.clone(),
+        };
+        let timeout = self.core.config.connect_timeout;
+        let id = self.core.dial_unwatched(&peer, timeout, Box::new(protocol));
+        self.pump();
+        id
+    }
+
+    /// Connection `id`'s outgoing connect succeeds: `connection_made`, then what was
+    /// written while connecting goes out.
+    ///
+    /// # Panics
+    /// If `id` is not connecting.
+    pub fn complete_connect(&mut self, id: ConnId) {
+        assert!(
+            self.is_connecting_of(id),
+            "Harness::complete_connect: {id:?} is not connecting"
+        );
+        // The reactor's writable event on a connecting socket.
+        self.core.write_ready(id);
+        self.pump();
+    }
+
+    /// Connection `id`'s outgoing connect fails with `error`: `connection_failed`.
+    ///
+    /// # Panics
+    /// If `id` is not connecting.
+    pub fn refuse_connect(&mut self, id: ConnId, error: io::Error) {
+        assert!(
+            self.is_connecting_of(id),
+            "Harness::refuse_connect: {id:?} is not connecting"
+        );
+        self.core.fail_connect(id, error);
+        self.pump();
+    }
+
+    /// Whether connection `id` is an outgoing connect not yet made or failed.
+    pub fn is_connecting_of(&self, id: ConnId) -> bool {
+        self.core.conn(id).is_some_and(|c| c.state.is_connecting())
+    }
+
     // ----- datagram sockets -----
 
     /// Adds a datagram socket that runs `protocol` (of any type), accepting datagrams
@@ -1365,6 +1466,10 @@ impl<P: Protocol> Harness<P> {
     fn pump(&mut self) {
         loop {
             self.core.settle();
+            if !self.core.failed.is_empty() {
+                self.core.report_failed();
+                continue;
+            }
             if !self.core.ready.is_empty() {
                 let mut batch = self.core.spare_ready.swap(&mut self.core.ready);
                 for source in batch.drain(..) {
@@ -1435,6 +1540,30 @@ impl<P: Protocol> Harness<P> {
     }
 }
 
+impl<P: Protocol> crate::client::sealed::Host for Harness<P> {
+    fn dialer(&mut self) -> &mut dyn Dialer {
+        &mut self.core
+    }
+
+    fn settle(&mut self) {
+        self.pump();
+    }
+
+    fn connect_timeout(&self) -> Option<Duration> {
+        self.core.config.connect_timeout
+    }
+}
+
+impl<P: Protocol> crate::client::Network for Harness<P> {}
+
+/// An outgoing connect under the kit: a memory stream that stays connecting until the
+/// test decides ([`Harness::complete_connect`], [`Harness::refuse_connect`]).
+impl Dial for Mem {
+    fn connect_stream(core: &mut Core<Mem>, _: &Addr) -> io::Result<MemStream> {
+        Ok(MemStream::new(core.k.local.clone()))
+    }
+}
+
 /// The protocol of a connection added with [`Harness::add_peer`]: it does nothing.
 struct Peer;
 
@@ -1452,6 +1581,8 @@ pub(crate) struct Mem {
     pool_queue_jobs: usize,
     ended: HashMap<ConnId, Ended>,
     ended_datagrams: HashMap<DatagramId, EndedDatagram>,
+    /// This end's address, for the streams of outgoing connects.
+    local: Addr,
 }
 
 /// What the harness keeps of a datagram socket that closed.

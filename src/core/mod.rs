@@ -32,6 +32,7 @@
 mod config;
 mod counters;
 mod datagram;
+mod dial;
 mod driver;
 mod state;
 #[cfg(feature = "tls")]
@@ -41,6 +42,7 @@ pub(crate) use config::Config;
 pub use counters::ClosedByReason;
 pub(crate) use counters::Counters;
 pub(crate) use datagram::{Datagram, DatagramSocket};
+pub(crate) use dial::{Dial, Dialer, Ending, Watcher};
 pub(crate) use state::State;
 
 use std::any::{Any, TypeId};
@@ -48,6 +50,7 @@ use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -98,7 +101,8 @@ pub(crate) trait Stream {
 /// the clock, what happens to a stream that joins or leaves the table, and the thread
 /// pool. Hooks take the whole core, since a kernel's bookkeeping may need it (the
 /// reactor re-arms accepts when a descriptor frees up).
-pub(crate) trait Kernel: Sized + 'static {
+/// `Dial` (dial.rs) is how it starts an outgoing connect for a client service.
+pub(crate) trait Kernel: Sized + 'static + Dial {
     type Stream: Stream;
     /// The kernel's own timers in the core's queue (the reactor's `call_later`
     /// closures, accept back-off, connect and shutdown deadlines).
@@ -149,6 +153,8 @@ pub(crate) enum Task<X> {
     ConnectTimeout(ConnId),
     #[cfg(feature = "tls")]
     TlsHandshake(ConnId),
+    /// A client service's timer (dial.rs).
+    Watch(Rc<dyn Watcher>),
     Kernel(X),
 }
 
@@ -240,6 +246,9 @@ pub(crate) struct Core<K: Kernel> {
     pub(crate) tls_buf: Vec<u8>,
     /// The datagram sockets (datagram.rs).
     pub(crate) datagrams: Slab<Datagram<K::Datagram>>,
+    /// The watchers of connections a client service started (dial.rs), beside the
+    /// table as `producers` are.
+    pub(crate) watchers: HashMap<ConnId, Rc<dyn Watcher>>,
 }
 
 /// The `TypeId` of the protocol behind `p`, for typed callbacks.
@@ -274,6 +283,7 @@ impl<K: Kernel> Core<K> {
             #[cfg(feature = "tls")]
             tls_buf: Vec::new(),
             datagrams: Slab::new(),
+            watchers: HashMap::new(),
         }
     }
 
@@ -383,6 +393,7 @@ impl<K: Kernel> Core<K> {
         self.invoke(id, |p, cx| p.connection_made(cx));
         #[cfg(feature = "tls")]
         self.tls_made(id); // tls hook: the handshake's deadline, a client's hello
+        self.watch_made(id); // dial hook: a client service's connection is up
     }
 
     /// An outgoing connection's first writable event: made, failed, or not yet.
@@ -422,6 +433,10 @@ impl<K: Kernel> Core<K> {
     pub(crate) fn report_failed(&mut self) {
         for (id, mut protocol, error) in std::mem::take(&mut self.failed) {
             self.counters.connect_failed += 1;
+            let copy = self
+                .watchers
+                .contains_key(&id)
+                .then(|| io::Error::new(error.kind(), error.to_string()));
             let ty = protocol_type(&*protocol);
             let result = catch_unwind(AssertUnwindSafe(|| {
                 let mut cx = Context::new(self, id, ty);
@@ -434,6 +449,9 @@ impl<K: Kernel> Core<K> {
                 );
             }
             K::retire(self, id, protocol, &Reason::Aborted);
+            if let Some(copy) = copy {
+                self.watch_ended(id, Ending::Failed(copy)); // dial hook
+            }
             self.settle();
         }
     }
@@ -936,6 +954,7 @@ impl<K: Kernel> Core<K> {
             }
         }
         K::retire(self, id, protocol, &reason);
+        self.watch_ended(id, Ending::Lost(&reason)); // dial hook: after connection_lost
     }
 
     /// Carries out what callbacks asked for: closes, owed `pause_producing`, the end of
@@ -1092,6 +1111,7 @@ impl<K: Kernel> Core<K> {
                 self.untrack_timer(id, timer);
                 self.tls_handshake_deadline(id);
             }
+            Task::Watch(w) => w.timer(self, timer), // dial hook
             Task::Kernel(x) => return Some(x),
         }
         self.settle();

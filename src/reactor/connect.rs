@@ -1,14 +1,15 @@
 //! Outgoing connections: the non-blocking connect. Its completion or failure, and
 //! the one `connection_failed` a connect that never succeeded gets, are the core's
-//! (`Core::finish_connect`, `fail_connect`, `report_failed`).
+//! (`Core::finish_connect`, `fail_connect`, `report_failed`). The reactor's side of a
+//! client service is here too: `Dial` for `Mio` and `Network` for `Reactor`.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::table::Stream;
-use super::{Core, Reactor};
-use crate::core::Task;
+use super::{Core, Mio, Reactor};
+use crate::core::{Dial, Dialer, Task};
 use crate::ids::ConnId;
 use crate::protocol::{Addr, Protocol};
 
@@ -160,3 +161,32 @@ impl Core {
         }
     }
 }
+
+impl Dial for Mio {
+    fn connect_stream(_: &mut Core, peer: &Addr) -> io::Result<Stream> {
+        match peer {
+            Addr::Inet(addr) => mio::net::TcpStream::connect(*addr).map(Stream::Tcp),
+            Addr::Unix(Some(path)) => mio::net::UnixStream::connect(path).map(Stream::Unix),
+            other => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot connect to {other}"),
+            )),
+        }
+    }
+}
+
+impl crate::client::sealed::Host for Reactor {
+    fn dialer(&mut self) -> &mut dyn Dialer {
+        &mut self.core
+    }
+
+    fn settle(&mut self) {
+        self.core.settle();
+    }
+
+    fn connect_timeout(&self) -> Option<Duration> {
+        self.core.config.connect_timeout
+    }
+}
+
+impl crate::client::Network for Reactor {}

@@ -1,0 +1,709 @@
+//! A reconnecting client: [`ClientService`] keeps one outgoing connection up.
+//!
+//! Given a [`Target`], a protocol factory (`FnMut() -> P`, one protocol per attempt)
+//! and a [`Backoff`] policy, the service connects at once; when the connect fails or
+//! the connection is lost, it waits the policy's next delay and connects again, with
+//! a fresh protocol. Each protocol sees its callbacks as usual: `connection_made`
+//! and `connection_lost`, or `connection_failed`, exactly once each. The service is
+//! Twisted's `ClientService` (and, with [`Backoff::reconnecting_client_factory`], its
+//! `ReconnectingClientFactory`), with these rules:
+//!
+//! - **The delay resets on a good connection**, by itself: at once when a connection
+//!   is made, or, with [`reset_after`](ClientServiceBuilder::reset_after), once it has
+//!   stayed up that long (a server that accepts and drops at once then still backs
+//!   off). `ReconnectingClientFactory` leaves the reset to the protocol, and users
+//!   forget it (graphite-carbon #102/#110, pymodbus #266).
+//! - **The first retry waits the initial delay**, and delays stay within [0, max] (see
+//!   [`crate::backoff`]).
+//! - **One live connection at most**; its [`State`] is connecting, connected, waiting
+//!   until an instant, stopping or stopped.
+//! - **[`when_connected`](ClientService::when_connected)** runs code on the live
+//!   connection, or on the next one made; with `fail_after: Some(n)` it gives up
+//!   after `n` failed connects in a row, with the last one's error.
+//! - **[`stop`](ClientService::stop)** cancels a pending retry, or a connect in
+//!   progress (its protocol gets `connection_failed`), or closes the live connection
+//!   gracefully (its protocol gets `connection_lost`); then the service is stopped for
+//!   good. A reactor that stops closes the live connection as any other, and the
+//!   service makes no new attempt while it is stopping.
+//! - **No wrapper**: the protocol in the connection is the factory's own, so
+//!   [`Reactor::call_protocol`](crate::Reactor::call_protocol), typed
+//!   [`Context::call_later`](crate::Context::call_later) callbacks and
+//!   [`Reactor::conn`](crate::Reactor::conn) with [`ClientService::conn_id`] work
+//!   on it as on any connection. The core tells the service about the connection
+//!   after the protocol's own callback.
+//!
+//! The service runs on a [`Reactor`](crate::Reactor) or on the testing kit's
+//! [`Harness`](crate::testing::Harness) (both are a [`Network`]), where the test
+//! decides each connect's outcome
+//! ([`complete_connect`](crate::testing::Harness::complete_connect),
+//! [`refuse_connect`](crate::testing::Harness::refuse_connect)) and the manual clock
+//! runs the retries. It is `!Send`: it lives on its reactor's thread; a
+//! [`ClientService`] is a cheap handle (`Clone`) to it.
+//!
+//! # Examples
+//!
+//! Under the testing kit: the first connect is refused, the retry waits the initial
+//! delay, and the second attempt gets through.
+//!
+//! ```
+//! use std::io;
+//! use std::time::Duration;
+//! use twistor::backoff::{Backoff, Jitter};
+//! use twistor::client::{ClientServiceBuilder, State};
+//! use twistor::testing::Harness;
+//! use twistor::{Context, Protocol};
+//!
+//! struct Hello;
+//! impl Protocol for Hello {
+//!     fn connection_made(&mut self, cx: &mut Context<'_>) {
+//!         cx.write(b"hello\n");
+//!     }
+//!     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+//! }
+//!
+//! let mut h = Harness::new(Hello); // the harness's own connection stays unused
+//! let policy = Backoff::client_service().jitter(Jitter::None);
+//! let client = ClientServiceBuilder::new()
+//!     .backoff(policy)
+//!     .start(&mut h, "127.0.0.1:7000".parse::<std::net::SocketAddr>().unwrap(), || Hello);
+//!
+//! let State::Connecting(first) = client.state() else { panic!() };
+//! h.refuse_connect(first, io::ErrorKind::ConnectionRefused.into());
+//! assert!(matches!(client.state(), State::Waiting { .. }));
+//! assert_eq!(h.next_timer_in(), Some(Duration::from_secs(1)));
+//!
+//! h.advance(Duration::from_secs(1));
+//! let State::Connecting(second) = client.state() else { panic!() };
+//! h.complete_connect(second);
+//! assert_eq!(client.conn_id(), Some(second));
+//! assert_eq!(h.take_written_of(second), b"hello\n");
+//!
+//! client.stop(&mut h);
+//! assert_eq!(client.state(), State::Stopped);
+//! ```
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use crate::backoff::{Backoff, Delays, Rng};
+use crate::core::{Dialer, Ending, Watcher};
+use crate::ids::ConnId;
+use crate::protocol::{panic_message, Addr, Protocol};
+use crate::timer::TimerId;
+use crate::transport::{BoundCall, Context};
+
+/// Where a client connects.
+///
+/// Host names are not resolved yet: a later variant will take one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Target {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix-domain stream socket's path.
+    Unix(PathBuf),
+}
+
+impl Target {
+    fn addr(&self) -> Addr {
+        match self {
+            Target::Tcp(a) => Addr::Inet(*a),
+            Target::Unix(p) => Addr::Unix(Some(p.clone())),
+        }
+    }
+}
+
+impl From<SocketAddr> for Target {
+    fn from(addr: SocketAddr) -> Target {
+        Target::Tcp(addr)
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Tcp(a) => write!(f, "{a}"),
+            Target::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Where a client service runs: a [`Reactor`](crate::Reactor) or a
+/// [`Harness`](crate::testing::Harness). Sealed: implemented by those two only.
+pub trait Network: sealed::Host {}
+
+pub(crate) mod sealed {
+    use std::time::Duration;
+
+    /// What a client service needs of its network (see [`super::Network`]).
+    pub trait Host {
+        /// The core, to connect, set timers and reach connections.
+        fn dialer(&mut self) -> &mut dyn crate::core::Dialer;
+        /// Carries out what the calls before asked for (closes and their callbacks).
+        fn settle(&mut self);
+        /// The builder's connect timeout.
+        fn connect_timeout(&self) -> Option<Duration>;
+    }
+}
+
+/// What a [`ClientService`] is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// A connect is in progress, as this connection (made or failed next).
+    Connecting(ConnId),
+    /// This connection is up.
+    Connected(ConnId),
+    /// Waiting to retry, at `until` (on the network's clock).
+    Waiting {
+        /// When the next connect starts.
+        until: Instant,
+    },
+    /// [`stop`](ClientService::stop) was called; the connect in progress or the live
+    /// connection is closing.
+    Stopping,
+    /// Stopped for good: by [`stop`](ClientService::stop), by the reactor's stop, or
+    /// after the backoff's last retry failed.
+    Stopped,
+}
+
+/// Why [`ClientService::when_connected`] has no connection to give.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum NotConnected {
+    /// The number of failed connects in a row given as `fail_after` was reached;
+    /// this is the last one's error.
+    Failed(io::Error),
+    /// The service stopped ([`ClientService::stop`], or the reactor's stop) before a
+    /// connection was made.
+    Stopped,
+    /// The backoff's [`max_retries`](Backoff::max_retries) were spent: the service
+    /// gave up. The last connect's error, if the last attempt was a connect that
+    /// failed.
+    GaveUp(Option<io::Error>),
+}
+
+impl fmt::Display for NotConnected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotConnected::Failed(e) => write!(f, "connect failed: {e}"),
+            NotConnected::Stopped => f.write_str("the client service stopped"),
+            NotConnected::GaveUp(Some(e)) => write!(f, "gave up reconnecting: {e}"),
+            NotConnected::GaveUp(None) => f.write_str("gave up reconnecting"),
+        }
+    }
+}
+
+impl std::error::Error for NotConnected {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            NotConnected::Failed(e) | NotConnected::GaveUp(Some(e)) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Configures a [`ClientService`]: the backoff policy, its random source, when the
+/// delay resets, the connect timeout.
+#[derive(Clone, Debug, Default)]
+pub struct ClientServiceBuilder {
+    backoff: Backoff,
+    rng: Option<Rng>,
+    reset_after: Option<Duration>,
+    connect_timeout: Option<Option<Duration>>,
+}
+
+impl ClientServiceBuilder {
+    /// The defaults: [`Backoff::client_service`], a random source seeded from the
+    /// clock, the delay reset as soon as a connection is made, the network's connect
+    /// timeout.
+    pub fn new() -> ClientServiceBuilder {
+        ClientServiceBuilder::default()
+    }
+
+    /// The backoff policy; [`Backoff::client_service`] by default.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Seeds the jitter's random source, so that the delays are reproducible (tests);
+    /// by default it is seeded from the clock and the process id
+    /// ([`Rng::from_entropy`]).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.rng = Some(Rng::seeded(seed));
+        self
+    }
+
+    /// Resets the delay only once a connection has stayed up for `up` (default: as
+    /// soon as one is made). A connection lost sooner counts as a failed attempt for
+    /// the delay and for [`max_retries`](Backoff::max_retries).
+    pub fn reset_after(mut self, up: Duration) -> Self {
+        self.reset_after = Some(up);
+        self
+    }
+
+    /// Each connect's timeout (`None`: as long as the kernel takes); by default the
+    /// network's ([`Builder::connect_timeout`](crate::Builder::connect_timeout)).
+    pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Starts the service on `net`: the first connect starts now (its outcome comes
+    /// later, never inside this call).
+    pub fn start<N, P, F>(
+        self,
+        net: &mut N,
+        target: impl Into<Target>,
+        factory: F,
+    ) -> ClientService<P>
+    where
+        N: Network,
+        P: Protocol,
+        F: FnMut() -> P + 'static,
+    {
+        let target = target.into();
+        let connect_timeout = self.connect_timeout.unwrap_or(net.connect_timeout());
+        let rng = self.rng.unwrap_or_else(Rng::from_entropy);
+        let shared = Rc::new_cyclic(|me| Shared {
+            me: me.clone(),
+            factory: RefCell::new(Box::new(factory)),
+            inner: RefCell::new(Inner {
+                peer: target.addr(),
+                target,
+                delays: self.backoff.delays(rng),
+                phase: Phase::Stopped,
+                reset_after: self.reset_after,
+                reset_timer: None,
+                connect_timeout,
+                waiters: Vec::new(),
+                failures: 0,
+                last_error: None,
+            }),
+        });
+        shared.connect(net.dialer());
+        net.settle();
+        ClientService { shared }
+    }
+}
+
+/// A reconnecting client (Twisted's `ClientService`); see the [module docs](self).
+///
+/// A handle: clones share the one service. It is dropped with its last handle and
+/// its last pending connection or timer; drop does not stop it (call
+/// [`stop`](Self::stop)).
+pub struct ClientService<P: Protocol> {
+    shared: Rc<Shared<P>>,
+}
+
+impl<P: Protocol> Clone for ClientService<P> {
+    fn clone(&self) -> Self {
+        ClientService {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<P: Protocol> fmt::Debug for ClientService<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.shared.inner.borrow();
+        f.debug_struct("ClientService")
+            .field("target", &inner.target)
+            .field("state", &inner.phase.state())
+            .field("failures", &inner.failures)
+            .finish()
+    }
+}
+
+/// A callback of [`ClientService::when_connected`], with its failure budget.
+type WhenConnected<P> = Box<dyn FnOnce(Result<(&mut P, &mut Context<'_>), NotConnected>)>;
+
+struct Waiter<P> {
+    /// Failed connects still allowed before the callback gets the failure.
+    fail_after: Option<u32>,
+    f: WhenConnected<P>,
+}
+
+impl<P: Protocol> ClientService<P> {
+    /// Starts a service with the default policy ([`Backoff::client_service`]): see
+    /// [`ClientServiceBuilder::start`].
+    pub fn start<N, F>(net: &mut N, target: impl Into<Target>, factory: F) -> ClientService<P>
+    where
+        N: Network,
+        F: FnMut() -> P + 'static,
+    {
+        ClientServiceBuilder::default().start(net, target, factory)
+    }
+
+    /// What the service is doing now.
+    pub fn state(&self) -> State {
+        self.shared.inner.borrow().phase.state()
+    }
+
+    /// The live connection, if one is up: for
+    /// [`Reactor::conn`](crate::Reactor::conn) and
+    /// [`Reactor::call_protocol`](crate::Reactor::call_protocol).
+    pub fn conn_id(&self) -> Option<ConnId> {
+        match self.shared.inner.borrow().phase {
+            Phase::Connected(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Failed connects in a row since the last connection was made (or since the
+    /// start).
+    pub fn failures(&self) -> u32 {
+        self.shared.inner.borrow().failures
+    }
+
+    /// Retries taken since the delay was last reset: the backoff's position.
+    pub fn retries(&self) -> u32 {
+        self.shared.inner.borrow().delays.retries()
+    }
+
+    /// Where the service connects.
+    pub fn target(&self) -> Target {
+        self.shared.inner.borrow().target.clone()
+    }
+
+    /// Runs `f` with the live connection's protocol and context, now if one is up,
+    /// else once the next one is made (after its `connection_made`), as Twisted's
+    /// `whenConnected` fires its `Deferred`. `f` gets an error instead if the service
+    /// stops first ([`NotConnected::Stopped`], [`NotConnected::GaveUp`]), or, with
+    /// `fail_after: Some(n)`, once `n` connects in a row have failed from now
+    /// ([`NotConnected::Failed`] with the last one's error; `Some(1)`: the very next
+    /// failure). A connection lost is not a failed connect.
+    ///
+    /// A panic in `f` is caught: with a connection, it closes that connection, as a
+    /// panic in a callback does; without, it is logged.
+    pub fn when_connected<N, F>(&self, net: &mut N, fail_after: Option<u32>, f: F)
+    where
+        N: Network,
+        F: FnOnce(Result<(&mut P, &mut Context<'_>), NotConnected>) + 'static,
+    {
+        let f: WhenConnected<P> = Box::new(f);
+        let phase = self.shared.inner.borrow().phase;
+        match phase {
+            Phase::Connected(id) => {
+                net.dialer().run_bound(id, bound(f));
+                net.settle();
+            }
+            Phase::Stopping(_) | Phase::Stopped => fail(f, NotConnected::Stopped),
+            Phase::Connecting(_) | Phase::Waiting { .. } => {
+                let waiter = Waiter { fail_after, f };
+                self.shared.inner.borrow_mut().waiters.push(waiter);
+            }
+        }
+    }
+
+    /// Stops the service: a pending retry is cancelled, a connect in progress is
+    /// cancelled (its protocol gets `connection_failed`), the live connection is
+    /// closed gracefully (its protocol gets `connection_lost` once its queue is
+    /// flushed). The service is [`State::Stopping`] until then, and
+    /// [`State::Stopped`] after; waiting [`when_connected`](Self::when_connected)
+    /// callbacks get [`NotConnected::Stopped`]. No-op once stopping.
+    pub fn stop<N: Network>(&self, net: &mut N) {
+        let (close, reset_timer, retry_timer) = {
+            let mut inner = self.shared.inner.borrow_mut();
+            let reset_timer = inner.reset_timer.take();
+            match inner.phase {
+                Phase::Waiting { timer, .. } => {
+                    inner.phase = Phase::Stopped;
+                    (None, reset_timer, Some(timer))
+                }
+                Phase::Connecting(id) | Phase::Connected(id) => {
+                    inner.phase = Phase::Stopping(id);
+                    (Some(id), reset_timer, None)
+                }
+                Phase::Stopping(_) | Phase::Stopped => (None, reset_timer, None),
+            }
+        };
+        log::debug!("client {}: stopping", self.shared.inner.borrow().target);
+        let dialer = net.dialer();
+        for timer in [reset_timer, retry_timer].into_iter().flatten() {
+            dialer.cancel(timer);
+        }
+        if let Some(id) = close {
+            dialer.close(id);
+        }
+        if retry_timer.is_some() {
+            self.shared.fail_waiters(|_| NotConnected::Stopped);
+        }
+        net.settle();
+    }
+}
+
+/// `f` as a connection callback: it gets the protocol as a `P`.
+fn bound<P: Protocol>(f: WhenConnected<P>) -> BoundCall {
+    Box::new(move |p: &mut dyn Protocol, cx: &mut Context<'_>| {
+        let any: &mut dyn Any = p;
+        match any.downcast_mut::<P>() {
+            Some(p) => f(Ok((p, cx))),
+            None => log::error!(
+                "{}: a client service's connection runs another type",
+                cx.id()
+            ),
+        }
+    })
+}
+
+/// Hands `f` its failure, catching a panic.
+fn fail<P: Protocol>(f: WhenConnected<P>, why: NotConnected) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(Err(why)))) {
+        log::error!(
+            "when_connected callback panicked: {}",
+            panic_message(&*panic)
+        );
+    }
+}
+
+/// A copy of an `io::Error` (it is not `Clone`): its kind and message.
+fn copy_error(e: &io::Error) -> io::Error {
+    io::Error::new(e.kind(), e.to_string())
+}
+
+/// Where a service is, with what the [`State`] does not show.
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    Connecting(ConnId),
+    Connected(ConnId),
+    Waiting { timer: TimerId, until: Instant },
+    Stopping(ConnId),
+    Stopped,
+}
+
+impl Phase {
+    fn state(&self) -> State {
+        match *self {
+            Phase::Connecting(id) => State::Connecting(id),
+            Phase::Connected(id) => State::Connected(id),
+            Phase::Waiting { until, .. } => State::Waiting { until },
+            Phase::Stopping(_) => State::Stopping,
+            Phase::Stopped => State::Stopped,
+        }
+    }
+}
+
+/// The service: the factory apart, so that the factory may ask the service its
+/// state while it runs.
+struct Shared<P: Protocol> {
+    /// This, for the core's watcher table and timers.
+    me: Weak<Shared<P>>,
+    factory: RefCell<Box<dyn FnMut() -> P>>,
+    inner: RefCell<Inner<P>>,
+}
+
+struct Inner<P> {
+    target: Target,
+    peer: Addr,
+    delays: Delays,
+    phase: Phase,
+    reset_after: Option<Duration>,
+    /// The timer that resets the delay once the connection has stayed up.
+    reset_timer: Option<TimerId>,
+    connect_timeout: Option<Duration>,
+    waiters: Vec<Waiter<P>>,
+    failures: u32,
+    /// The last failed connect's error, for [`NotConnected::GaveUp`].
+    last_error: Option<io::Error>,
+}
+
+impl<P: Protocol> Shared<P> {
+    fn watcher(&self) -> Rc<dyn Watcher> {
+        self.me
+            .upgrade()
+            .expect("a service is alive while the core calls it")
+    }
+
+    /// Starts a connect with a fresh protocol. The factory runs without the state
+    /// borrowed; a panic in it stops the service.
+    fn connect(&self, core: &mut dyn Dialer) {
+        let made = catch_unwind(AssertUnwindSafe(|| (self.factory.borrow_mut())()));
+        let protocol = match made {
+            Ok(p) => p,
+            Err(panic) => {
+                let target = self.inner.borrow().target.clone();
+                log::error!(
+                    "client {target}: the protocol factory panicked: {}; stopping",
+                    panic_message(&*panic)
+                );
+                self.inner.borrow_mut().phase = Phase::Stopped;
+                return self.fail_waiters(|_| NotConnected::Stopped);
+            }
+        };
+        let (peer, timeout) = {
+            let inner = self.inner.borrow();
+            (inner.peer.clone(), inner.connect_timeout)
+        };
+        let id = core.dial(&peer, timeout, Box::new(protocol), self.watcher());
+        log::debug!("{id} {peer}: client connecting");
+        self.inner.borrow_mut().phase = Phase::Connecting(id);
+    }
+
+    /// Waits the policy's next delay before connecting again; stops instead if the
+    /// reactor is stopping or the policy's retries are spent. Returns whether it
+    /// stopped.
+    fn schedule_retry(&self, core: &mut dyn Dialer) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        if core.is_stopping() {
+            log::debug!("client {}: the reactor is stopping; no retry", inner.target);
+            inner.phase = Phase::Stopped;
+            return true;
+        }
+        match inner.delays.next() {
+            Some(delay) => {
+                let timer = core.watch_timer(delay, self.watcher());
+                let until = core.clock_now() + delay;
+                log::debug!(
+                    "client {}: retry {} in {delay:?}",
+                    inner.target,
+                    inner.delays.retries()
+                );
+                inner.phase = Phase::Waiting { timer, until };
+                false
+            }
+            None => {
+                log::warn!(
+                    "client {}: giving up after {} retries",
+                    inner.target,
+                    inner.delays.retries()
+                );
+                inner.phase = Phase::Stopped;
+                true
+            }
+        }
+    }
+
+    /// Hands every waiting `when_connected` callback its failure.
+    fn fail_waiters(&self, why: impl Fn(&Inner<P>) -> NotConnected) {
+        let (waiters, whys): (Vec<_>, Vec<_>) = {
+            let mut inner = self.inner.borrow_mut();
+            let waiters = std::mem::take(&mut inner.waiters);
+            let whys = waiters.iter().map(|_| why(&inner)).collect();
+            (waiters, whys)
+        };
+        for (w, why) in waiters.into_iter().zip(whys) {
+            fail(w.f, why);
+        }
+    }
+
+    /// The service stopped or gave up: why, for its waiters.
+    fn stopped_why(inner: &Inner<P>) -> NotConnected {
+        if inner
+            .delays
+            .policy()
+            .retry_limit()
+            .is_some_and(|n| inner.delays.retries() >= n)
+        {
+            NotConnected::GaveUp(inner.last_error.as_ref().map(copy_error))
+        } else {
+            NotConnected::Stopped
+        }
+    }
+}
+
+impl<P: Protocol> Watcher for Shared<P> {
+    fn made(&self, core: &mut dyn Dialer, id: ConnId) {
+        let waiters = {
+            let mut inner = self.inner.borrow_mut();
+            if !matches!(inner.phase, Phase::Connecting(c) if c == id) {
+                return;
+            }
+            log::debug!("{id} {}: client connected", inner.peer);
+            inner.phase = Phase::Connected(id);
+            inner.failures = 0;
+            inner.last_error = None;
+            match inner.reset_after {
+                None => inner.delays.reset(),
+                Some(up) => inner.reset_timer = Some(core.watch_timer(up, self.watcher())),
+            }
+            std::mem::take(&mut inner.waiters)
+        };
+        for w in waiters {
+            core.run_bound(id, bound(w.f));
+        }
+    }
+
+    fn ended(&self, core: &mut dyn Dialer, id: ConnId, ending: Ending<'_>) {
+        let phase = self.inner.borrow().phase;
+        match phase {
+            Phase::Connecting(c) if c == id => {
+                let error = match ending {
+                    Ending::Failed(e) => e,
+                    Ending::Lost(reason) => io::Error::other(reason.to_string()),
+                };
+                // The failures budgets of the callbacks waiting.
+                let due: Vec<Waiter<P>> = {
+                    let mut inner = self.inner.borrow_mut();
+                    inner.failures = inner.failures.saturating_add(1);
+                    let (due, left) = std::mem::take(&mut inner.waiters)
+                        .into_iter()
+                        .partition(|w| w.fail_after.is_some_and(|n| n <= 1));
+                    inner.waiters = left;
+                    for w in &mut inner.waiters {
+                        if let Some(n) = &mut w.fail_after {
+                            *n -= 1;
+                        }
+                    }
+                    inner.last_error = Some(copy_error(&error));
+                    due
+                };
+                for w in due {
+                    fail(w.f, NotConnected::Failed(copy_error(&error)));
+                }
+                if self.schedule_retry(core) {
+                    self.fail_waiters(Self::stopped_why);
+                }
+            }
+            Phase::Connected(c) if c == id => {
+                if let Some(t) = self.inner.borrow_mut().reset_timer.take() {
+                    core.cancel(t);
+                }
+                if let Ending::Lost(reason) = ending {
+                    log::debug!("{id}: client connection lost: {reason}");
+                }
+                if self.schedule_retry(core) {
+                    self.fail_waiters(Self::stopped_why);
+                }
+            }
+            Phase::Stopping(c) if c == id => {
+                log::debug!("{id}: client stopped");
+                self.inner.borrow_mut().phase = Phase::Stopped;
+                self.fail_waiters(|_| NotConnected::Stopped);
+            }
+            _ => {}
+        }
+    }
+
+    fn timer(&self, core: &mut dyn Dialer, timer: TimerId) {
+        let phase = {
+            let mut inner = self.inner.borrow_mut();
+            if inner.reset_timer == Some(timer) {
+                inner.reset_timer = None;
+                if matches!(inner.phase, Phase::Connected(_)) {
+                    inner.delays.reset();
+                }
+                return;
+            }
+            inner.phase
+        };
+        match phase {
+            Phase::Waiting { timer: t, .. } if t == timer => {
+                if core.is_stopping() {
+                    self.inner.borrow_mut().phase = Phase::Stopped;
+                    self.fail_waiters(|_| NotConnected::Stopped);
+                } else {
+                    self.connect(core);
+                }
+            }
+            _ => {}
+        }
+    }
+}
