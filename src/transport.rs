@@ -774,7 +774,7 @@ where
 /// replies becomes a few iovecs, small enough not to waste memory per slow peer.
 pub(crate) const CHUNK_BYTES: usize = 16 * 1024;
 
-/// Most slices handed to one `writev`: past this a syscall is already moving plenty.
+/// Most slices handed to one gathered write (`sendmsg`): past this a syscall is already moving plenty.
 pub(crate) const MAX_IOVECS: usize = 64;
 
 /// Bytes waiting for the kernel, in order.

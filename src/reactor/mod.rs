@@ -166,18 +166,20 @@ pub struct Listening {
 /// [`run_once`](Reactor::run_once) is one turn and [`run`](Reactor::run) repeats it
 /// (ARCHITECTURE.md numbers the same steps):
 ///
-/// 1. If a stop was requested, begin it: close the listeners, ask every connection to
-///    flush and close, arm the shutdown deadline.
+/// 1. If a stop was requested, begin it: cancel the queued pool jobs, close the
+///    listeners and datagram sockets, ask every connection to flush and close, arm the
+///    shutdown deadline.
 /// 2. Flush writes made between turns, then compute the poll timeout: zero if work is
 ///    carried over (a read cut short by its budget, a resumed reader, a listener that
-///    spent its accept budget, a failed connect to report), else until the next timer,
-///    else the caller's timeout.
+///    spent its accept budget, a failed connect to report) or a stop is to begin or
+///    has finished, else until the next timer, else the caller's timeout.
 /// 3. Poll (after busy-polling, with [`Builder::busy_poll`]), then read the clock once
 ///    ("now" for idle bookkeeping).
 /// 4. Handle I/O events in the order the kernel gave them. For one connection: finish
 ///    a pending connect, then drain queued writes, then read until the kernel has no
 ///    more or the read budget is spent, calling `data_received` per chunk. Accept
-///    until the kernel has no more or the accept budget is spent.
+///    until the kernel has no more or the accept budget is spent. Read up to 64
+///    datagrams from a datagram socket.
 /// 5. Serve the work carried over from earlier.
 /// 6. Run the closures other threads sent ([`Handle::call_from_thread`]) that were
 ///    queued when this step began, in FIFO order.
@@ -187,7 +189,8 @@ pub struct Listening {
 /// 8. Flush the corked writes: each connection whose small writes were gathered during
 ///    the turn gets one gathered write.
 /// 9. With [`Builder::coalesce_writes`], if the turn wrote, sleep for the window (less
-///    if a timer is due sooner or the caller's timeout is shorter).
+///    if a timer is due sooner or the caller's timeout is shorter; not at all where
+///    step 2 would not wait).
 ///
 /// After every callback the reactor settles what the callback asked for: closes take
 /// effect, watermark notices are delivered, `connection_lost` runs. A callback never
