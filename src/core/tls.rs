@@ -230,10 +230,16 @@ impl<K: Kernel> Core<K> {
                 log::debug!("{id} {}: TLS handshake done", c.peer);
             }
         }
-        // The handshake's next flight, a key update, or the held plaintext once the
-        // handshake is done.
+        // The handshake's next flight, session tickets, a key update, or the held
+        // plaintext once the handshake is done: sent with the turn's corked writes, so
+        // that what the protocol answers to this read goes in the same system call.
         if got.handshake_done || self.session(id).is_some_and(|s| s.wants_write()) {
-            self.tls_write_ready(id);
+            if let Some(c) = self.conn_mut(id) {
+                if !c.corked {
+                    c.corked = true;
+                    self.corked.push(id);
+                }
+            }
         }
         // Plaintext that comes while a close waits for the handshake is not
         // delivered, as input after `lose_connection` is not on plaintext.
