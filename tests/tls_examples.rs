@@ -105,14 +105,18 @@ def connect(port, ca, cert=None, key=None):
     # A TCP close without close_notify raises SSLEOFError instead of reading b"".
     return ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
 
+PENDING = {}
+
 def read_line(t):
-    buf = b""
-    while not buf.endswith(b"\n"):
+    # One line at a time: a read may bring several (a banner and a reply together).
+    buf = PENDING.get(id(t), b"")
+    while b"\n" not in buf:
         chunk = t.recv(4096)
         if not chunk:
             raise EOFError("end of stream after %r" % buf)
         buf += chunk
-    return buf.decode().rstrip("\r\n")
+    line, _, PENDING[id(t)] = buf.partition(b"\n")
+    return line.decode().rstrip("\r")
 
 mode, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 args = sys.argv[4:]
