@@ -6,8 +6,12 @@
 //!
 //! The test plays the peer with the codec itself: frames from an `Encoder` in the
 //! client role (masked), the server's output read back with a client `Decoder`.
+//! At the end, the same two adapters run on a real reactor, over a Unix socket with
+//! and without TLS: the adapter composes with any transport.
 
 #![cfg(feature = "websocket")]
+
+mod common;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -795,5 +799,82 @@ fn a_client_refuses_a_response_that_is_not_101() {
             "client failed: status 404 instead of 101",
             "client lost true"
         ]
+    );
+}
+
+// ----- the same adapters over real sockets -----
+
+/// A server and a client adapter on one reactor, over a Unix socket (with TLS if
+/// `tls`): the client's log, then the server's, once both connections are lost.
+fn over_unix(tls: bool) -> (Vec<String>, Vec<String>) {
+    let certs = common::tls::Certs::new("websocket_kit");
+    let path = certs.dir.path("ws.sock");
+    let server_log = Log::default();
+    let client_log = Log::default();
+    let mut r = twistor::Reactor::new().unwrap();
+    let factory = {
+        let log = server_log.clone();
+        move |_: &twistor::Addr| Some(WebSocket::server(Echo::new(&log)))
+    };
+    let client = WebSocket::client(
+        Client {
+            log: client_log.clone(),
+            send: vec!["hello", "wörld"],
+        },
+        ClientHandshake::new("localhost", "/chat").protocol("chat"),
+    );
+    if tls {
+        let acceptor =
+            twistor::tls::TlsAcceptor::from_pem(&certs.server_cert, &certs.server_key).unwrap();
+        let connector = twistor::tls::TlsConnector::from_ca_pem(&certs.ca).unwrap();
+        r.listen_unix_tls(&path, &acceptor, factory).unwrap();
+        r.connect_unix_tls(&path, &connector, "localhost", client);
+    } else {
+        r.listen_unix(&path, factory).unwrap();
+        r.connect_unix(&path, client);
+    }
+    let lost = |log: &Log| log.0.borrow().iter().any(|l| l.contains("lost"));
+    common::run_until(&mut r, |_| lost(&client_log) && lost(&server_log));
+    (client_log.take(), server_log.take())
+}
+
+const CLIENT_SAW: [&str; 5] = [
+    "client open Some(\"chat\")",
+    "client got Text(\"hello\")",
+    "client got Text(\"wörld\")",
+    "client got Binary([1, 2, 3])",
+    "client lost true",
+];
+
+const SERVER_SAW: [&str; 7] = [
+    "upgrade /chat",
+    "open Some(\"chat\")",
+    "Text 5 bytes",
+    "Text 6 bytes",
+    "Binary 3 bytes",
+    "close 1000 \"done\"",
+    "lost true",
+];
+
+#[test]
+fn a_client_and_a_server_over_a_unix_socket() {
+    assert_eq!(
+        over_unix(false),
+        (
+            CLIENT_SAW.map(String::from).to_vec(),
+            SERVER_SAW.map(String::from).to_vec()
+        )
+    );
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn a_client_and_a_server_over_tls_on_a_unix_socket() {
+    assert_eq!(
+        over_unix(true),
+        (
+            CLIENT_SAW.map(String::from).to_vec(),
+            SERVER_SAW.map(String::from).to_vec()
+        )
     );
 }
