@@ -1,6 +1,19 @@
-//! The WebSocket protocol (RFC 6455) as a sans-I/O codec: frames, messages and
-//! control frames to and from bytes, with no sockets.
+//! The WebSocket protocol (RFC 6455): a sans-I/O codec, the HTTP/1.1 upgrade, and a
+//! protocol adapter that runs them over any connection.
 //!
+//! - [`WebSocket`] is a [`Protocol`](crate::Protocol), in the style of the framers:
+//!   it does the upgrade (server or client), then hands whole messages to a
+//!   [`WsHandler`] (`message_received(cx, message)`), whose [`WsContext`] derefs to
+//!   [`Context`](crate::Context) and adds `send_text`, `send_binary`, `ping` and
+//!   `close(code, reason)`. It answers pings, completes the closing handshake and
+//!   closes with the right code on a violation. Since TLS belongs to the connection,
+//!   `wss://` is the same adapter on a TLS listener; Unix sockets and the testing kit
+//!   work the same way.
+//! - [`handshake`] is the upgrade as pure functions: the request read with `httparse`
+//!   into a [`Request`] for the handler's check (`Origin`, path, subprotocols), the
+//!   answer an [`Accept`] or a [`Refuse`] (any HTTP response), the accept key with
+//!   `sha1` and `base64`, a [`ClientHandshake`] for the client, and the
+//!   [`ExtensionNegotiator`] seam where permessage-deflate plugs in.
 //! - [`Decoder`] takes the bytes the peer sent, in chunks of any size, and yields
 //!   [`Event`]s: whole messages (fragments reassembled, text validated as UTF-8 as it
 //!   arrives), pings, pongs and the close frame; or a [`DecodeError`] that names the
@@ -12,8 +25,8 @@
 //! - [`Extension`] is the seam for permessage-deflate (RFC 7692): the decoder hands it
 //!   the payload of messages whose first frame sets the reserved bits it claims.
 //!
-//! Everything here is pure. The HTTP upgrade handshake and the protocol adapter that
-//! drives a decoder and an encoder over a connection are built on top of it.
+//! The codec and the handshake are pure; only the adapter touches a connection, and
+//! only through its [`Context`](crate::Context).
 //!
 //! # Example: encode frames, decode them back
 //!
@@ -54,15 +67,18 @@
 // Maintainers: frame.rs is the wire format (headers, masking), close.rs the close
 // payload, utf8.rs the incremental validation, decoder.rs the state machine (the rules
 // that depend on the connection: role, fragmentation, limits, the extension),
-// encoder.rs the sending side. The decoder's events borrow either its buffers or the
-// chunk; a step returns where the bytes are (`Found`) and the `Feed` makes the borrow,
-// as the framers' parsers do.
+// encoder.rs the sending side; handshake.rs the HTTP upgrade (pure), protocol.rs the
+// adapter (`WebSocket<H>`), the only file that sees a `Context`. The decoder's events
+// borrow either its buffers or the chunk; a step returns where the bytes are (`Found`)
+// and the `Feed` makes the borrow, as the framers' parsers do.
 
 mod close;
 mod decoder;
 mod encoder;
 mod extension;
 mod frame;
+pub mod handshake;
+mod protocol;
 mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
@@ -74,6 +90,11 @@ pub use extension::{Extension, NoExtension};
 pub use frame::{
     apply_mask, FrameHeader, OpCode, Parsed, Rsv, MAX_CONTROL_PAYLOAD_BYTES, MAX_HEADER_BYTES,
 };
+pub use handshake::{
+    Accept, ClientHandshake, ExtensionNegotiator, ExtensionOffer, HandshakeError, Negotiated,
+    Refuse, Request, MAX_HEAD_BYTES,
+};
+pub use protocol::{MessageRef, WebSocket, WsContext, WsHandler, DEFAULT_HANDSHAKE_TIMEOUT};
 
 /// Which end of the connection a codec serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,0 +1,435 @@
+//! The `ws_echo` example (EXAMPLES.md, "ws_echo (WebSocket)") as a process, driven
+//! from outside: by Python's `websockets` library (text, binary, fragments, ping,
+//! close codes, `wss://` with the test CA), and by hostile clients written here with
+//! the crate's codec over plain sockets (a slowloris request, a 1 GiB message
+//! announced, invalid UTF-8 split across fragments, unmasked frames, a thousand
+//! connections that upgrade and drop).
+//!
+//! The Python tests need `python3` with `websockets`; if it is missing they try
+//! `pip install --user websockets` once, and if it is still missing they print
+//! `skipped: python websockets not found` and pass. Every wait is bounded: client
+//! sockets have read timeouts, processes the example helpers' watchdog.
+
+#![cfg(all(feature = "websocket", feature = "tls"))]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::example::{self, Listening, PROCESS_WATCHDOG};
+use common::tls::Certs;
+use common::CLIENT_TIMEOUT;
+use twistor::websocket::{CloseCode, Decoder, Encoder, Event, MessageKind, OpCode, Role, Rsv};
+
+fn serve(extra: &[&str]) -> Listening {
+    example::serve("ws_echo", "127.0.0.1:0", extra)
+}
+
+// ----- Python's websockets -----
+
+/// Whether `python3` can import `websockets`, installing it once into the user site
+/// if not.
+fn have_websockets() -> bool {
+    static HAVE: OnceLock<bool> = OnceLock::new();
+    let have = *HAVE.get_or_init(|| {
+        let import = || {
+            Command::new("python3")
+                .args(["-c", "import websockets.sync.client"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if import() {
+            return true;
+        }
+        for extra in [&[][..], &["--break-system-packages"][..]] {
+            let _ = Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "--user", "websockets"])
+                .args(extra)
+                .output();
+            if import() {
+                return true;
+            }
+        }
+        false
+    });
+    if !have {
+        eprintln!("skipped: python websockets not found");
+    }
+    have
+}
+
+/// The client every Python test runs: URL, CA file (or `-`), then a scenario name.
+const CLIENT: &str = r#"
+import ssl, sys
+from websockets.sync.client import connect
+from websockets.exceptions import ConnectionClosed
+
+url, ca, scenario = sys.argv[1], sys.argv[2], sys.argv[3]
+context = ssl.create_default_context(cafile=ca) if url.startswith("wss:") else None
+with connect(url, ssl=context, open_timeout=10, close_timeout=10, max_size=None) as ws:
+    print("extensions", [e.name for e in ws.protocol.extensions])
+    if scenario == "echo":
+        ws.send("hello wörld")
+        print("text", ws.recv(timeout=10))
+        ws.send(bytes([0, 1, 2, 255]))
+        print("binary", ws.recv(timeout=10).hex())
+        ws.send(["frag", "mented ", "tëxt"])
+        print("fragmented", ws.recv(timeout=10))
+        ws.send([b"\x01", b"\x02\x03"])
+        print("fragmented", ws.recv(timeout=10).hex())
+        print("pong", ws.ping(b"hb").wait(10))
+        ws.close(code=4000, reason="bye")
+        print("close", ws.close_code)
+    elif scenario == "too-big":
+        ws.send(b"x" * 2000)
+        try:
+            ws.recv(timeout=10)
+            print("no close")
+        except ConnectionClosed as e:
+            print("closed", e.rcvd.code if e.rcvd else None)
+"#;
+
+fn python(url: &str, ca: &str, scenario: &str) -> Vec<String> {
+    let out = example::run(Command::new("python3").args(["-c", CLIENT, url, ca, scenario]));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "python client failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.lines().map(str::to_owned).collect()
+}
+
+const ECHOED: [&str; 7] = [
+    "extensions []",
+    "text hello wörld",
+    "binary 000102ff",
+    "fragmented fragmented tëxt",
+    "fragmented 010203",
+    "pong True",
+    "close 4000",
+];
+
+#[test]
+fn python_websockets_gets_its_messages_back() {
+    if !have_websockets() {
+        return;
+    }
+    let server = serve(&["--no-deflate"]);
+    let url = format!("ws://{}/any/path", server.addr());
+    // The client offers permessage-deflate; nothing is accepted back.
+    assert_eq!(python(&url, "-", "echo"), ECHOED);
+}
+
+#[test]
+fn python_websockets_over_tls() {
+    if !have_websockets() {
+        return;
+    }
+    let certs = Certs::new("ws_echo");
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let server = serve(&[
+        "--tls-cert",
+        &s(&certs.server_cert),
+        "--tls-key",
+        &s(&certs.server_key),
+    ]);
+    let url = format!("wss://localhost:{}/", server.addr().port());
+    assert_eq!(python(&url, &s(&certs.ca), "echo"), ECHOED);
+}
+
+#[test]
+fn python_websockets_sees_1009_past_max_message() {
+    if !have_websockets() {
+        return;
+    }
+    let server = serve(&["--max-message", "1000"]);
+    let url = format!("ws://{}/", server.addr());
+    assert_eq!(
+        python(&url, "-", "too-big"),
+        ["extensions []", "closed 1009"]
+    );
+}
+
+// ----- raw clients -----
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    s
+}
+
+const REQUEST: &str = "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+    Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Version: 13\r\n\r\n";
+
+/// Reads an HTTP response head.
+fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!("the head ended early ({other:?}): {head:?}"),
+        }
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// A socket upgraded to WebSocket.
+fn upgraded(addr: SocketAddr) -> TcpStream {
+    let mut s = connect(addr);
+    s.write_all(REQUEST.as_bytes()).unwrap();
+    let head = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    s
+}
+
+/// Reads frames until the server's close frame and then its end of the stream;
+/// returns the close code (`None` for an empty close) and what came before it.
+fn until_close(s: &mut TcpStream) -> (Option<u16>, Vec<String>) {
+    let mut decoder = Decoder::new(Role::Client);
+    let mut before = Vec::new();
+    let mut buf = vec![0; 65536];
+    loop {
+        let n = s.read(&mut buf).expect("the server closes in time");
+        assert!(n > 0, "EOF before a close frame; got {before:?}");
+        let mut feed = decoder.feed(&buf[..n]);
+        while let Some(event) = feed.next_event().expect("valid frames") {
+            match event {
+                Event::Close(frame) => {
+                    let code = frame.map(|f| f.code.0);
+                    drop(feed);
+                    // Then the server ends the stream.
+                    let rest = common::example::read_until_closed(s);
+                    assert!(rest.is_empty(), "bytes after the close frame");
+                    return (code, before);
+                }
+                other => before.push(format!("{other:?}")),
+            }
+        }
+    }
+}
+
+fn client() -> Encoder {
+    Encoder::new(Role::Client)
+}
+
+#[test]
+fn a_close_is_answered_with_its_code() {
+    let server = serve(&[]);
+    let mut s = upgraded(server.addr());
+    let mut wire = Vec::new();
+    let mut c = client();
+    c.text(&mut wire, "hi");
+    c.close(&mut wire, CloseCode(3333), "x").unwrap();
+    s.write_all(&wire).unwrap();
+    assert_eq!(
+        until_close(&mut s),
+        (Some(3333), vec![r#"Text("hi")"#.to_owned()])
+    );
+}
+
+#[test]
+fn unmasked_frames_are_closed_1002() {
+    let server = serve(&[]);
+    let mut s = upgraded(server.addr());
+    let mut wire = Vec::new();
+    Encoder::new(Role::Server).text(&mut wire, "not masked");
+    s.write_all(&wire).unwrap();
+    assert_eq!(until_close(&mut s).0, Some(1002));
+}
+
+#[test]
+fn invalid_utf8_split_across_fragments_is_closed_1007() {
+    let server = serve(&[]);
+    let mut s = upgraded(server.addr());
+    let mut c = client();
+    let mut first = Vec::new();
+    c.start_fragmented(&mut first, MessageKind::Text, "fine €".as_bytes());
+    // The lead byte of a 3-byte character ends the first fragment...
+    c.continue_fragmented(&mut first, b"\xe2", false);
+    s.write_all(&first).unwrap();
+    // ...and the second fragment does not continue it, in a later packet.
+    let mut second = Vec::new();
+    c.continue_fragmented(&mut second, b"(", true);
+    s.write_all(&second).unwrap();
+    assert_eq!(until_close(&mut s).0, Some(1007));
+}
+
+#[test]
+fn a_1_gib_message_is_closed_1009_from_its_header() {
+    let server = serve(&[]);
+    let mut s = upgraded(server.addr());
+    // Only the header: the server must not wait for (or buffer) the payload.
+    let header = client().header(true, Rsv::NONE, OpCode::Binary, 1 << 30);
+    s.write_all(header.as_bytes()).unwrap();
+    assert_eq!(until_close(&mut s).0, Some(1009));
+    // Fragments that add up past --max-message too.
+    let server = serve(&["--max-message", "100000"]);
+    let mut s = upgraded(server.addr());
+    let mut wire = Vec::new();
+    let mut c = client();
+    c.start_fragmented(&mut wire, MessageKind::Binary, &[0; 60_000]);
+    c.continue_fragmented(&mut wire, &[0; 60_000], true);
+    s.write_all(&wire).unwrap();
+    assert_eq!(until_close(&mut s).0, Some(1009));
+}
+
+#[test]
+fn a_request_that_is_not_an_upgrade_gets_426_or_400_or_431() {
+    let server = serve(&[]);
+    let ask = |request: &[u8]| {
+        let mut s = connect(server.addr());
+        s.write_all(request).unwrap();
+        let head = read_head(&mut s);
+        common::example::read_until_closed(&mut s);
+        head
+    };
+    let head = ask(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 426 "), "{head}");
+    assert!(head.contains("\r\nUpgrade: websocket\r\n"));
+    let head = ask(REQUEST.replace("Version: 13", "Version: 7").as_bytes());
+    assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+    let mut big = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: ".to_vec();
+    big.resize(9000, b'a');
+    big.extend_from_slice(b"\r\n\r\n");
+    let head = ask(&big);
+    assert!(head.starts_with("HTTP/1.1 431 "), "{head}");
+}
+
+#[test]
+fn a_slowloris_request_is_cut_off_at_the_handshake_timeout() {
+    let server = serve(&["--handshake-timeout", "1"]);
+    let mut s = connect(server.addr());
+    // A request that never ends, a byte at a time: activity does not extend the
+    // deadline, which counts from the connection's start.
+    let mut writer = s.try_clone().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let trickle = thread::spawn(move || {
+        let mut bytes = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
+            .iter()
+            .copied();
+        let deadline = Instant::now() + PROCESS_WATCHDOG;
+        while Instant::now() < deadline && !stopped.load(Ordering::Relaxed) {
+            let b = bytes.next().unwrap_or(b'a');
+            if writer.write_all(&[b]).is_err() {
+                return;
+            }
+            // Pacing, not synchronisation: the slowloris's rhythm.
+            thread::sleep(Duration::from_millis(50));
+        }
+    });
+    // The answer, then the server's end of the stream, while the bytes still trickle.
+    let head = read_head(&mut s);
+    assert!(
+        head.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{head}"
+    );
+    common::example::read_until_closed(&mut s);
+    stop.store(true, Ordering::Relaxed);
+    trickle.join().unwrap();
+}
+
+/// How many file descriptors process `pid` has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_thousand_connections_upgrade_and_drop_and_the_server_goes_on() {
+    let server = serve(&[]);
+    let pid = server.proc.id();
+    // Before any connection: the listener and whatever the runtime keeps.
+    let baseline = open_fds(pid);
+    assert!(baseline > 0, "cannot read /proc/{pid}/fd");
+    for batch in 0..4 {
+        let mut open = Vec::new();
+        for i in 0..250 {
+            let mut s = upgraded(server.addr());
+            // Some leave half a frame behind, some a whole message unread.
+            let mut wire = Vec::new();
+            client().text(&mut wire, "dropped");
+            match (batch + i) % 3 {
+                0 => s.write_all(&wire[..3]).unwrap(),
+                1 => s.write_all(&wire).unwrap(),
+                _ => {}
+            }
+            open.push(s);
+        }
+        drop(open);
+    }
+    // Still serving.
+    let mut s = upgraded(server.addr());
+    let mut wire = Vec::new();
+    let mut c = client();
+    c.binary(&mut wire, b"still here");
+    c.close(&mut wire, CloseCode::NORMAL, "").unwrap();
+    s.write_all(&wire).unwrap();
+    let (code, before) = until_close(&mut s);
+    assert_eq!(code, Some(1000));
+    assert_eq!(before.len(), 1);
+    drop(s);
+    // And every dropped connection is gone (a bounded wait: the server closes each
+    // one as it sees its end).
+    let deadline = Instant::now() + PROCESS_WATCHDOG;
+    while open_fds(pid) > baseline {
+        assert!(
+            Instant::now() < deadline,
+            "{} descriptors open, {baseline} at the start",
+            open_fds(pid)
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ----- the command line -----
+
+#[test]
+fn flags_that_cannot_work_are_refused_and_help_lists_them() {
+    for (args, flag) in [
+        (&["--max-message", "0"][..], "--max-message"),
+        (&["--max-message", "16MiB"], "--max-message"),
+        (&["--handshake-timeout", "0"], "--handshake-timeout"),
+        (&["--handshake-timeout", "soon"], "--handshake-timeout"),
+        (&["--listen", "nonsense"], "--listen"),
+        (&["--no-deflate=yes"], "--no-deflate"),
+        (&["--tls-cert", "cert.pem"], "--tls-cert"),
+    ] {
+        let out = example::run_example("ws_echo", args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("ws_echo: ") && stderr.contains(flag),
+            "{args:?}: {stderr}"
+        );
+    }
+    let out = example::run_example("ws_echo", &["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--no-deflate",
+        "--max-message",
+        "--handshake-timeout",
+        "--tls-cert",
+        "--tls-key",
+        "--help",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from {help}");
+    }
+}
