@@ -19,8 +19,11 @@
 //!   watermark the server stops reading from it until it catches up. The write cap
 //!   is twice `--max-message` plus 1 MiB (at least 16 MiB), room for a whole echo
 //!   behind one still queued; past it the client is disconnected.
-//! - `--no-deflate` turns permessage-deflate (RFC 7692) off. It is not implemented in
-//!   this version yet: no extension is accepted either way.
+//! - permessage-deflate (RFC 7692) is negotiated when the client offers it (every
+//!   parameter: context takeover, window bits); compressed messages are inflated
+//!   within `--max-message`, so a deflate bomb is refused (1009) before it is
+//!   inflated. Echoes go out uncompressed, which the RFC allows. `--no-deflate`
+//!   accepts no extension.
 //! - With `--tls-cert PEM --tls-key PEM` the port speaks TLS: `wss://`.
 //!
 //! Run it:
@@ -41,7 +44,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use common::{exit_status, init_logging, listen_tcp, serve, Cli};
-use twistor::websocket::{MessageRef, WebSocket, WsContext, WsHandler};
+use twistor::websocket::{DeflateConfig, MessageRef, WebSocket, WsContext, WsHandler};
 use twistor::{Addr, Reactor};
 
 /// Sends every message back.
@@ -87,8 +90,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| {
             args.refuse("handshake-timeout", "must be a positive number of seconds")
         });
-    // Nothing to turn off until permessage-deflate has a negotiator.
-    let _deflate = !args.switch("no-deflate");
+    let deflate = !args.switch("no-deflate");
     let tls = args.tls_acceptor();
     let result = (|| {
         // Room for a whole echo behind one still queued: a peer that reads slowly is
@@ -96,12 +98,15 @@ fn main() -> ExitCode {
         let write_cap = (2 * max_message).saturating_add(1 << 20).max(16 << 20);
         let mut reactor = Reactor::builder().write_cap_bytes(write_cap).build()?;
         let port = listen_tcp(&mut reactor, addr, tls.as_ref(), move |_: &Addr| {
-            Some(
-                WebSocket::server(Echo)
-                    .max_message_bytes(max_message)
-                    .max_frame_bytes(max_message)
-                    .handshake_timeout(Some(handshake_timeout)),
-            )
+            let ws = WebSocket::server(Echo)
+                .max_message_bytes(max_message)
+                .max_frame_bytes(max_message)
+                .handshake_timeout(Some(handshake_timeout));
+            Some(if deflate {
+                ws.negotiator(Box::new(DeflateConfig::default()))
+            } else {
+                ws
+            })
         })?;
         serve(&mut reactor, port.local_addr)
     })();

@@ -24,6 +24,12 @@
 //!   under both, for other uses (a proxy, a fuzzer, a benchmark).
 //! - [`Extension`] is the seam for permessage-deflate (RFC 7692): the decoder hands it
 //!   the payload of messages whose first frame sets the reserved bits it claims.
+//! - [`Deflate`] is permessage-deflate on that seam: [`DeflateConfig`] negotiates it
+//!   (a server's [`negotiate`](DeflateConfig::negotiate), a client's
+//!   [`offer`](DeflateConfig::offer) and [`accept`](DeflateConfig::accept), with the
+//!   window and context-takeover parameters), the decoder inflates through it within
+//!   `max_message_bytes` (a deflate bomb is refused, 1009, before it is inflated), and
+//!   [`Deflate::compress`] makes a message's payload to send with RSV1.
 //!
 //! The codec and the handshake are pure; only the adapter touches a connection, and
 //! only through its [`Context`](crate::Context).
@@ -67,13 +73,15 @@
 // Maintainers: frame.rs is the wire format (headers, masking), close.rs the close
 // payload, utf8.rs the incremental validation, decoder.rs the state machine (the rules
 // that depend on the connection: role, fragmentation, limits, the extension),
-// encoder.rs the sending side; handshake.rs the HTTP upgrade (pure), protocol.rs the
-// adapter (`WebSocket<H>`), the only file that sees a `Context`. The decoder's events
-// borrow either its buffers or the chunk; a step returns where the bytes are (`Found`)
-// and the `Feed` makes the borrow, as the framers' parsers do.
+// encoder.rs the sending side, deflate.rs permessage-deflate (its negotiation and its
+// `Extension`); handshake.rs the HTTP upgrade (pure), protocol.rs the adapter
+// (`WebSocket<H>`), the only file that sees a `Context`. The decoder's events borrow
+// either its buffers or the chunk; a step returns where the bytes are (`Found`) and the
+// `Feed` makes the borrow, as the framers' parsers do.
 
 mod close;
 mod decoder;
+mod deflate;
 mod encoder;
 mod extension;
 mod frame;
@@ -85,6 +93,7 @@ pub use close::{CloseCode, CloseFrame};
 pub use decoder::{
     DecodeError, Decoder, Event, Feed, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_MESSAGE_BYTES,
 };
+pub use deflate::{Deflate, DeflateConfig, DeflateParams, NegotiationError};
 pub use encoder::{EncodeError, EncodedHeader, Encoder, MaskSource, RandomMask};
 pub use extension::{Extension, NoExtension};
 pub use frame::{
