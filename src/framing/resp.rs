@@ -342,11 +342,13 @@ pub struct Args<'a> {
 
 impl<'a> Args<'a> {
     /// Number of arguments, the command name included.
+    #[inline]
     pub fn len(&self) -> usize {
         self.ranges.len()
     }
 
     /// True for a request with no arguments at all.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }
@@ -355,6 +357,7 @@ impl<'a> Args<'a> {
     ///
     /// # Panics
     /// If `i >= self.len()`.
+    #[inline]
     pub fn get(&self, i: usize) -> &'a [u8] {
         &self.base[self.ranges[i].clone()]
     }
@@ -384,6 +387,7 @@ impl<'a> Args<'a> {
 /// Finds the `\n` ending the line that starts at `start`, resuming where the last
 /// search for the same line stopped (`scanned`), so that a line arriving a byte at a
 /// time is scanned once rather than once per byte.
+#[inline]
 fn find_newline(scanned: &mut usize, buf: &[u8], start: usize) -> Option<usize> {
     let from = (*scanned).max(start);
     match memchr::memchr(b'\n', buf.get(from..)?) {
@@ -437,6 +441,7 @@ fn length_line<'b>(scanned: &mut usize, buf: &'b [u8], start: usize) -> Line<'b>
 /// assert_eq!(parse_i64(b"042"), None);
 /// assert_eq!(parse_i64(b"9223372036854775808"), None);
 /// ```
+#[inline]
 pub fn parse_i64(s: &[u8]) -> Option<i64> {
     if s.is_empty() || s.len() > 20 {
         return None;
@@ -572,6 +577,7 @@ pub const OK: &[u8] = b"+OK\r\n";
 pub const NIL: &[u8] = b"$-1\r\n";
 
 /// Appends `+TEXT\r\n`. `text` must not contain CR or LF.
+#[inline]
 pub fn put_simple(out: &mut Vec<u8>, text: &str) {
     out.push(b'+');
     out.extend_from_slice(text.as_bytes());
@@ -580,6 +586,7 @@ pub fn put_simple(out: &mut Vec<u8>, text: &str) {
 
 /// Appends an error reply `-MESSAGE\r\n` (the message starts with its code, `ERR`).
 /// CR and LF become spaces, as Redis does, so that the reply stays one line.
+#[inline]
 pub fn put_error(out: &mut Vec<u8>, message: &[u8]) {
     out.push(b'-');
     out.extend(message.iter().map(|&b| match b {
@@ -590,21 +597,25 @@ pub fn put_error(out: &mut Vec<u8>, message: &[u8]) {
 }
 
 /// Appends `:N\r\n`.
+#[inline]
 pub fn put_int(out: &mut Vec<u8>, n: i64) {
     put_prefixed(out, b':', n);
 }
 
 /// Appends the header of an array of `len` elements, `*LEN\r\n`.
+#[inline]
 pub fn put_array_len(out: &mut Vec<u8>, len: usize) {
     put_prefixed(out, b'*', len as i64);
 }
 
 /// Appends the header of a bulk string of `len` bytes, `$LEN\r\n`.
+#[inline]
 pub fn put_bulk_len(out: &mut Vec<u8>, len: usize) {
     put_prefixed(out, b'$', len as i64);
 }
 
 /// Appends a bulk string, `$LEN\r\nBYTES\r\n`.
+#[inline]
 pub fn put_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
     put_bulk_len(out, bytes.len());
     out.extend_from_slice(bytes);
@@ -612,6 +623,7 @@ pub fn put_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Appends `PREFIX N \r\n`.
+#[inline]
 fn put_prefixed(out: &mut Vec<u8>, prefix: u8, n: i64) {
     out.push(prefix);
     put_decimal(out, n);
@@ -619,6 +631,7 @@ fn put_prefixed(out: &mut Vec<u8>, prefix: u8, n: i64) {
 }
 
 /// Appends `n` in decimal.
+#[inline]
 pub fn put_decimal(out: &mut Vec<u8>, n: i64) {
     out.extend_from_slice(decimal(n, &mut [0; 20]));
 }
@@ -626,6 +639,7 @@ pub fn put_decimal(out: &mut Vec<u8>, n: i64) {
 /// Formats `n` in decimal into `buf` without going through `fmt` (the itoa approach:
 /// digits from the right into a stack buffer) and returns the digits. Twenty bytes
 /// hold every `i64`, sign included.
+#[inline]
 pub fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
     let mut rest = n.unsigned_abs();
