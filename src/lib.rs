@@ -62,6 +62,7 @@ mod pool;
 pub mod producer;
 mod protocol;
 mod reactor;
+pub mod redis;
 pub mod socketserver;
 mod stdio;
 pub mod testing;

@@ -14,9 +14,6 @@ use std::path::Path;
 #[path = "../fuzz/checks/fuzz_input.rs"]
 mod fuzz_input;
 
-#[path = "../examples/kv/resp.rs"]
-mod resp;
-
 #[path = "../examples/chat/command.rs"]
 #[allow(dead_code)] // the chat uses more of it than the check does
 mod chat_command;

@@ -8,10 +8,6 @@
 #[path = "../checks/fuzz_input.rs"]
 pub mod fuzz_input;
 
-/// The kv example's RESP parser, as the example builds it (std only).
-#[path = "../../examples/kv/resp.rs"]
-pub mod resp;
-
 /// The upload example's header parser, extracted from `examples/upload.rs` by
 /// `build.rs` (the example is one binary file; its parser is private to it).
 pub mod upload_header {

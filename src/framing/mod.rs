@@ -9,6 +9,7 @@
 //! | [`LineOnlyReceiver`] | [`LineOnlyHandler`] | `LineOnlyReceiver` |
 //! | [`Int8Receiver`], [`Int16Receiver`], [`Int32Receiver`] | [`StringHandler`] | `Int8StringReceiver`, ... |
 //! | [`NetstringReceiver`] | [`StringHandler`] | `NetstringReceiver` |
+//! | [`RespReceiver`] | [`RespHandler`] | (none: the Redis protocol, [`resp`]) |
 //!
 //! Each framer is a [`Protocol`](crate::Protocol): give it to the reactor as you would
 //! any protocol. It forwards every callback to its handler with a context
@@ -25,7 +26,7 @@
 //! resetting a timer, and [`Context::can_defer_to_thread`], are the `Context`'s.
 //!
 //! Under each framer is a pure parser ([`LineParser`], [`IntNParser`],
-//! [`NetstringParser`]): bytes in, events out, no sockets. It can be driven on its own
+//! [`NetstringParser`], [`resp::Decoder`]): bytes in, events out, no sockets. It can be driven on its own
 //! (a blocking handler, a benchmark, a test) and it is where the framing rules live.
 //!
 //! # Guarantees
@@ -202,6 +203,7 @@ macro_rules! deref_to_context {
 mod int_n;
 mod line;
 mod netstring;
+pub mod resp;
 
 pub use int_n::{
     Int16Parser, Int16Receiver, Int32Parser, Int32Receiver, Int8Parser, Int8Receiver, IntNFeed,
@@ -214,6 +216,7 @@ pub use line::{
 pub use netstring::{
     NetstringError, NetstringEvent, NetstringFeed, NetstringParser, NetstringReceiver,
 };
+pub use resp::{RespHandler, RespReceiver};
 
 /// Twisted's `MAX_LENGTH` for length-prefixed strings and netstrings: 99999 bytes.
 /// Kept as is, so that peers written against Twisted see the same limit.
