@@ -13,8 +13,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{ChildStdin, Stdio};
 use std::sync::mpsc::Receiver;
+use std::time::Instant;
 
-use common::example::{command, next_line, serve, Listening, Proc};
+use common::example::{command, next_line, serve, Listening, Proc, PROCESS_WATCHDOG};
 use common::CLIENT_TIMEOUT;
 
 /// A raw TCP member of the chat, as `nc` would be.
@@ -88,7 +89,12 @@ impl Client {
     /// The next line that is not a `* connection refused, reconnecting in` notice
     /// (a retry may print any number of them, depending on timing).
     fn printed_past_retries(&self) -> String {
+        let deadline = Instant::now() + PROCESS_WATCHDOG;
         loop {
+            assert!(
+                Instant::now() < deadline,
+                "only retry notices until the watchdog"
+            );
             let line = self.printed();
             if !line.starts_with("* connection refused, reconnecting in ") {
                 return line;
