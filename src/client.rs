@@ -902,11 +902,12 @@ impl<P: Protocol> Watcher for Shared<P> {
 // `ResolveError` (`Dialer::fail_later`). A service that runs it is told after the
 // protocol, as for its other connects.
 
-/// A host name that did not resolve: the inner error of the `io::Error` a connect to
-/// a host name fails with ([`Protocol::connection_failed`], and the service's
-/// [`NotConnected::Failed`]) when the name has
-/// no address, so that it can be told apart from a connect that was refused or
-/// timed out. [`ResolveError::of`] finds it.
+/// A host name that did not resolve: the inner error of the `io::Error` (of kind
+/// `NotFound`) that a connect to a host name fails with when the name has no address
+/// ([`Protocol::connection_failed`], the service's [`NotConnected::Failed`] and
+/// [`RetryCause::Failed`]), so that it can be told apart from a connect that was
+/// refused or timed out: [`ResolveError::of`] finds it. No [`Reason`] is needed: a
+/// name that does not resolve never makes a connection to lose.
 ///
 /// # Examples
 ///

@@ -109,7 +109,7 @@ pub trait Dialer {
     /// The pool is busy or the reactor is stopping: nothing was started.
     fn resolve(&mut self, host: &str, port: u16, watcher: Rc<dyn Watcher>) -> io::Result<()>;
     /// Puts `protocol` in made connection `id` in place of the one there (a
-    /// [`Probe`]) and runs its `connection_made`; `watcher` watches the connection
+    /// stand-in, `client::Probe`) and runs its `connection_made`; `watcher` watches the connection
     /// from now on.
     fn adopt(&mut self, id: ConnId, protocol: Box<dyn Protocol>, watcher: Option<Rc<dyn Watcher>>);
     /// A connect that never got a connection: `protocol` gets `connection_failed`
@@ -121,8 +121,6 @@ pub trait Dialer {
         error: io::Error,
         watcher: Option<Rc<dyn Watcher>>,
     ) -> ConnId;
-    /// The connect timeout of the network's builder.
-    fn default_connect_timeout(&self) -> Option<Duration>;
     /// Writes to connection `id`, as `Context::write_to`; the core's step that
     /// called the watcher settles it.
     fn write_to(&mut self, id: ConnId, data: &[u8]) -> bool;
@@ -203,10 +201,6 @@ impl<K: Kernel> Dialer for Core<K> {
             self.watchers.insert(id, w);
         }
         id
-    }
-
-    fn default_connect_timeout(&self) -> Option<Duration> {
-        self.config.connect_timeout
     }
 
     fn write_to(&mut self, id: ConnId, data: &[u8]) -> bool {
