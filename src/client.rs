@@ -25,6 +25,12 @@
 //!   gracefully (its protocol gets `connection_lost`); then the service is stopped for
 //!   good. A reactor that stops closes the live connection as any other, and the
 //!   service makes no new attempt while it is stopping.
+//! - **Host names**: with [`Target::Host`], each connect resolves the name on the
+//!   thread pool ([`State::Resolving`]), then tries its addresses in order, and
+//!   counts as one attempt for the backoff; a name that does not resolve is a failed
+//!   connect whose error holds a [`ResolveError`].
+//! - **[`on_retry`](ClientServiceBuilder::on_retry)** tells the application each
+//!   retry's delay and cause ("reconnecting in 2.3 s").
 //! - **No wrapper**: the protocol in the connection is the factory's own, so
 //!   [`Reactor::call_protocol`](crate::Reactor::call_protocol), typed
 //!   [`Context::call_later`](crate::Context::call_later) callbacks and
@@ -84,9 +90,10 @@
 
 use std::any::Any;
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
@@ -95,13 +102,12 @@ use std::time::{Duration, Instant};
 use crate::backoff::{Backoff, Delays, Rng};
 use crate::core::{Dialer, Ending, Watcher};
 use crate::ids::ConnId;
-use crate::protocol::{panic_message, Addr, Protocol};
+use crate::pool::JobError;
+use crate::protocol::{panic_message, Addr, Protocol, Reason};
 use crate::timer::TimerId;
-use crate::transport::{BoundCall, Context};
+use crate::transport::{BoundCall, Context, JobResult};
 
 /// Where a client connects.
-///
-/// Host names are not resolved yet: a later variant will take one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Target {
@@ -109,13 +115,24 @@ pub enum Target {
     Tcp(SocketAddr),
     /// A Unix-domain stream socket's path.
     Unix(PathBuf),
+    /// A host name and a TCP port: each connect resolves the name again, on the
+    /// thread pool, and tries its addresses in order (see
+    /// [`Reactor::connect_host`](crate::Reactor::connect_host)). A name that does not
+    /// resolve is a failed connect whose error holds a [`ResolveError`].
+    Host {
+        /// The name (an IP address in text works too).
+        host: String,
+        /// The TCP port.
+        port: u16,
+    },
 }
 
 impl Target {
-    fn addr(&self) -> Addr {
-        match self {
-            Target::Tcp(a) => Addr::Inet(*a),
-            Target::Unix(p) => Addr::Unix(Some(p.clone())),
+    /// A host name and port ([`Target::Host`]).
+    pub fn host(host: impl Into<String>, port: u16) -> Target {
+        Target::Host {
+            host: host.into(),
+            port,
         }
     }
 }
@@ -131,6 +148,8 @@ impl fmt::Display for Target {
         match self {
             Target::Tcp(a) => write!(f, "{a}"),
             Target::Unix(p) => write!(f, "{}", p.display()),
+            Target::Host { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            Target::Host { host, port } => write!(f, "{host}:{port}"),
         }
     }
 }
@@ -156,7 +175,10 @@ pub(crate) mod sealed {
 /// What a [`ClientService`] is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
-    /// A connect is in progress, as this connection (made or failed next).
+    /// A [`Target::Host`]'s name is being resolved; connecting comes next.
+    Resolving,
+    /// A connect is in progress, as this connection (made or failed next). For a
+    /// [`Target::Host`], the attempt on the address being tried.
     Connecting(ConnId),
     /// This connection is up.
     Connected(ConnId),
@@ -209,6 +231,63 @@ impl std::error::Error for NotConnected {
     }
 }
 
+/// A retry the service has just scheduled, for
+/// [`ClientServiceBuilder::on_retry`].
+#[non_exhaustive]
+pub struct Retry<'a> {
+    /// How long until the next connect starts.
+    pub delay: Duration,
+    /// Retries taken since the delay was last reset, this one included.
+    pub retries: u32,
+    /// Why the service retries.
+    pub cause: RetryCause<'a>,
+    core: &'a mut dyn Dialer,
+}
+
+impl Retry<'_> {
+    /// Writes `data` to connection `id` of the network, as [`Context::write_to`]:
+    /// to tell the user on a connection of theirs (a terminal's). False if the bytes
+    /// were dropped (no such connection, or it is closing).
+    pub fn write_to(&mut self, id: ConnId, data: &[u8]) -> bool {
+        self.core.write_to(id, data)
+    }
+}
+
+impl fmt::Debug for Retry<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("delay", &self.delay)
+            .field("retries", &self.retries)
+            .field("cause", &self.cause)
+            .finish()
+    }
+}
+
+/// Why a [`ClientService`] retries.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RetryCause<'a> {
+    /// A connect failed with this error (after its protocol's `connection_failed`);
+    /// a name that did not resolve holds a [`ResolveError`].
+    Failed(&'a io::Error),
+    /// The live connection was lost for this reason (after its protocol's
+    /// `connection_lost`).
+    Lost(&'a Reason),
+}
+
+/// The [`ClientServiceBuilder::on_retry`] callback.
+#[derive(Clone)]
+struct OnRetry(Rc<RefCell<RetryFn>>);
+
+/// What [`ClientServiceBuilder::on_retry`] takes.
+type RetryFn = dyn FnMut(&mut Retry<'_>);
+
+impl fmt::Debug for OnRetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OnRetry")
+    }
+}
+
 /// Configures a [`ClientService`]: the backoff policy, its random source, when the
 /// delay resets, the connect timeout.
 #[derive(Clone, Debug, Default)]
@@ -217,6 +296,7 @@ pub struct ClientServiceBuilder {
     rng: Option<Rng>,
     reset_after: Option<Duration>,
     connect_timeout: Option<Option<Duration>>,
+    on_retry: Option<OnRetry>,
 }
 
 impl ClientServiceBuilder {
@@ -256,6 +336,52 @@ impl ClientServiceBuilder {
         self
     }
 
+    /// Calls `f` each time the service schedules a retry, with the delay and the
+    /// cause: to tell a user "reconnecting in 2.3 s" (on a connection of theirs:
+    /// [`Retry::write_to`]). It runs after the protocol's `connection_failed` or
+    /// `connection_lost`, from the reactor's own step (no protocol callback is
+    /// running); it must not call the service's methods that take the network.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use std::io;
+    /// use std::rc::Rc;
+    /// use std::time::Duration;
+    /// use twistor::backoff::{Backoff, Jitter};
+    /// use twistor::client::{ClientServiceBuilder, RetryCause, State};
+    /// use twistor::testing::Harness;
+    /// use twistor::{Context, Protocol};
+    ///
+    /// struct Quiet;
+    /// impl Protocol for Quiet {
+    ///     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    /// }
+    ///
+    /// let said = Rc::new(RefCell::new(Vec::new()));
+    /// let log = said.clone();
+    /// let mut h = Harness::new(Quiet);
+    /// let client = ClientServiceBuilder::new()
+    ///     .backoff(Backoff::client_service().jitter(Jitter::None))
+    ///     .on_retry(move |retry| {
+    ///         let why = match retry.cause {
+    ///             RetryCause::Failed(_) => "refused",
+    ///             RetryCause::Lost(_) => "lost",
+    ///             _ => "?",
+    ///         };
+    ///         log.borrow_mut().push(format!("{why}, retry in {:.1}s", retry.delay.as_secs_f64()));
+    ///     })
+    ///     .start(&mut h, "127.0.0.1:7000".parse::<std::net::SocketAddr>().unwrap(), || Quiet);
+    /// let State::Connecting(id) = client.state() else { panic!() };
+    /// h.refuse_connect(id, io::ErrorKind::ConnectionRefused.into());
+    /// assert_eq!(*said.borrow(), ["refused, retry in 1.0s"]);
+    /// ```
+    pub fn on_retry(mut self, f: impl FnMut(&mut Retry<'_>) + 'static) -> Self {
+        self.on_retry = Some(OnRetry(Rc::new(RefCell::new(f))));
+        self
+    }
+
     /// Starts the service on `net`: the first connect starts now (its outcome comes
     /// later, never inside this call).
     pub fn start<N, P, F>(
@@ -275,8 +401,8 @@ impl ClientServiceBuilder {
         let shared = Rc::new_cyclic(|me| Shared {
             me: me.clone(),
             factory: RefCell::new(Box::new(factory)),
+            on_retry: self.on_retry,
             inner: RefCell::new(Inner {
-                peer: target.addr(),
                 target,
                 delays: self.backoff.delays(rng),
                 phase: Phase::Stopped,
@@ -389,7 +515,7 @@ impl<P: Protocol> ClientService<P> {
         F: FnOnce(Result<(&mut P, &mut Context<'_>), NotConnected>) + 'static,
     {
         let f: WhenConnected<P> = Box::new(f);
-        let phase = self.shared.inner.borrow().phase;
+        let phase = self.shared.inner.borrow().phase.clone();
         match phase {
             Phase::Connected(id) => {
                 net.dialer().run_bound(id, bound(f));
@@ -413,14 +539,18 @@ impl<P: Protocol> ClientService<P> {
         let (close, reset_timer, retry_timer) = {
             let mut inner = self.shared.inner.borrow_mut();
             let reset_timer = inner.reset_timer.take();
-            match inner.phase {
+            match inner.phase.clone() {
                 Phase::Waiting { timer, .. } => {
                     inner.phase = Phase::Stopped;
                     (None, reset_timer, Some(timer))
                 }
-                Phase::Connecting(id) | Phase::Connected(id) => {
-                    inner.phase = Phase::Stopping(id);
-                    (Some(id), reset_timer, None)
+                Phase::Connecting(attempt) => {
+                    inner.phase = Phase::Stopping(attempt.clone());
+                    (Some(attempt), reset_timer, None)
+                }
+                Phase::Connected(id) => {
+                    inner.phase = Phase::Stopping(Attempt::Conn(id));
+                    (Some(Attempt::Conn(id)), reset_timer, None)
                 }
                 Phase::Stopping(_) | Phase::Stopped => (None, reset_timer, None),
             }
@@ -430,8 +560,10 @@ impl<P: Protocol> ClientService<P> {
         for timer in [reset_timer, retry_timer].into_iter().flatten() {
             dialer.cancel(timer);
         }
-        if let Some(id) = close {
-            dialer.close(id);
+        match close {
+            Some(Attempt::Conn(id)) => dialer.close(id),
+            Some(Attempt::Host(dial)) => dial.cancel(dialer),
+            None => {}
         }
         if retry_timer.is_some() {
             self.shared.fail_waiters(|_| NotConnected::Stopped);
@@ -464,27 +596,43 @@ fn fail<P: Protocol>(f: WhenConnected<P>, why: NotConnected) {
     }
 }
 
-/// A copy of an `io::Error` (it is not `Clone`): its kind and message.
-fn copy_error(e: &io::Error) -> io::Error {
-    io::Error::new(e.kind(), e.to_string())
+/// A connect in progress: to an address, or to a host name.
+#[derive(Clone)]
+enum Attempt {
+    Conn(ConnId),
+    Host(Rc<HostDial>),
+}
+
+impl Attempt {
+    /// Whether the core's news about connection `id` is about this attempt.
+    fn is(&self, id: ConnId) -> bool {
+        match self {
+            Attempt::Conn(c) => *c == id,
+            Attempt::Host(dial) => dial.is(id),
+        }
+    }
 }
 
 /// Where a service is, with what the [`State`] does not show.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 enum Phase {
-    Connecting(ConnId),
+    Connecting(Attempt),
     Connected(ConnId),
     Waiting { timer: TimerId, until: Instant },
-    Stopping(ConnId),
+    Stopping(Attempt),
     Stopped,
 }
 
 impl Phase {
     fn state(&self) -> State {
-        match *self {
-            Phase::Connecting(id) => State::Connecting(id),
-            Phase::Connected(id) => State::Connected(id),
-            Phase::Waiting { until, .. } => State::Waiting { until },
+        match self {
+            Phase::Connecting(Attempt::Conn(id)) => State::Connecting(*id),
+            Phase::Connecting(Attempt::Host(dial)) => match dial.current() {
+                Some(id) => State::Connecting(id),
+                None => State::Resolving,
+            },
+            Phase::Connected(id) => State::Connected(*id),
+            Phase::Waiting { until, .. } => State::Waiting { until: *until },
             Phase::Stopping(_) => State::Stopping,
             Phase::Stopped => State::Stopped,
         }
@@ -497,12 +645,12 @@ struct Shared<P: Protocol> {
     /// This, for the core's watcher table and timers.
     me: Weak<Shared<P>>,
     factory: RefCell<Box<dyn FnMut() -> P>>,
+    on_retry: Option<OnRetry>,
     inner: RefCell<Inner<P>>,
 }
 
 struct Inner<P> {
     target: Target,
-    peer: Addr,
     delays: Delays,
     phase: Phase,
     reset_after: Option<Duration>,
@@ -538,19 +686,31 @@ impl<P: Protocol> Shared<P> {
                 return self.fail_waiters(|_| NotConnected::Stopped);
             }
         };
-        let (peer, timeout) = {
+        let (target, timeout) = {
             let inner = self.inner.borrow();
-            (inner.peer.clone(), inner.connect_timeout)
+            (inner.target.clone(), inner.connect_timeout)
+        };
+        let peer = match target {
+            Target::Tcp(a) => Addr::Inet(a),
+            Target::Unix(p) => Addr::Unix(Some(p)),
+            Target::Host { host, port } => {
+                // The phase is set before the dial starts: it reports nothing inside
+                // this call, but its state is the service's from now on.
+                let watcher = Some(self.watcher());
+                let dial = HostDial::start(core, &host, port, timeout, Box::new(protocol), watcher);
+                self.inner.borrow_mut().phase = Phase::Connecting(Attempt::Host(dial));
+                return;
+            }
         };
         let id = core.dial(&peer, timeout, Box::new(protocol), self.watcher());
         log::debug!("{id} {peer}: client connecting");
-        self.inner.borrow_mut().phase = Phase::Connecting(id);
+        self.inner.borrow_mut().phase = Phase::Connecting(Attempt::Conn(id));
     }
 
     /// Waits the policy's next delay before connecting again; stops instead if the
     /// reactor is stopping or the policy's retries are spent. Returns whether it
     /// stopped.
-    fn schedule_retry(&self, core: &mut dyn Dialer) -> bool {
+    fn schedule_retry(&self, core: &mut dyn Dialer, cause: RetryCause<'_>) -> bool {
         let mut inner = self.inner.borrow_mut();
         if core.is_stopping() {
             log::debug!("client {}: the reactor is stopping; no retry", inner.target);
@@ -567,6 +727,24 @@ impl<P: Protocol> Shared<P> {
                     inner.delays.retries()
                 );
                 inner.phase = Phase::Waiting { timer, until };
+                let retries = inner.delays.retries();
+                drop(inner);
+                if let Some(OnRetry(f)) = &self.on_retry {
+                    let mut retry = Retry {
+                        delay,
+                        retries,
+                        cause,
+                        core,
+                    };
+                    match f.try_borrow_mut() {
+                        Ok(mut f) => {
+                            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(&mut retry))) {
+                                log::error!("on_retry panicked: {}", panic_message(&*panic));
+                            }
+                        }
+                        Err(_) => log::error!("on_retry called inside itself"),
+                    }
+                }
                 false
             }
             None => {
@@ -613,10 +791,10 @@ impl<P: Protocol> Watcher for Shared<P> {
     fn made(&self, core: &mut dyn Dialer, id: ConnId) {
         let waiters = {
             let mut inner = self.inner.borrow_mut();
-            if !matches!(inner.phase, Phase::Connecting(c) if c == id) {
+            if !matches!(&inner.phase, Phase::Connecting(a) if a.is(id)) {
                 return;
             }
-            log::debug!("{id} {}: client connected", inner.peer);
+            log::debug!("{id} {}: client connected", inner.target);
             inner.phase = Phase::Connected(id);
             inner.failures = 0;
             inner.last_error = None;
@@ -632,12 +810,14 @@ impl<P: Protocol> Watcher for Shared<P> {
     }
 
     fn ended(&self, core: &mut dyn Dialer, id: ConnId, ending: Ending<'_>) {
-        let phase = self.inner.borrow().phase;
+        let phase = self.inner.borrow().phase.clone();
         match phase {
-            Phase::Connecting(c) if c == id => {
-                let error = match ending {
-                    Ending::Failed(e) => e,
-                    Ending::Lost(reason) => io::Error::other(reason.to_string()),
+            Phase::Connecting(a) if a.is(id) => {
+                let error = match (ending, &a) {
+                    // The host dial's copy keeps a resolution failure's inner error.
+                    (Ending::Failed(e), Attempt::Host(dial)) => dial.error().unwrap_or(e),
+                    (Ending::Failed(e), _) => e,
+                    (Ending::Lost(reason), _) => io::Error::other(reason.to_string()),
                 };
                 // The failures budgets of the callbacks waiting.
                 let due: Vec<Waiter<P>> = {
@@ -658,7 +838,7 @@ impl<P: Protocol> Watcher for Shared<P> {
                 for w in due {
                     fail(w.f, NotConnected::Failed(copy_error(&error)));
                 }
-                if self.schedule_retry(core) {
+                if self.schedule_retry(core, RetryCause::Failed(&error)) {
                     self.fail_waiters(Self::stopped_why);
                 }
             }
@@ -666,14 +846,16 @@ impl<P: Protocol> Watcher for Shared<P> {
                 if let Some(t) = self.inner.borrow_mut().reset_timer.take() {
                     core.cancel(t);
                 }
-                if let Ending::Lost(reason) = ending {
-                    log::debug!("{id}: client connection lost: {reason}");
-                }
-                if self.schedule_retry(core) {
+                let reason = match ending {
+                    Ending::Lost(reason) => reason.duplicate(),
+                    Ending::Failed(e) => Reason::Io(e),
+                };
+                log::debug!("{id}: client connection lost: {reason}");
+                if self.schedule_retry(core, RetryCause::Lost(&reason)) {
                     self.fail_waiters(Self::stopped_why);
                 }
             }
-            Phase::Stopping(c) if c == id => {
+            Phase::Stopping(a) if a.is(id) => {
                 log::debug!("{id}: client stopped");
                 self.inner.borrow_mut().phase = Phase::Stopped;
                 self.fail_waiters(|_| NotConnected::Stopped);
@@ -692,7 +874,7 @@ impl<P: Protocol> Watcher for Shared<P> {
                 }
                 return;
             }
-            inner.phase
+            inner.phase.clone()
         };
         match phase {
             Phase::Waiting { timer: t, .. } if t == timer => {
@@ -706,4 +888,327 @@ impl<P: Protocol> Watcher for Shared<P> {
             _ => {}
         }
     }
+}
+
+// ----- host names -----
+//
+// A connect to a host name (`Reactor::connect_host`, `Harness::connect_host`, a service
+// with a `Target::Host`) is a watcher, `HostDial`: it asks the core to resolve the
+// name (a pool job, never on the loop thread), then tries the addresses in order, each
+// as an ordinary connect that runs a stand-in protocol (`Probe`), so that a refused
+// address costs the user's protocol nothing. The first attempt made adopts the user's
+// protocol (`Dialer::adopt`: it sees `connection_made` as on any connect); if none is,
+// the user's protocol gets one `connection_failed`, with the last attempt's error or a
+// `ResolveError` (`Dialer::fail_later`). A service that runs it is told after the
+// protocol, as for its other connects.
+
+/// A host name that did not resolve: the inner error of the `io::Error` (of kind
+/// `NotFound`) that a connect to a host name fails with when the name has no address
+/// ([`Protocol::connection_failed`], the service's [`NotConnected::Failed`] and
+/// [`RetryCause::Failed`]), so that it can be told apart from a connect that was
+/// refused or timed out: [`ResolveError::of`] finds it. No [`Reason`] is needed: a
+/// name that does not resolve never makes a connection to lose.
+///
+/// # Examples
+///
+/// ```
+/// use std::io;
+/// use twistor::client::ResolveError;
+///
+/// fn why(error: &io::Error) -> String {
+///     match ResolveError::of(error) {
+///         Some(e) => format!("no such host: {}", e.host()),
+///         None => format!("connect failed: {error}"),
+///     }
+/// }
+/// assert_eq!(why(&io::ErrorKind::ConnectionRefused.into()), "connect failed: connection refused");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolveError {
+    host: String,
+    port: u16,
+    message: String,
+}
+
+impl ResolveError {
+    fn new(host: &str, port: u16, message: impl Into<String>) -> ResolveError {
+        ResolveError {
+            host: host.to_owned(),
+            port,
+            message: message.into(),
+        }
+    }
+
+    /// The name that did not resolve.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port the connect was for.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The resolver's own words (`getaddrinfo`'s message, say).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The resolution failure inside `error`, if that is what it is.
+    pub fn of(error: &io::Error) -> Option<&ResolveError> {
+        error.get_ref()?.downcast_ref::<ResolveError>()
+    }
+
+    /// `self` as an `io::Error` (of kind `NotFound`) with `self` inside.
+    fn into_io(self) -> io::Error {
+        io::Error::new(io::ErrorKind::NotFound, self)
+    }
+}
+
+impl fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot resolve {}: {}", self.host, self.message)
+    }
+}
+
+impl std::error::Error for ResolveError {}
+
+/// A copy of an `io::Error` (it is not `Clone`): its kind and message, and the
+/// [`ResolveError`] inside, if any.
+fn copy_error(e: &io::Error) -> io::Error {
+    match ResolveError::of(e) {
+        Some(r) => r.clone().into_io(),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+/// Resolves `host:port` with the system's resolver (`getaddrinfo`): blocking, so it
+/// runs on a pool thread. No address is a [`ResolveError`] too.
+pub(crate) fn resolve_blocking(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    match (host, port).to_socket_addrs() {
+        Ok(addrs) => Ok(addrs.collect()),
+        Err(e) => Err(ResolveError::new(host, port, e.to_string()).into_io()),
+    }
+}
+
+/// A resolution job's result, back on the loop thread.
+pub(crate) fn resolved(result: JobResult) -> io::Result<Vec<SocketAddr>> {
+    match result {
+        Ok(value) => *value
+            .downcast::<io::Result<Vec<SocketAddr>>>()
+            .expect("a resolution job returns addresses"),
+        Err(JobError::Cancelled) => Err(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "resolution cancelled",
+        )),
+        Err(e) => Err(io::Error::other(e.to_string())),
+    }
+}
+
+/// The stand-in protocol of a host connect's attempts: it does nothing, and is
+/// replaced by the user's protocol once an attempt is made.
+struct Probe;
+
+impl Protocol for Probe {
+    fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+}
+
+/// A connect to a host name: resolve, then try each address in order (see the
+/// [module docs](self)).
+pub(crate) struct HostDial {
+    me: Weak<HostDial>,
+    host: String,
+    port: u16,
+    timeout: Option<Duration>,
+    inner: RefCell<HostState>,
+}
+
+struct HostState {
+    /// The user's protocol, until it is adopted or reported failed.
+    protocol: Option<Box<dyn Protocol>>,
+    /// Told once the connect is made or has failed (a client service).
+    outer: Option<Rc<dyn Watcher>>,
+    /// The addresses not tried yet.
+    addrs: VecDeque<SocketAddr>,
+    /// The attempt in progress.
+    attempt: Option<ConnId>,
+    /// The connection made, or the id its failure is reported under.
+    done: Option<ConnId>,
+    /// The last attempt's error (a [`ResolveError`] if the name did not resolve).
+    error: Option<io::Error>,
+}
+
+impl HostDial {
+    /// Starts connecting to `host:port` with `protocol`; `outer` is told the outcome
+    /// after the protocol's own callback.
+    pub(crate) fn start(
+        core: &mut dyn Dialer,
+        host: &str,
+        port: u16,
+        timeout: Option<Duration>,
+        protocol: Box<dyn Protocol>,
+        outer: Option<Rc<dyn Watcher>>,
+    ) -> Rc<HostDial> {
+        let dial = Rc::new_cyclic(|me| HostDial {
+            me: me.clone(),
+            host: host.to_owned(),
+            port,
+            timeout,
+            inner: RefCell::new(HostState {
+                protocol: Some(protocol),
+                outer,
+                addrs: VecDeque::new(),
+                attempt: None,
+                done: None,
+                error: None,
+            }),
+        });
+        log::debug!("{host}:{port}: resolving");
+        if let Err(e) = core.resolve(host, port, dial.watcher()) {
+            dial.fail(core, e);
+        }
+        dial
+    }
+
+    fn watcher(&self) -> Rc<dyn Watcher> {
+        self.me
+            .upgrade()
+            .expect("a host dial is alive while called")
+    }
+
+    /// The attempt in progress, or the connection made or failed; `None` while the
+    /// name is being resolved.
+    pub(crate) fn current(&self) -> Option<ConnId> {
+        let inner = self.inner.borrow();
+        inner.attempt.or(inner.done)
+    }
+
+    /// Whether `id` is this dial's outcome: the connection made, or its failure.
+    pub(crate) fn is(&self, id: ConnId) -> bool {
+        self.inner.borrow().done == Some(id)
+    }
+
+    /// A copy of the error the dial failed with (a [`ResolveError`] kept inside).
+    pub(crate) fn error(&self) -> Option<io::Error> {
+        self.inner.borrow().error.as_ref().map(copy_error)
+    }
+
+    /// Cancels the dial: a resolution or attempt in progress ends in
+    /// `connection_failed` (`Interrupted`); a connection made is closed gracefully.
+    pub(crate) fn cancel(&self, core: &mut dyn Dialer) {
+        let (attempt, done) = {
+            let inner = self.inner.borrow();
+            (inner.attempt, inner.done)
+        };
+        match (attempt, done) {
+            (Some(id), _) | (None, Some(id)) => core.close(id),
+            (None, None) => {
+                let e = io::Error::new(io::ErrorKind::Interrupted, "connect cancelled");
+                self.fail(core, e);
+            }
+        }
+    }
+
+    /// Tries the next address, or fails with the last error if none is left.
+    fn try_next(&self, core: &mut dyn Dialer) {
+        let next = self.inner.borrow_mut().addrs.pop_front();
+        let Some(addr) = next else {
+            let e = self.inner.borrow_mut().error.take().unwrap_or_else(|| {
+                ResolveError::new(&self.host, self.port, "no address").into_io()
+            });
+            return self.fail(core, e);
+        };
+        log::debug!("{}:{}: trying {addr}", self.host, self.port);
+        let id = core.dial(
+            &Addr::Inet(addr),
+            self.timeout,
+            Box::new(Probe),
+            self.watcher(),
+        );
+        self.inner.borrow_mut().attempt = Some(id);
+    }
+
+    /// Hands the user's protocol its `connection_failed` (at the next report).
+    fn fail(&self, core: &mut dyn Dialer, error: io::Error) {
+        let (protocol, outer) = {
+            let mut inner = self.inner.borrow_mut();
+            inner.attempt = None;
+            inner.error = Some(copy_error(&error));
+            (inner.protocol.take(), inner.outer.clone())
+        };
+        if let Some(protocol) = protocol {
+            log::debug!("{}:{}: connect failed: {error}", self.host, self.port);
+            let id = core.fail_later(protocol, error, outer);
+            self.inner.borrow_mut().done = Some(id);
+        }
+    }
+}
+
+impl Watcher for HostDial {
+    fn resolved(&self, core: &mut dyn Dialer, result: io::Result<Vec<SocketAddr>>) {
+        if self.inner.borrow().protocol.is_none() {
+            return; // cancelled meanwhile
+        }
+        if core.is_stopping() {
+            let e = io::Error::new(io::ErrorKind::Interrupted, "the reactor is stopping");
+            return self.fail(core, e);
+        }
+        match result {
+            Ok(addrs) => {
+                log::debug!("{}:{}: resolved to {addrs:?}", self.host, self.port);
+                self.inner.borrow_mut().addrs = addrs.into();
+                self.try_next(core);
+            }
+            Err(e) if ResolveError::of(&e).is_some() || e.kind() == io::ErrorKind::Interrupted => {
+                self.fail(core, e)
+            }
+            // A resolver's error that is not one yet (the kit's own resolver).
+            Err(e) => self.fail(
+                core,
+                ResolveError::new(&self.host, self.port, e.to_string()).into_io(),
+            ),
+        }
+    }
+
+    fn made(&self, core: &mut dyn Dialer, id: ConnId) {
+        let (protocol, outer) = {
+            let mut inner = self.inner.borrow_mut();
+            if inner.attempt != Some(id) {
+                return;
+            }
+            inner.attempt = None;
+            inner.done = Some(id);
+            inner.error = None;
+            (inner.protocol.take(), inner.outer.clone())
+        };
+        let Some(protocol) = protocol else { return };
+        log::debug!("{id}: connected to {}:{}", self.host, self.port);
+        core.adopt(id, protocol, outer.clone());
+        if let Some(outer) = outer {
+            outer.made(core, id);
+        }
+    }
+
+    fn ended(&self, core: &mut dyn Dialer, id: ConnId, ending: Ending<'_>) {
+        if self.inner.borrow().attempt != Some(id) {
+            return;
+        }
+        let error = match ending {
+            Ending::Failed(e) => e,
+            Ending::Lost(reason) => io::Error::other(reason.to_string()),
+        };
+        let give_up = error.kind() == io::ErrorKind::Interrupted || core.is_stopping();
+        {
+            let mut inner = self.inner.borrow_mut();
+            inner.attempt = None;
+            inner.error = Some(copy_error(&error));
+        }
+        if give_up {
+            self.fail(core, error);
+        } else {
+            self.try_next(core);
+        }
+    }
+
+    fn timer(&self, _: &mut dyn Dialer, _: TimerId) {}
 }

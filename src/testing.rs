@@ -181,6 +181,7 @@ use std::fmt;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::core::{self, Config, Core, Dial, Dialer, Kernel};
@@ -190,7 +191,7 @@ use crate::pool::{JobError, PoolBusy};
 use crate::protocol::{panic_message, Addr, Protocol, Reason};
 use crate::reactor::Builder;
 use crate::transport::Context;
-use crate::transport::JobFn;
+use crate::transport::{JobFn, JobResult};
 
 /// Timer passes allowed at one instant of the manual clock before `advance` decides
 /// that zero-delay timers keep re-arming forever. Far above what any sane chain needs,
@@ -341,6 +342,7 @@ impl HarnessBuilder {
             ended: HashMap::new(),
             ended_datagrams: HashMap::new(),
             local: self.local_addr.clone(),
+            resolver: Arc::new(crate::client::resolve_blocking),
         };
         let mut core = Core::new(kernel, config, now);
         let stream = MemStream::new(self.local_addr.clone());
@@ -1018,6 +1020,89 @@ impl<P: Protocol> Harness<P> {
         self.pump();
     }
 
+    /// Starts a connect to `host:port` by name that runs `protocol`, as
+    /// [`Reactor::connect_host`](crate::Reactor::connect_host) does: the name is
+    /// resolved by a pool job, which waits for the test ([`run_jobs`](Self::run_jobs);
+    /// the resolver is the system's unless [`set_resolver`](Self::set_resolver) gave
+    /// another), then each address is tried in order as an outgoing connect the test
+    /// decides ([`connecting`](Self::connecting) lists them;
+    /// [`complete_connect`](Self::complete_connect),
+    /// [`refuse_connect`](Self::refuse_connect)). `protocol` sees only the outcome.
+    ///
+    /// # Examples
+    ///
+    /// The first address refuses, the second connects: the protocol sees only
+    /// `connection_made`.
+    ///
+    /// ```
+    /// use std::io;
+    /// use std::net::SocketAddr;
+    /// use twistor::testing::Harness;
+    /// use twistor::{Context, Protocol};
+    ///
+    /// #[derive(Default)]
+    /// struct Client {
+    ///     seen: Vec<String>,
+    /// }
+    /// impl Protocol for Client {
+    ///     fn connection_made(&mut self, _: &mut Context<'_>) {
+    ///         self.seen.push("made".into());
+    ///     }
+    ///     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    ///     fn connection_failed(&mut self, _: &mut Context<'_>, e: io::Error) {
+    ///         self.seen.push(format!("failed: {e}"));
+    ///     }
+    /// }
+    ///
+    /// let mut h = Harness::new(Client::default());
+    /// let addrs: Vec<SocketAddr> = vec!["[::1]:7000".parse().unwrap(), "127.0.0.1:7000".parse().unwrap()];
+    /// h.set_resolver(move |_, _| Ok(addrs.clone()));
+    /// h.connect_host("db.example", 7000, Client::default());
+    /// assert_eq!(h.pending_jobs(), 1); // the resolution, until the test runs it
+    /// h.run_jobs();
+    /// let first = h.connecting()[0];
+    /// h.refuse_connect(first, io::ErrorKind::ConnectionRefused.into());
+    /// let second = h.connecting()[0];
+    /// h.complete_connect(second);
+    /// let client: &Client = h.protocol_of(second).unwrap();
+    /// assert_eq!(client.seen, ["made"]);
+    /// ```
+    pub fn connect_host<Q: Protocol>(&mut self, host: &str, port: u16, protocol: Q) {
+        let timeout = self.core.config.connect_timeout;
+        crate::client::HostDial::start(
+            &mut self.core,
+            host,
+            port,
+            timeout,
+            Box::new(protocol),
+            None,
+        );
+        self.pump();
+    }
+
+    /// Resolves host names with `resolver` from now on, instead of the system's
+    /// resolver: it gets the name and the port, and runs when the test runs the pool
+    /// jobs. An error it returns reaches the protocol as a
+    /// [`ResolveError`](crate::client::ResolveError), as the system's does.
+    pub fn set_resolver(
+        &mut self,
+        resolver: impl Fn(&str, u16) -> io::Result<Vec<SocketAddr>> + Send + Sync + 'static,
+    ) {
+        self.core.k.resolver = Arc::new(resolver);
+    }
+
+    /// The outgoing connects in progress (not made or failed yet), oldest first.
+    pub fn connecting(&self) -> Vec<ConnId> {
+        let mut ids: Vec<ConnId> = self
+            .core
+            .conn_ids()
+            .into_iter()
+            .filter(|&id| self.is_connecting_of(id))
+            .collect();
+        ids.sort_by_key(|id| id.generation);
+        ids
+    }
+
     /// Whether connection `id` is an outgoing connect not yet made or failed.
     pub fn is_connecting_of(&self, id: ConnId) -> bool {
         self.core.conn(id).is_some_and(|c| c.state.is_connecting())
@@ -1393,7 +1478,9 @@ impl<P: Protocol> Harness<P> {
         };
         let result = catch_unwind(AssertUnwindSafe(work))
             .map_err(|panic| JobError::Panicked(panic_message(&*panic)));
-        self.core.job_finished(key, result);
+        if let Some((done, result)) = self.core.job_finished(key, result) {
+            done(&mut self.core, result);
+        }
         self.pump();
     }
 
@@ -1404,7 +1491,9 @@ impl<P: Protocol> Harness<P> {
             .into_iter()
             .map(|(key, _)| key)
             .collect();
-        self.core.cancel_jobs(keys);
+        for (done, result) in self.core.cancel_jobs(keys) {
+            done(&mut self.core, result);
+        }
         self.pump();
     }
 
@@ -1562,7 +1651,26 @@ impl Dial for Mem {
     fn connect_stream(core: &mut Core<Mem>, _: &Addr) -> io::Result<MemStream> {
         Ok(MemStream::new(core.k.local.clone()))
     }
+
+    fn resolve(
+        core: &mut Core<Mem>,
+        host: String,
+        port: u16,
+        done: Box<dyn FnOnce(&mut Core<Mem>, io::Result<Vec<SocketAddr>>)>,
+    ) -> Result<(), PoolBusy> {
+        let resolver = Arc::clone(&core.k.resolver);
+        let job: JobFn = Box::new(move || Box::new(resolver(&host, port)) as Box<dyn Any + Send>);
+        let done: MemJobDone =
+            Box::new(move |core, result| done(core, crate::client::resolved(result)));
+        core.submit_job(job, core::JobDone::Kernel(done))
+    }
 }
+
+/// The kit's own pool jobs' callbacks (a host name's resolution).
+pub(crate) type MemJobDone = Box<dyn FnOnce(&mut Core<Mem>, JobResult)>;
+
+/// A host-name resolver: the system's, or the test's ([`Harness::set_resolver`]).
+type Resolver = Arc<dyn Fn(&str, u16) -> io::Result<Vec<SocketAddr>> + Send + Sync>;
 
 /// The protocol of a connection added with [`Harness::add_peer`]: it does nothing.
 struct Peer;
@@ -1583,6 +1691,7 @@ pub(crate) struct Mem {
     ended_datagrams: HashMap<DatagramId, EndedDatagram>,
     /// This end's address, for the streams of outgoing connects.
     local: Addr,
+    resolver: Resolver,
 }
 
 /// What the harness keeps of a datagram socket that closed.
@@ -1598,13 +1707,13 @@ struct Ended {
     reason: Option<Reason>,
 }
 
-/// The kit has no kernel timers or kernel jobs of its own.
+/// The kit has no kernel timers of its own.
 pub(crate) enum Never {}
 
 impl Kernel for Mem {
     type Stream = MemStream;
     type Task = Never;
-    type JobDone = Never;
+    type JobDone = MemJobDone;
 
     fn now(core: &Core<Self>) -> Instant {
         core.k.now

@@ -9,18 +9,25 @@
 //! producers do: few connections have one.
 //!
 //! A watcher is only called from the core's own steps (`make`, `finish`,
-//! `report_failed`, `run_task`), never inside a protocol callback, so it may call
-//! back into protocols through [`Dialer::run_bound`].
+//! `report_failed`, `run_task`, a pool result), never inside a protocol callback, so
+//! it may call back into protocols through [`Dialer::run_bound`].
+//!
+//! A connect to a host name is a watcher too (`client::HostDial`): it asks
+//! [`Dialer::resolve`] for the addresses (a pool job, never on the loop thread), tries
+//! them in order with [`Dialer::dial`], and hands the user's protocol to the first
+//! connection made with [`Dialer::adopt`], or its failure to [`Dialer::fail_later`].
 
 use std::io;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::{Core, Kernel, Stopping, Task};
 use crate::ids::ConnId;
+use crate::pool::PoolBusy;
 use crate::protocol::{Addr, Protocol, Reason};
 use crate::timer::TimerId;
-use crate::transport::BoundCall;
+use crate::transport::{BoundCall, Driver};
 
 // `Dialer`, `Watcher` and `Ending` are `pub` in this private module only because the
 // sealed `client::Network` trait names `Dialer`: no path reaches them from outside the
@@ -43,13 +50,30 @@ pub trait Watcher {
     fn ended(&self, core: &mut dyn Dialer, id: ConnId, ending: Ending<'_>);
     /// The watcher's timer `timer` is due.
     fn timer(&self, core: &mut dyn Dialer, timer: TimerId);
+    /// The name the watcher asked [`Dialer::resolve`] for is resolved (or not).
+    fn resolved(&self, core: &mut dyn Dialer, result: io::Result<Vec<SocketAddr>>) {
+        let _ = (core, result);
+    }
 }
+
+/// What runs with a resolution's outcome, on the loop thread.
+pub(crate) type ResolveDone<K> = Box<dyn FnOnce(&mut Core<K>, io::Result<Vec<SocketAddr>>)>;
 
 /// Starting a connect: the kernel's part (a non-blocking socket for the reactor, a
 /// memory stream that waits for the test for the kit).
 pub(crate) trait Dial: Sized {
     /// A stream that is connecting to `peer`.
     fn connect_stream(core: &mut Core<Self>, peer: &Addr) -> io::Result<Self::Stream>
+    where
+        Self: Kernel;
+    /// Resolves `host:port` off the loop thread (the reactor's pool; the kit's pool
+    /// jobs, which the test runs), then runs `done` with the outcome.
+    fn resolve(
+        core: &mut Core<Self>,
+        host: String,
+        port: u16,
+        done: ResolveDone<Self>,
+    ) -> Result<(), PoolBusy>
     where
         Self: Kernel;
 }
@@ -78,6 +102,28 @@ pub trait Dialer {
     fn close(&mut self, id: ConnId);
     /// Runs `call` with connection `id`'s protocol if it is made; false if it is not.
     fn run_bound(&mut self, id: ConnId, call: BoundCall) -> bool;
+    /// Starts resolving `host:port`; the outcome goes to `watcher.resolved`, never
+    /// inside this call.
+    ///
+    /// # Errors
+    /// The pool is busy or the reactor is stopping: nothing was started.
+    fn resolve(&mut self, host: &str, port: u16, watcher: Rc<dyn Watcher>) -> io::Result<()>;
+    /// Puts `protocol` in made connection `id` in place of the one there (a
+    /// stand-in, `client::Probe`) and runs its `connection_made`; `watcher` watches the connection
+    /// from now on.
+    fn adopt(&mut self, id: ConnId, protocol: Box<dyn Protocol>, watcher: Option<Rc<dyn Watcher>>);
+    /// A connect that never got a connection: `protocol` gets `connection_failed`
+    /// with `error` at the next report (never inside this call), then `watcher`, if
+    /// any, is told. Returns the (detached) id the failure is reported under.
+    fn fail_later(
+        &mut self,
+        protocol: Box<dyn Protocol>,
+        error: io::Error,
+        watcher: Option<Rc<dyn Watcher>>,
+    ) -> ConnId;
+    /// Writes to connection `id`, as `Context::write_to`; the core's step that
+    /// called the watcher settles it.
+    fn write_to(&mut self, id: ConnId, data: &[u8]) -> bool;
 }
 
 impl<K: Kernel> Dialer for Core<K> {
@@ -122,6 +168,43 @@ impl<K: Kernel> Dialer for Core<K> {
             self.invoke(id, call);
         }
         made
+    }
+
+    fn resolve(&mut self, host: &str, port: u16, watcher: Rc<dyn Watcher>) -> io::Result<()> {
+        let done: ResolveDone<K> = Box::new(move |core: &mut Core<K>, result| {
+            watcher.resolved(core, result);
+        });
+        K::resolve(self, host.to_owned(), port, done)
+            .map_err(|_| io::Error::other("the thread pool is busy or the reactor is stopping"))
+    }
+
+    fn adopt(&mut self, id: ConnId, protocol: Box<dyn Protocol>, watcher: Option<Rc<dyn Watcher>>) {
+        let Some(c) = self.conn_mut(id) else { return };
+        c.protocol = Some(protocol);
+        match watcher {
+            Some(w) => self.watchers.insert(id, w),
+            None => self.watchers.remove(&id),
+        };
+        self.invoke(id, |p, cx| p.connection_made(cx));
+    }
+
+    fn fail_later(
+        &mut self,
+        protocol: Box<dyn Protocol>,
+        error: io::Error,
+        watcher: Option<Rc<dyn Watcher>>,
+    ) -> ConnId {
+        let id = ConnId::detached(self.next_generation());
+        log::debug!("{id}: connect failed: {error}");
+        self.failed.push((id, protocol, error));
+        if let Some(w) = watcher {
+            self.watchers.insert(id, w);
+        }
+        id
+    }
+
+    fn write_to(&mut self, id: ConnId, data: &[u8]) -> bool {
+        Driver::write(self, id, data)
     }
 }
 

@@ -1,17 +1,23 @@
 //! Outgoing connections: the non-blocking connect. Its completion or failure, and
 //! the one `connection_failed` a connect that never succeeded gets, are the core's
 //! (`Core::finish_connect`, `fail_connect`, `report_failed`). The reactor's side of a
-//! client service is here too: `Dial` for `Mio` and `Network` for `Reactor`.
+//! client service is here too: `Dial` for `Mio` (a connect, and a host name resolved
+//! on the pool) and `Network` for `Reactor`.
 
+use std::any::Any;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::jobs::ReactorDone;
 use super::table::Stream;
 use super::{Core, Mio, Reactor};
-use crate::core::{Dial, Dialer, Task};
+use crate::client::{resolve_blocking, resolved, HostDial};
+use crate::core::{Dial, Dialer, JobDone, Task};
 use crate::ids::ConnId;
+use crate::pool::PoolBusy;
 use crate::protocol::{Addr, Protocol};
+use crate::transport::{JobFn, JobResult};
 
 impl Reactor {
     /// Connects to a Unix-domain stream socket, as [`connect_tcp`](Self::connect_tcp).
@@ -120,6 +126,82 @@ impl Reactor {
         self.connect_tcp_timeout(addr, timeout, protocol)
     }
 
+    /// Connects to `host:port` by name, without blocking, with the builder's connect
+    /// timeout for each address.
+    ///
+    /// The name is resolved on the thread pool ([`Builder::threads`]; a
+    /// resolver can take seconds, and the loop never waits for it), then the
+    /// addresses are tried one after the other, in the resolver's order, until one
+    /// connects. The protocol sees only the outcome: `connection_made` on the
+    /// connection that was made (its id is `cx.id()` there), or one
+    /// [`connection_failed`](Protocol::connection_failed), with the last address's
+    /// error, or, if the name has no address, an error of kind `NotFound` that holds
+    /// a [`ResolveError`](crate::client::ResolveError) (tell it apart with
+    /// [`ResolveError::of`](crate::client::ResolveError::of)). Never inside this
+    /// call. An IP address in text works as a name. To cancel a connect in progress,
+    /// or to connect again after a failure, use a
+    /// [`ClientService`](crate::client::ClientService) with a
+    /// [`Target::Host`](crate::client::Target::Host).
+    ///
+    /// A stop cancels a resolution still queued; one already running on a pool
+    /// thread is waited for like any job (see
+    /// [`Builder::wait_for_jobs_on_stop`]). Addresses are tried in order, not raced
+    /// (no "happy eyeballs").
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io;
+    /// use std::net::TcpListener;
+    /// use std::sync::mpsc;
+    /// use twistor::client::ResolveError;
+    /// use twistor::{Context, Protocol, Reactor, Reason};
+    ///
+    /// /// Says whether it connected, then stops the reactor.
+    /// struct Check(mpsc::Sender<io::Result<()>>);
+    /// impl Protocol for Check {
+    ///     fn connection_made(&mut self, cx: &mut Context<'_>) {
+    ///         let _ = self.0.send(Ok(()));
+    ///         cx.stop_reactor();
+    ///     }
+    ///     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    ///     fn connection_failed(&mut self, cx: &mut Context<'_>, e: io::Error) {
+    ///         let _ = self.0.send(Err(e));
+    ///         cx.stop_reactor();
+    ///     }
+    /// }
+    ///
+    /// fn connect(host: &str, port: u16) -> io::Result<()> {
+    ///     let mut reactor = Reactor::new()?;
+    ///     let (tx, rx) = mpsc::channel();
+    ///     reactor.connect_host(host, port, Check(tx));
+    ///     reactor.run()?;
+    ///     rx.try_recv().expect("the protocol stops the reactor once it knows")
+    /// }
+    ///
+    /// let listener = TcpListener::bind("127.0.0.1:0")?;
+    /// let port = listener.local_addr()?.port();
+    /// connect("localhost", port)?;
+    ///
+    /// let error = connect("no-such-host.invalid", port).unwrap_err();
+    /// assert_eq!(ResolveError::of(&error).unwrap().host(), "no-such-host.invalid");
+    /// # Ok::<(), io::Error>(())
+    /// ```
+    ///
+    /// [`Builder::threads`]: crate::Builder::threads
+    /// [`Builder::wait_for_jobs_on_stop`]: crate::Builder::wait_for_jobs_on_stop
+    pub fn connect_host<P: Protocol>(&mut self, host: &str, port: u16, protocol: P) {
+        let timeout = self.core.config.connect_timeout;
+        HostDial::start(
+            &mut self.core,
+            host,
+            port,
+            timeout,
+            Box::new(protocol),
+            None,
+        );
+    }
+
     /// [`connect_tcp`](Self::connect_tcp) with its own timeout (`None`: wait as long as
     /// the kernel does).
     pub fn connect_tcp_timeout<P: Protocol>(
@@ -172,6 +254,23 @@ impl Dial for Mio {
                 format!("cannot connect to {other}"),
             )),
         }
+    }
+
+    fn resolve(
+        core: &mut Core,
+        host: String,
+        port: u16,
+        done: Box<dyn FnOnce(&mut Core, io::Result<Vec<SocketAddr>>)>,
+    ) -> Result<(), PoolBusy> {
+        if !core.pool_has_room() {
+            return Err(PoolBusy);
+        }
+        let job: JobFn =
+            Box::new(move || Box::new(resolve_blocking(&host, port)) as Box<dyn Any + Send>);
+        let done = ReactorDone::Reactor(Box::new(move |r: &mut Reactor, result: JobResult| {
+            done(&mut r.core, resolved(result))
+        }));
+        core.submit_job(job, JobDone::Kernel(done))
     }
 }
 

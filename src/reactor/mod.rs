@@ -464,6 +464,69 @@ impl Reactor {
         Ok(!self.stop_finished())
     }
 
+    /// How long the reactor may wait before its next turn: zero if work is carried
+    /// over (the cases of step 2 of [a turn](Reactor#one-turn), and writes made
+    /// between turns), else the time until its earliest timer, else `None` (nothing
+    /// is due: only an event on its file descriptor brings work).
+    ///
+    /// With the reactor's file descriptor ([`AsFd`](std::os::fd::AsFd)), this drives
+    /// a reactor from another event loop (GTK, winit, SDL, a game's frame loop): wait
+    /// until the descriptor is readable or this much time has passed, whichever
+    /// comes first, then call [`run_once(Some(Duration::ZERO))`](Self::run_once).
+    /// Asked again after every turn, since a turn changes it (it takes `&mut self`
+    /// only to drop cancelled timers it finds on its way). The descriptor is the
+    /// poller's (epoll): readable when an event is pending, a closure was sent from
+    /// another thread or a pool job finished.
+    ///
+    /// # Examples
+    ///
+    /// A host loop that waits on the reactor's descriptor among its own, with a
+    /// second `mio::Poll` standing in for the host's wait (a GUI toolkit's fd
+    /// source), each wait capped by the frame's deadline:
+    ///
+    /// ```
+    /// use std::os::fd::AsRawFd;
+    /// use std::time::{Duration, Instant};
+    /// use mio::unix::SourceFd;
+    /// use mio::{Events, Interest, Poll, Token};
+    /// use twistor::Reactor;
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// assert_eq!(reactor.next_timeout(), None); // nothing to do: wait for the fd
+    /// let fired = std::rc::Rc::new(std::cell::Cell::new(false));
+    /// let flag = fired.clone();
+    /// reactor.call_later(Duration::from_millis(5), move |_| flag.set(true));
+    /// assert!(reactor.next_timeout().unwrap() <= Duration::from_millis(5));
+    ///
+    /// let mut host = Poll::new()?;
+    /// let fd = reactor.as_raw_fd();
+    /// host.registry().register(&mut SourceFd(&fd), Token(0), Interest::READABLE)?;
+    /// let mut events = Events::with_capacity(8);
+    /// let frame = Duration::from_millis(16);
+    /// let deadline = Instant::now() + Duration::from_secs(10);
+    /// while !fired.get() && Instant::now() < deadline {
+    ///     let wait = reactor.next_timeout().map_or(frame, |t| t.min(frame));
+    ///     host.poll(&mut events, Some(wait))?; // the host's own wait
+    ///     reactor.run_once(Some(Duration::ZERO))?; // never blocks
+    /// }
+    /// assert!(fired.get());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn next_timeout(&mut self) -> Option<Duration> {
+        let core = &mut self.core;
+        if !core.ready.is_empty()
+            || !core.failed.is_empty()
+            || !core.corked.is_empty()
+            || core.stop_done()
+            || core.stopping == Stopping::Requested
+        {
+            return Some(Duration::ZERO);
+        }
+        core.timers
+            .next_deadline()
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+    }
+
     /// Stops gracefully: no more accepting, every connection flushes and closes
     /// (aborted after the shutdown timeout), then `run` returns. Safe to call from any
     /// callback and more than once.
@@ -614,6 +677,22 @@ impl Reactor {
             }
             self.core.settle();
         }
+    }
+}
+
+/// The poller's file descriptor (epoll), for an outer event loop to wait on: see
+/// [`Reactor::next_timeout`]. Only wait on it (poll, epoll, a GUI toolkit's fd
+/// source); never read, register on or close it.
+impl std::os::fd::AsFd for Reactor {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(self.core.k.poll.registry())
+    }
+}
+
+/// The same descriptor as [`AsFd`](std::os::fd::AsFd), as a raw number.
+impl std::os::fd::AsRawFd for Reactor {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.core.k.poll)
     }
 }
 

@@ -816,6 +816,38 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// A server adapter negotiates permessage-deflate with this configuration:
+/// `WebSocket::server(handler).negotiator(Box::new(DeflateConfig::default()))`. The
+/// client's offers come parsed; they are put back into header form for
+/// [`negotiate`](DeflateConfig::negotiate), which takes the first acceptable one.
+/// What the adapter sends is not compressed (RFC 7692 lets a sender leave any message
+/// uncompressed); what it receives is inflated within the message limit.
+impl super::handshake::ExtensionNegotiator for DeflateConfig {
+    fn negotiate(
+        &mut self,
+        offers: &[super::handshake::ExtensionOffer],
+    ) -> Option<super::handshake::Negotiated> {
+        let mut header = String::new();
+        for offer in offers {
+            if !header.is_empty() {
+                header.push_str(", ");
+            }
+            header.push_str(&offer.name);
+            for (name, value) in &offer.params {
+                let _ = match value {
+                    Some(v) => write!(header, "; {name}={v}"),
+                    None => write!(header, "; {name}"),
+                };
+            }
+        }
+        let (deflate, response) = DeflateConfig::negotiate(self, &header)?;
+        Some(super::handshake::Negotiated {
+            extension: Box::new(deflate),
+            response,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{Decoder, Encoder, Message, OpCode, Role};
@@ -1525,37 +1557,5 @@ mod tests {
         assert_eq!(result.len(), 1);
         let error = result[0].clone().unwrap_err();
         assert_eq!(error.close_code(), CloseCode::INVALID_PAYLOAD);
-    }
-}
-
-/// A server adapter negotiates permessage-deflate with this configuration:
-/// `WebSocket::server(handler).negotiator(Box::new(DeflateConfig::default()))`. The
-/// client's offers come parsed; they are put back into header form for
-/// [`negotiate`](DeflateConfig::negotiate), which takes the first acceptable one.
-/// What the adapter sends is not compressed (RFC 7692 lets a sender leave any message
-/// uncompressed); what it receives is inflated within the message limit.
-impl super::handshake::ExtensionNegotiator for DeflateConfig {
-    fn negotiate(
-        &mut self,
-        offers: &[super::handshake::ExtensionOffer],
-    ) -> Option<super::handshake::Negotiated> {
-        let mut header = String::new();
-        for offer in offers {
-            if !header.is_empty() {
-                header.push_str(", ");
-            }
-            header.push_str(&offer.name);
-            for (name, value) in &offer.params {
-                let _ = match value {
-                    Some(v) => write!(header, "; {name}={v}"),
-                    None => write!(header, "; {name}"),
-                };
-            }
-        }
-        let (deflate, response) = DeflateConfig::negotiate(self, &header)?;
-        Some(super::handshake::Negotiated {
-            extension: Box::new(deflate),
-            response,
-        })
     }
 }
