@@ -11,7 +11,8 @@
 //! The client exits 0 when the server closes (after `/quit`, say), printing
 //! `* connection closed`, or at the end of stdin: what was typed is sent (a last line
 //! without a newline gets one), then the connection is closed. It exits 1 if it
-//! cannot connect.
+//! cannot connect (a TLS handshake that fails counts: the server could not be
+//! verified).
 //!
 //! With `--reconnect` a [`ClientService`] keeps the connection up instead: when a
 //! connect is refused or the connection is lost, it prints
@@ -549,9 +550,17 @@ impl Protocol for ServerLink {
         }
     }
 
-    fn connection_lost(&mut self, cx: &mut Context<'_>, _: Reason) {
+    fn connection_lost(&mut self, cx: &mut Context<'_>, reason: Reason) {
         let shared = &self.shared;
         shared.server.set(None);
+        if let Reason::Tls(e) = &reason {
+            if !shared.reconnect {
+                // A TLS failure (a server that cannot be verified, say) is a connection
+                // that never became one: as a refused connect, exit 1 and say why.
+                let message = format!("cannot connect to {}: TLS: {e}", shared.target);
+                return shared.fail(cx, message);
+            }
+        }
         if shared.reconnect && !shared.input_done.get() {
             // The service retries, and says when (`tell_retry`).
             shared.retried.set(true);
