@@ -757,26 +757,42 @@ impl<K: Kernel> Core<K> {
         let Some(c) = self.conn_mut(id) else {
             return false;
         };
-        match c
+        let push = c
             .out
-            .push_limited(parts, &limits, &mut c.state.producer_paused)
-        {
-            Push::Queued => {}
+            .push_limited(parts, &limits, &mut c.state.producer_paused);
+        self.after_push(id, push)
+    }
+
+    /// Carries out what a push onto one of connection `id`'s queues calls for: a
+    /// `pause_producing` owed, or the close past the cap. False if the bytes were not
+    /// taken.
+    pub(crate) fn after_push(&mut self, id: ConnId, push: Push) -> bool {
+        match push {
+            Push::Queued => true,
             Push::PauseOwed => {
-                c.state.notify_pause = true;
+                if let Some(c) = self.conn_mut(id) {
+                    c.state.notify_pause = true;
+                }
                 self.mark_dirty(id);
+                true
             }
             Push::Overflow => {
-                log::warn!(
-                    "{id} {}: write buffer would pass {} bytes; closing",
-                    c.peer,
-                    limits.write_cap_bytes
-                );
-                self.close_with(id, Reason::WriteOverflow);
-                return false;
+                self.overflow(id);
+                false
             }
         }
-        true
+    }
+
+    /// Connection `id`'s queue would pass the write cap: it closes, its queue dropped.
+    pub(crate) fn overflow(&mut self, id: ConnId) {
+        if let Some(c) = self.conn(id) {
+            log::warn!(
+                "{id} {}: write buffer would pass {} bytes; closing",
+                c.peer,
+                self.config.write_cap_bytes
+            );
+        }
+        self.close_with(id, Reason::WriteOverflow);
     }
 
     // ----- closing -----

@@ -21,7 +21,7 @@ use super::{Conn, Core, Kernel, Stream, Task};
 use crate::ids::ConnId;
 use crate::protocol::Reason;
 use crate::tls::session::{SendWriter, Session};
-use crate::transport::{Push, WriteLimits};
+use crate::transport::WriteLimits;
 
 /// Room for the plaintext of one read: what one read can hold, plus one record whose
 /// start came with the read before.
@@ -110,24 +110,11 @@ impl<K: Kernel> Core<K> {
             high_watermark_bytes: limits.high_watermark_bytes.saturating_sub(queued),
             ..limits
         };
-        match s
+        let push = s
             .plain
-            .push_limited(bufs, &room, &mut c.state.producer_paused)
-        {
-            Push::Queued => {}
-            Push::PauseOwed => {
-                c.state.notify_pause = true;
-                self.mark_dirty(id);
-            }
-            Push::Overflow => {
-                log::warn!(
-                    "{id} {}: write buffer would pass {} bytes; closing",
-                    c.peer,
-                    limits.write_cap_bytes
-                );
-                self.close_with(id, Reason::WriteOverflow);
-                return false;
-            }
+            .push_limited(bufs, &room, &mut c.state.producer_paused);
+        if !self.after_push(id, push) {
+            return false;
         }
         let Some((c, s)) = parts(&mut self.conns, &mut self.sessions, id) else {
             return false;
@@ -170,13 +157,8 @@ impl<K: Kernel> Core<K> {
         // The cap was checked on the plaintext; what encryption adds (a record's
         // header and tag, a handshake flight, an alert) is checked here, so the
         // queue never passes it.
-        let cap = self.config.write_cap_bytes;
-        if c.out.len() + s.plain.len() > cap {
-            log::warn!(
-                "{id} {}: write buffer would pass {cap} bytes; closing",
-                c.peer
-            );
-            self.close_with(id, Reason::WriteOverflow);
+        if c.out.len() + s.plain.len() > self.config.write_cap_bytes {
+            self.overflow(id);
         }
     }
 
