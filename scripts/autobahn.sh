@@ -10,8 +10,9 @@
 # case) in DIR; by default they go to a temporary directory, removed at the end.
 # Arguments after `--` go to kosoku (`-i 5.*` to run one section, say).
 #
-# Exit status: 0 if no case FAILED (in its behavior or its closing behavior), 1 if
-# some did, 2 if the suite could not run (kosoku missing, the server did not start).
+# Exit status: 0 if no case FAILED (in its behavior or its closing behavior) and,
+# without --deflate, every case's outcome is the one in scripts/autobahn-expected.json;
+# 1 otherwise; 2 if the suite could not run (kosoku missing, the server did not start).
 # CI can call it as it is.
 
 set -euo pipefail
@@ -85,10 +86,16 @@ if [ ! -f "$out/index.json" ]; then
     exit 2
 fi
 
-python3 - "$out/index.json" <<'EOF'
+expected=""
+[ "$deflate" = 0 ] && expected=scripts/autobahn-expected.json
+python3 - "$out/index.json" "$expected" <<'EOF'
 import collections, json, sys
 
 index = json.load(open(sys.argv[1]))
+# The expected results (behavior and closing behavior per case, durations ignored, as
+# tungstenite's CI compares them): any case that differs fails the run, so a case
+# that got worse, or better, is noticed and the file is updated on purpose.
+expected = json.load(open(sys.argv[2])) if len(sys.argv) > 2 and sys.argv[2] else {}
 sections = collections.defaultdict(collections.Counter)
 failed = []
 for agent, cases in index.items():
@@ -109,5 +116,16 @@ for section in sorted(sections, key=int):
 print(f"{'all':>7} " + " ".join(f"{total[k]:>13}" for k in kinds + others))
 for case in failed:
     print("FAILED:", case)
-sys.exit(1 if failed else 0)
+differs = []
+if expected:
+    got = {c: {"behavior": r["behavior"], "behaviorClose": r["behaviorClose"]}
+           for cases in index.values() for c, r in cases.items()}
+    for case in sorted(set(expected) | set(got)):
+        if expected.get(case) != got.get(case):
+            differs.append(f"{case}: expected {expected.get(case)}, got {got.get(case)}")
+    for line in differs:
+        print("DIFFERS:", line)
+    if not differs:
+        print(f"as expected ({len(expected)} cases, scripts/autobahn-expected.json)")
+sys.exit(1 if failed or differs else 0)
 EOF
