@@ -570,3 +570,37 @@ fn a_half_close_during_the_handshake_waits_for_it_and_keeps_what_was_written() {
         h.lost_of(c)
     );
 }
+
+#[test]
+fn alpn_is_agreed_and_shown_to_both_ends() {
+    let certs = Certs::new("kit-alpn");
+    let server_tls = acceptor(&certs).alpn(&[b"chat/2", b"chat/1"]);
+    let mut h = HarnessBuilder::new().tls_server(&server_tls).build(Server {
+        echo: true,
+        ..Server::default()
+    });
+    h.connect();
+    let client_tls = connector(&certs).alpn(&[b"chat/1"]);
+    let c = h.add_tls_client(
+        Client {
+            send: b"hi\n".to_vec(),
+            ..Client::default()
+        },
+        &client_tls,
+        "localhost",
+    );
+    h.link(h.id(), c);
+    let info = h.protocol().info_on_data.clone().expect("data came");
+    assert_eq!(info.alpn_protocol.as_deref(), Some(&b"chat/1"[..]));
+    assert_eq!(h.protocol_of::<Client>(c).unwrap().got, b"HI\n");
+
+    // A client that offers only protocols the server does not speak is refused.
+    let mut h = HarnessBuilder::new()
+        .tls_server(&server_tls)
+        .build(Server::default());
+    h.connect();
+    let other = connector(&certs).alpn(&[b"smtp"]);
+    let c = h.add_tls_client(Client::default(), &other, "localhost");
+    h.link(h.id(), c);
+    assert!(matches!(h.lost(), Some(Reason::Tls(_))), "{:?}", h.lost());
+}
