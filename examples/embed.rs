@@ -65,11 +65,18 @@ fn main() -> ExitCode {
         "0",
         "stop after N frames (0: run until a signal)",
     )
+    .option(
+        "events",
+        "N",
+        "1024",
+        "readiness events one reactor turn handles at most (bounds a frame's reactor work)",
+    )
     .switch("raw", "echo bytes as they arrive, without line framing")
     .parse();
     let addr = args.listen_addr();
     let frames = args.number::<u64>("frames", 0..);
-    exit_status("embed", run(addr, frames, args.switch("raw")))
+    let events = args.number::<usize>("events", 1..);
+    exit_status("embed", run(addr, frames, events, args.switch("raw")))
 }
 
 /// What the echo connections count, for the stats line.
@@ -85,8 +92,8 @@ impl Counts {
     }
 }
 
-fn run(addr: std::net::SocketAddr, frames: u64, raw: bool) -> io::Result<()> {
-    let mut reactor = Reactor::new()?;
+fn run(addr: std::net::SocketAddr, frames: u64, events: usize, raw: bool) -> io::Result<()> {
+    let mut reactor = Reactor::builder().events_capacity(events).build()?;
     let counts = Rc::new(Counts::default());
     let per_conn = Rc::clone(&counts);
     let echo = move || Echo {

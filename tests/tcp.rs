@@ -60,6 +60,30 @@ fn hundreds_of_clients_at_once_all_get_their_echo() {
     log.check_lifecycles();
 }
 
+/// A turn that takes one readiness event at a time (`Builder::events_capacity(1)`, the
+/// bound an embedding host loop may want) still serves every client: the events the
+/// poll did not return wait in the kernel for the next turns.
+#[test]
+fn one_event_per_turn_still_serves_every_client() {
+    const CLIENTS: usize = 20;
+    let log = Log::default();
+    let mut r = Reactor::builder().events_capacity(1).build().unwrap();
+    let addr = listen(&mut r, Rec::echo(&log).no_data_log());
+    let client = std::thread::spawn(move || {
+        let mut socks: Vec<_> = (0..CLIENTS).map(|_| connect(addr)).collect();
+        for (i, s) in socks.iter_mut().enumerate() {
+            s.write_all(format!("client {i}\n").as_bytes()).unwrap();
+        }
+        for (i, s) in socks.iter_mut().enumerate() {
+            let want = format!("client {i}\n").into_bytes();
+            assert_eq!(read_n(s, want.len()), want, "client {i}");
+        }
+    });
+    drive(&mut r, client);
+    run_until(&mut r, |_| log.lost_count() == CLIENTS);
+    log.check_lifecycles();
+}
+
 /// Bursts of ten read buffers, then silence: edge-triggered readiness gives one event,
 /// so the reactor must read to `WouldBlock` (or carry the connection over when its
 /// read budget runs out) to deliver the burst whole.

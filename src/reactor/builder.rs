@@ -60,6 +60,16 @@ impl Builder {
         self
     }
 
+    /// Readiness events one turn handles at most (default 1,024): the capacity of the
+    /// events buffer `poll` fills. Events the kernel has beyond it wait for the next
+    /// turn (epoll keeps them), so nothing is lost; a smaller value bounds the work of
+    /// one [`run_once`](crate::Reactor::run_once), which a host loop that embeds the
+    /// reactor (a game's frame loop) may want, at the cost of more turns under load.
+    pub fn events_capacity(mut self, n: usize) -> Self {
+        self.config.events_capacity = n.max(1);
+        self
+    }
+
     /// Write-buffer watermarks (default 64 KiB and 16 KiB, as asyncio): a protocol is
     /// paused when more than `high` bytes are queued and resumed once at most `low`
     /// are. `low` is clamped to `high`.
