@@ -9,11 +9,12 @@
 
 mod common;
 
+use common::TempDir;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -28,29 +29,6 @@ const MIB: usize = 1024 * 1024;
 
 // ----- harness -----
 
-/// A directory of its own for one test, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "twistor-upload-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).expect("create the test directory");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A running upload server, killed on drop (even when its test panicked) before its
 /// directory is removed.
 struct Server {
@@ -64,7 +42,7 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
-        let root = TempDir::new();
+        let root = TempDir::new("upload");
         let dir = root.0.join("files");
         let args = [&["--dir", dir.to_str().expect("a UTF-8 path")], extra].concat();
         let ex = example::serve("upload", "127.0.0.1:0", &args);
