@@ -20,7 +20,14 @@
 //! with exponential backoff and jitter (`--reconnect-initial-ms`, `--reconnect-max-ms`),
 //! prints `* reconnected`, and restores the nick it last had confirmed and the room it
 //! was in. Up to 100 lines typed while disconnected are held and sent in order once
-//! reconnected; each further one gets `* not connected, line dropped`.
+//! reconnected; each further one gets `* not connected, line dropped`. With `--tls`
+//! too, the service speaks TLS on each connection
+//! ([`ClientServiceBuilder::tls`]); a handshake that fails (a server it cannot
+//! verify) is a refused connect, retried the same way, with the reason logged on
+//! stderr. The client counts itself connected (`* reconnected`, the nick and room
+//! restored, the held lines sent) once the service does
+//! ([`ClientService::when_connected`], from `connection_made`): after the TLS
+//! handshake, so that nothing is sent into a connection that then fails it.
 //!
 //! Run it, with the chat server running:
 //!
@@ -44,7 +51,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use twistor::backoff::{Backoff, Jitter};
-use twistor::client::{ClientServiceBuilder, Retry, RetryCause, Target};
+use twistor::client::{ClientService, ClientServiceBuilder, Retry, RetryCause, Target};
 use twistor::tls::rustls::pki_types::ServerName;
 use twistor::tls::TlsConnector;
 use twistor::{ConnId, Context, Protocol, Reactor, Reason};
@@ -75,9 +82,10 @@ Flags:
 struct Config {
     /// Where to connect: an address, or a host name resolved off the loop thread.
     target: Target,
-    /// With `--tls`: the connector, the name to verify the server for, and the
-    /// address (a name is resolved at start, before the reactor runs).
-    tls: Option<(TlsConnector, String, SocketAddr)>,
+    /// With `--tls`: the connector, the name to verify the server for, and, without
+    /// `--reconnect`, the address (a name is resolved at start, before the reactor
+    /// runs; with `--reconnect` the service resolves it at each connect).
+    tls: Option<(TlsConnector, ServerName<'static>, Option<SocketAddr>)>,
     /// With `--reconnect`: the backoff policy.
     reconnect: Option<Backoff>,
 }
@@ -141,14 +149,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Config {
     }
     let target = parse_target(&connect);
     let reconnect = match (reconnect, &initial_ms, &max_ms) {
-        (true, _, _) if tls => usage_error("--reconnect does not work with --tls"),
         (true, _, _) => Some(backoff(initial_ms.as_deref(), max_ms.as_deref())),
         (false, Some(_), _) => usage_error("--reconnect-initial-ms needs --reconnect"),
         (false, _, Some(_)) => usage_error("--reconnect-max-ms needs --reconnect"),
         (false, None, None) => None,
     };
     let tls = match (tls, tls_ca) {
-        (true, Some(ca)) => Some(tls_config(&connect, &ca, server_name)),
+        (true, Some(ca)) => Some(tls_config(&connect, &ca, server_name, reconnect.is_none())),
         (true, None) => usage_error("--tls needs --tls-ca"),
         (false, Some(_)) => usage_error("--tls-ca needs --tls"),
         (false, None) if server_name.is_some() => usage_error("--tls-server-name needs --tls"),
@@ -204,26 +211,29 @@ fn backoff(initial_ms: Option<&str>, max_ms: Option<&str>) -> Backoff {
 }
 
 /// The TLS half of the command line: a connector trusting `ca`, the name to verify
-/// the server for (`server_name`, else the host part of `connect`), and the address
-/// (resolved here, before the reactor runs: `connect_tls` takes an address).
+/// the server for (`server_name`, else the host part of `connect`), and, if
+/// `resolve`, the address (resolved here, before the reactor runs: `connect_tls`
+/// takes an address).
 fn tls_config(
     connect: &str,
     ca: &str,
     server_name: Option<String>,
-) -> (TlsConnector, String, SocketAddr) {
+    resolve: bool,
+) -> (TlsConnector, ServerName<'static>, Option<SocketAddr>) {
     let name = server_name.unwrap_or_else(|| host_of(connect).to_owned());
-    if ServerName::try_from(name.as_str()).is_err() {
+    let Ok(name) = ServerName::try_from(name.clone()) else {
         usage_error(&format!(
             "--tls-server-name must be a DNS name or an IP address, not {name:?}"
         ));
-    }
+    };
     if ca.is_empty() {
         usage_error("--tls-ca must not be empty");
     }
-    let addr = match connect.to_socket_addrs().map(|mut addrs| addrs.next()) {
-        Ok(Some(addr)) => addr,
-        Ok(None) => usage_error(&format!("`{connect}` resolves to no address")),
-        Err(e) => usage_error(&format!("bad address `{connect}`: {e}")),
+    let addr = match resolve.then(|| connect.to_socket_addrs().map(|mut addrs| addrs.next())) {
+        None => None,
+        Some(Ok(Some(addr))) => Some(addr),
+        Some(Ok(None)) => usage_error(&format!("`{connect}` resolves to no address")),
+        Some(Err(e)) => usage_error(&format!("bad address `{connect}`: {e}")),
     };
     match TlsConnector::from_ca_pem(ca) {
         Ok(connector) => (connector, name, addr),
@@ -273,32 +283,34 @@ fn run(config: Config) -> io::Result<()> {
             line: Vec::new(),
         }
     };
-    // The service lives as long as the reactor runs (dropping the handle would not
-    // stop it either).
-    let _service = match (tls, reconnect, target) {
-        (Some((connector, name, addr)), _, _) => {
-            reactor.connect_tls(addr, &connector, &name, link());
-            None
-        }
-        (None, Some(backoff), target) => Some(
-            ClientServiceBuilder::new()
+    match (tls, reconnect, target) {
+        (tls, Some(backoff), target) => {
+            let mut builder = ClientServiceBuilder::new()
                 .backoff(backoff)
-                .on_retry(move |retry| tell_retry(retry, screen))
-                .start(&mut reactor, target, link),
-        ),
+                .on_retry(move |retry| tell_retry(retry, screen));
+            if let Some((connector, name, _)) = tls {
+                builder = builder.tls(connector, name);
+            }
+            // The links reach the service through `shared` (`ServerLink::up`).
+            let service = builder.start(&mut reactor, target, link);
+            shared.service.replace(Some(service));
+        }
+        (Some((connector, name, Some(addr))), None, _) => {
+            reactor.connect_tls(addr, &connector, &name.to_str(), link());
+        }
         (None, None, Target::Host { host, port }) => {
             reactor.connect_host(&host, port, link());
-            None
         }
         (None, None, Target::Tcp(addr)) => {
             reactor.connect_tcp(addr, link());
-            None
         }
-        (None, None, other) => unreachable!("--connect gives no {other}"),
-    };
+        (_, None, other) => unreachable!("--connect gives no {other} without an address"),
+    }
     // Ctrl-C stops gracefully, which also puts the terminal back in blocking mode.
     reactor.stop_on_signals()?;
     reactor.run()?;
+    // The service's handle in `shared` makes a cycle with its factory: break it.
+    shared.service.take();
     match shared.error.take() {
         Some(error) => Err(io::Error::other(error)),
         None => Ok(()),
@@ -340,6 +352,8 @@ struct Shared {
     me: RefCell<Me>,
     /// Why the client failed, if it did: the exit status is 1.
     error: RefCell<Option<String>>,
+    /// With `--reconnect`, the service that keeps the connection up.
+    service: RefCell<Option<ClientService<ServerLink>>>,
 }
 
 /// Our nick and room as the server confirmed them, and the changes asked for.
@@ -511,10 +525,9 @@ struct ServerLink {
     line: Vec<u8>,
 }
 
-impl Protocol for ServerLink {
-    fn connection_made(&mut self, cx: &mut Context<'_>) {
-        // With TLS this comes before the handshake: what is written, and a
-        // half-close, wait for it (the reactor holds them).
+impl ServerLink {
+    /// The connection is up: print it, restore who we were, send what was held.
+    fn up(&mut self, cx: &mut Context<'_>) {
         let shared = &self.shared;
         shared.server.set(Some(cx.id()));
         if shared.retried.get() {
@@ -531,6 +544,26 @@ impl Protocol for ServerLink {
         if shared.input_done.get() {
             cx.lose_write_connection();
         }
+    }
+}
+
+impl Protocol for ServerLink {
+    fn connection_made(&mut self, cx: &mut Context<'_>) {
+        // Without --reconnect, with TLS, this comes before the handshake: what is
+        // written, and a half-close, wait for it (the reactor holds them), and a
+        // handshake that fails ends the client.
+        let service = self.shared.service.borrow().clone();
+        let Some(service) = service else {
+            return self.up(cx);
+        };
+        // With --reconnect, up once the service says so (after the TLS handshake):
+        // until then lines typed are held, and a handshake that fails loses none.
+        // `Some(1)`: this attempt only; a failure drops the callback.
+        service.when_connected(cx, Some(1), |up| {
+            if let Ok((link, cx)) = up {
+                link.up(cx);
+            }
+        });
     }
 
     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {

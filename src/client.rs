@@ -29,6 +29,10 @@
 //!   thread pool ([`State::Resolving`]), then tries its addresses in order, and
 //!   counts as one attempt for the backoff; a name that does not resolve is a failed
 //!   connect whose error holds a [`ResolveError`].
+//! - **TLS**: with [`tls`](ClientServiceBuilder::tls), every connection speaks TLS
+//!   (to any kind of target, and under the testing kit), and the service counts a
+//!   connection as made once its handshake is done: a handshake that fails (a
+//!   certificate it cannot verify) is a failed connect, retried with backoff.
 //! - **[`on_retry`](ClientServiceBuilder::on_retry)** tells the application each
 //!   retry's delay and cause ("reconnecting in 2.3 s").
 //! - **No wrapper**: the protocol in the connection is the factory's own, so
@@ -39,7 +43,8 @@
 //!   after the protocol's own callback.
 //!
 //! The service runs on a [`Reactor`](crate::Reactor) or on the testing kit's
-//! [`Harness`](crate::testing::Harness) (both are a [`Network`]), where the test
+//! [`Harness`](crate::testing::Harness) (both are a [`Network`]; so is a protocol
+//! callback's [`Context`], to start, stop or use a service from a callback), where the test
 //! decides each connect's outcome
 //! ([`complete_connect`](crate::testing::Harness::complete_connect),
 //! [`refuse_connect`](crate::testing::Harness::refuse_connect)) and the manual clock
@@ -105,6 +110,8 @@ use crate::ids::ConnId;
 use crate::pool::JobError;
 use crate::protocol::{panic_message, Addr, Protocol, Reason};
 use crate::timer::TimerId;
+#[cfg(feature = "tls")]
+use crate::tls::{rustls::pki_types::ServerName, TlsConnector};
 use crate::transport::{BoundCall, Context, JobResult};
 
 /// Where a client connects.
@@ -154,23 +161,43 @@ impl fmt::Display for Target {
     }
 }
 
-/// Where a client service runs: a [`Reactor`](crate::Reactor) or a
-/// [`Harness`](crate::testing::Harness). Sealed: implemented by those two only.
+/// Where a client service runs: a [`Reactor`](crate::Reactor), the testing kit's
+/// [`Harness`](crate::testing::Harness), or a protocol callback's
+/// [`Context`] (to start, stop or use a service from inside a callback, on the
+/// reactor or the harness that runs it). Sealed: implemented by those three only.
 pub trait Network: sealed::Host {}
 
 pub(crate) mod sealed {
-    use std::time::Duration;
-
     /// What a client service needs of its network (see [`super::Network`]).
     pub trait Host {
         /// The core, to connect, set timers and reach connections.
         fn dialer(&mut self) -> &mut dyn crate::core::Dialer;
-        /// Carries out what the calls before asked for (closes and their callbacks).
+        /// Carries out what the calls before asked for (closes and their callbacks);
+        /// inside a callback, nothing: the core does it once the callback returns.
         fn settle(&mut self);
-        /// The builder's connect timeout.
-        fn connect_timeout(&self) -> Option<Duration>;
+        /// Whether a protocol callback is running: no other protocol may be called
+        /// now (see [`super::ClientService::when_connected`]).
+        fn in_callback(&self) -> bool {
+            false
+        }
     }
 }
+
+/// Inside a callback: the core settles once the callback returns, and no protocol
+/// callback may run before then.
+impl sealed::Host for Context<'_> {
+    fn dialer(&mut self) -> &mut dyn Dialer {
+        Context::dialer(self)
+    }
+
+    fn settle(&mut self) {}
+
+    fn in_callback(&self) -> bool {
+        true
+    }
+}
+
+impl Network for Context<'_> {}
 
 /// What a [`ClientService`] is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,7 +205,8 @@ pub enum State {
     /// A [`Target::Host`]'s name is being resolved; connecting comes next.
     Resolving,
     /// A connect is in progress, as this connection (made or failed next). For a
-    /// [`Target::Host`], the attempt on the address being tried.
+    /// [`Target::Host`], the attempt on the address being tried. With TLS, until
+    /// the handshake is done (the protocol has had `connection_made` meanwhile).
     Connecting(ConnId),
     /// This connection is up.
     Connected(ConnId),
@@ -297,6 +325,7 @@ pub struct ClientServiceBuilder {
     reset_after: Option<Duration>,
     connect_timeout: Option<Option<Duration>>,
     on_retry: Option<OnRetry>,
+    tls: Option<ClientTls>,
 }
 
 impl ClientServiceBuilder {
@@ -382,6 +411,60 @@ impl ClientServiceBuilder {
         self
     }
 
+    /// Speaks TLS on every connection, as
+    /// [`Reactor::connect_tls`](crate::Reactor::connect_tls) does: the server's
+    /// certificate is verified for `server_name` (a DNS name or an IP address) with
+    /// `connector`'s roots, whatever the [`Target`] (a [`Target::Host`]'s name is
+    /// only resolved; the name verified is this one). Over the testing kit too: a
+    /// connection the test completes sends its client hello, for a TLS server
+    /// connection [`link`](crate::testing::Harness::link)ed to it.
+    ///
+    /// The protocol's `connection_made` comes once TCP is up, before the handshake
+    /// (what it writes waits for the handshake). The service counts the connection
+    /// as made only once the handshake is done: until then it is
+    /// [`State::Connecting`]; then it is [`State::Connected`], the delay resets and
+    /// [`when_connected`](ClientService::when_connected) callbacks run. A handshake
+    /// that fails (a certificate that is not trusted or not for `server_name`, a
+    /// server that closes or does not finish within the connector's handshake
+    /// timeout) is a failed connect: the protocol gets `connection_lost` with
+    /// [`Reason::Tls`], the failure counts ([`ClientService::failures`], `fail_after`),
+    /// is logged as a warning with its reason, and the service retries with backoff
+    /// ([`RetryCause::Failed`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use twistor::client::{ClientServiceBuilder, Target};
+    /// use twistor::tls::rustls::pki_types::ServerName;
+    /// use twistor::tls::TlsConnector;
+    /// use twistor::{Context, Protocol, Reactor};
+    ///
+    /// struct Hello;
+    /// impl Protocol for Hello {
+    ///     fn connection_made(&mut self, cx: &mut Context<'_>) {
+    ///         cx.write(b"hello\n"); // sent once the handshake is done
+    ///     }
+    ///     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    /// }
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// let tls = TlsConnector::from_ca_pem("ca.pem")?;
+    /// let name = ServerName::try_from("chat.example")?;
+    /// let _client = ClientServiceBuilder::new()
+    ///     .tls(tls, name)
+    ///     .start(&mut reactor, Target::host("chat.example", 8443), || Hello);
+    /// reactor.run()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, connector: TlsConnector, server_name: ServerName<'static>) -> Self {
+        self.tls = Some(ClientTls {
+            connector,
+            server_name: server_name.to_str().into_owned(),
+        });
+        self
+    }
+
     /// Starts the service on `net`: the first connect starts now (its outcome comes
     /// later, never inside this call).
     pub fn start<N, P, F>(
@@ -396,18 +479,22 @@ impl ClientServiceBuilder {
         F: FnMut() -> P + 'static,
     {
         let target = target.into();
-        let connect_timeout = self.connect_timeout.unwrap_or(net.connect_timeout());
+        let connect_timeout = self
+            .connect_timeout
+            .unwrap_or_else(|| net.dialer().connect_timeout());
         let rng = self.rng.unwrap_or_else(Rng::from_entropy);
         let shared = Rc::new_cyclic(|me| Shared {
             me: me.clone(),
             factory: RefCell::new(Box::new(factory)),
             on_retry: self.on_retry,
+            tls: self.tls,
             inner: RefCell::new(Inner {
                 target,
                 delays: self.backoff.delays(rng),
                 phase: Phase::Stopped,
                 reset_after: self.reset_after,
                 reset_timer: None,
+                flush_timer: None,
                 connect_timeout,
                 waiters: Vec::new(),
                 failures: 0,
@@ -509,6 +596,12 @@ impl<P: Protocol> ClientService<P> {
     ///
     /// A panic in `f` is caught: with a connection, it closes that connection, as a
     /// panic in a callback does; without, it is logged.
+    ///
+    /// `net` may be a protocol callback's [`Context`] (another connection's, or the
+    /// live connection's own): `f` never runs inside that callback. While connected
+    /// it runs at the next turn (a zero-delay timer: under the kit, the next
+    /// [`advance`](crate::testing::Harness::advance)), or with the next connection
+    /// if this one is lost first; else as above.
     pub fn when_connected<N, F>(&self, net: &mut N, fail_after: Option<u32>, f: F)
     where
         N: Network,
@@ -517,6 +610,13 @@ impl<P: Protocol> ClientService<P> {
         let f: WhenConnected<P> = Box::new(f);
         let phase = self.shared.inner.borrow().phase.clone();
         match phase {
+            Phase::Connected(_) if net.in_callback() => {
+                // No protocol runs inside another's callback: `f` waits for the
+                // next turn (or for the next connection, if this one is lost first).
+                let waiter = Waiter { fail_after, f };
+                self.shared.inner.borrow_mut().waiters.push(waiter);
+                self.shared.flush_soon(net.dialer());
+            }
             Phase::Connected(id) => {
                 net.dialer().run_bound(id, bound(f));
                 net.settle();
@@ -530,38 +630,49 @@ impl<P: Protocol> ClientService<P> {
     }
 
     /// Stops the service: a pending retry is cancelled, a connect in progress is
-    /// cancelled (its protocol gets `connection_failed`), the live connection is
-    /// closed gracefully (its protocol gets `connection_lost` once its queue is
-    /// flushed). The service is [`State::Stopping`] until then, and
+    /// cancelled (its protocol gets `connection_failed`; during a TLS handshake,
+    /// `connection_lost` with [`Reason::Aborted`], what it wrote dropped), the live
+    /// connection is closed gracefully (its protocol gets `connection_lost` once its
+    /// queue is flushed). The service is [`State::Stopping`] until then, and
     /// [`State::Stopped`] after; waiting [`when_connected`](Self::when_connected)
     /// callbacks get [`NotConnected::Stopped`]. No-op once stopping.
+    ///
+    /// `net` may be a protocol callback's [`Context`] (the live connection's own
+    /// `data_received`, say): the close then happens once the callback returns, as
+    /// `cx.lose_connection()` does.
     pub fn stop<N: Network>(&self, net: &mut N) {
-        let (close, reset_timer, retry_timer) = {
+        let connected = self.conn_id().is_some();
+        let (close, reset_timer, retry_timer, flush_timer) = {
             let mut inner = self.shared.inner.borrow_mut();
             let reset_timer = inner.reset_timer.take();
+            let flush_timer = inner.flush_timer.take();
             match inner.phase.clone() {
                 Phase::Waiting { timer, .. } => {
                     inner.phase = Phase::Stopped;
-                    (None, reset_timer, Some(timer))
+                    (None, reset_timer, Some(timer), flush_timer)
                 }
                 Phase::Connecting(attempt) => {
                     inner.phase = Phase::Stopping(attempt.clone());
-                    (Some(attempt), reset_timer, None)
+                    (Some(attempt), reset_timer, None, flush_timer)
                 }
                 Phase::Connected(id) => {
                     inner.phase = Phase::Stopping(Attempt::Conn(id));
-                    (Some(Attempt::Conn(id)), reset_timer, None)
+                    (Some(Attempt::Conn(id)), reset_timer, None, flush_timer)
                 }
-                Phase::Stopping(_) | Phase::Stopped => (None, reset_timer, None),
+                Phase::Stopping(_) | Phase::Stopped => (None, reset_timer, None, flush_timer),
             }
         };
         log::debug!("client {}: stopping", self.shared.inner.borrow().target);
         let dialer = net.dialer();
-        for timer in [reset_timer, retry_timer].into_iter().flatten() {
+        for timer in [reset_timer, retry_timer, flush_timer]
+            .into_iter()
+            .flatten()
+        {
             dialer.cancel(timer);
         }
         match close {
-            Some(Attempt::Conn(id)) => dialer.close(id),
+            Some(Attempt::Conn(id)) if connected => dialer.close(id),
+            Some(Attempt::Conn(id)) => dialer.abort(id),
             Some(Attempt::Host(dial)) => dial.cancel(dialer),
             None => {}
         }
@@ -570,6 +681,52 @@ impl<P: Protocol> ClientService<P> {
         }
         net.settle();
     }
+}
+
+/// A client's TLS settings ([`ClientServiceBuilder::tls`]): the connector and the
+/// name the server's certificate must carry. Without the `tls` feature there is
+/// none (the type has no value).
+#[cfg(feature = "tls")]
+#[derive(Clone, Debug)]
+pub(crate) struct ClientTls {
+    connector: TlsConnector,
+    server_name: String,
+}
+
+/// Without the `tls` feature, no client speaks TLS.
+#[cfg(not(feature = "tls"))]
+#[derive(Clone, Debug)]
+pub(crate) enum ClientTls {}
+
+/// Starts a connect to `peer` with `protocol`, watched by `watcher`, speaking TLS if
+/// `tls` says so: as [`Dialer::dial`], with the session put on the connection before
+/// it is made. A session that cannot be made fails the connect (`InvalidInput`, at
+/// the next report).
+fn dial(
+    core: &mut dyn Dialer,
+    peer: &Addr,
+    timeout: Option<Duration>,
+    protocol: Box<dyn Protocol>,
+    watcher: Rc<dyn Watcher>,
+    tls: Option<&ClientTls>,
+) -> ConnId {
+    let Some(tls) = tls else {
+        return core.dial(peer, timeout, protocol, watcher);
+    };
+    #[cfg(feature = "tls")]
+    match tls.connector.session(&tls.server_name) {
+        Ok(session) => {
+            let id = core.dial(peer, timeout, protocol, watcher);
+            core.start_tls(id, session);
+            id
+        }
+        Err(e) => {
+            let e = io::Error::new(io::ErrorKind::InvalidInput, e);
+            core.fail_later(protocol, e, Some(watcher))
+        }
+    }
+    #[cfg(not(feature = "tls"))]
+    match *tls {}
 }
 
 /// `f` as a connection callback: it gets the protocol as a `P`.
@@ -646,6 +803,8 @@ struct Shared<P: Protocol> {
     me: Weak<Shared<P>>,
     factory: RefCell<Box<dyn FnMut() -> P>>,
     on_retry: Option<OnRetry>,
+    /// TLS on every connection ([`ClientServiceBuilder::tls`]).
+    tls: Option<ClientTls>,
     inner: RefCell<Inner<P>>,
 }
 
@@ -656,6 +815,9 @@ struct Inner<P> {
     reset_after: Option<Duration>,
     /// The timer that resets the delay once the connection has stayed up.
     reset_timer: Option<TimerId>,
+    /// The zero-delay timer that runs the `when_connected` callbacks registered
+    /// inside a protocol callback while connected.
+    flush_timer: Option<TimerId>,
     connect_timeout: Option<Duration>,
     waiters: Vec<Waiter<P>>,
     failures: u32,
@@ -697,12 +859,22 @@ impl<P: Protocol> Shared<P> {
                 // The phase is set before the dial starts: it reports nothing inside
                 // this call, but its state is the service's from now on.
                 let watcher = Some(self.watcher());
-                let dial = HostDial::start(core, &host, port, timeout, Box::new(protocol), watcher);
+                let tls = self.tls.clone();
+                let protocol = Box::new(protocol);
+                let dial = HostDial::start(core, &host, port, timeout, protocol, watcher, tls);
                 self.inner.borrow_mut().phase = Phase::Connecting(Attempt::Host(dial));
                 return;
             }
         };
-        let id = core.dial(&peer, timeout, Box::new(protocol), self.watcher());
+        let protocol = Box::new(protocol);
+        let id = dial(
+            core,
+            &peer,
+            timeout,
+            protocol,
+            self.watcher(),
+            self.tls.as_ref(),
+        );
         log::debug!("{id} {peer}: client connecting");
         self.inner.borrow_mut().phase = Phase::Connecting(Attempt::Conn(id));
     }
@@ -787,8 +959,11 @@ impl<P: Protocol> Shared<P> {
     }
 }
 
-impl<P: Protocol> Watcher for Shared<P> {
-    fn made(&self, core: &mut dyn Dialer, id: ConnId) {
+impl<P: Protocol> Shared<P> {
+    /// Connection `id` of the attempt in progress is up (secured, with TLS): the
+    /// failures and, unless `reset_after` says otherwise, the delay reset; the
+    /// waiting `when_connected` callbacks run.
+    fn up(&self, core: &mut dyn Dialer, id: ConnId) {
         let waiters = {
             let mut inner = self.inner.borrow_mut();
             if !matches!(&inner.phase, Phase::Connecting(a) if a.is(id)) {
@@ -809,6 +984,33 @@ impl<P: Protocol> Watcher for Shared<P> {
         }
     }
 
+    /// Arms the zero-delay timer that runs the waiting `when_connected` callbacks
+    /// on the live connection (see [`ClientService::when_connected`]).
+    fn flush_soon(&self, core: &mut dyn Dialer) {
+        let mut inner = self.inner.borrow_mut();
+        if inner.flush_timer.is_none() {
+            inner.flush_timer = Some(core.watch_timer(Duration::ZERO, self.watcher()));
+        }
+    }
+}
+
+impl<P: Protocol> Watcher for Shared<P> {
+    fn made(&self, core: &mut dyn Dialer, id: ConnId) {
+        if self.tls.is_some() {
+            // Up once the handshake is done (`secured`); until then a failure is a
+            // failed connect.
+            log::debug!("{id}: client connected, TLS handshake under way");
+            return;
+        }
+        self.up(core, id);
+    }
+
+    fn secured(&self, core: &mut dyn Dialer, id: ConnId) {
+        if self.tls.is_some() {
+            self.up(core, id);
+        }
+    }
+
     fn ended(&self, core: &mut dyn Dialer, id: ConnId, ending: Ending<'_>) {
         let phase = self.inner.borrow().phase.clone();
         match phase {
@@ -817,7 +1019,16 @@ impl<P: Protocol> Watcher for Shared<P> {
                     // The host dial's copy keeps a resolution failure's inner error.
                     (Ending::Failed(e), Attempt::Host(dial)) => dial.error().unwrap_or(e),
                     (Ending::Failed(e), _) => e,
-                    (Ending::Lost(reason), _) => io::Error::other(reason.to_string()),
+                    // Made, then lost before the service counted it up: a TLS
+                    // handshake that failed (or a protocol that closed first).
+                    (Ending::Lost(reason), _) => {
+                        let target = self.inner.borrow().target.clone();
+                        log::warn!("{id} client {target}: connect failed: {reason}");
+                        match reason {
+                            Reason::Tls(e) => io::Error::new(e.kind(), reason.to_string()),
+                            _ => io::Error::other(reason.to_string()),
+                        }
+                    }
                 };
                 // The failures budgets of the callbacks waiting.
                 let due: Vec<Waiter<P>> = {
@@ -867,6 +1078,19 @@ impl<P: Protocol> Watcher for Shared<P> {
     fn timer(&self, core: &mut dyn Dialer, timer: TimerId) {
         let phase = {
             let mut inner = self.inner.borrow_mut();
+            if inner.flush_timer == Some(timer) {
+                inner.flush_timer = None;
+                // Not connected any more: the callbacks wait for the next connection.
+                let Phase::Connected(id) = inner.phase else {
+                    return;
+                };
+                let waiters = std::mem::take(&mut inner.waiters);
+                drop(inner);
+                for w in waiters {
+                    core.run_bound(id, bound(w.f));
+                }
+                return;
+            }
             if inner.reset_timer == Some(timer) {
                 inner.reset_timer = None;
                 if matches!(inner.phase, Phase::Connected(_)) {
@@ -1020,6 +1244,8 @@ pub(crate) struct HostDial {
     host: String,
     port: u16,
     timeout: Option<Duration>,
+    /// TLS on each attempt (a client service's).
+    tls: Option<ClientTls>,
     inner: RefCell<HostState>,
 }
 
@@ -1039,8 +1265,8 @@ struct HostState {
 }
 
 impl HostDial {
-    /// Starts connecting to `host:port` with `protocol`; `outer` is told the outcome
-    /// after the protocol's own callback.
+    /// Starts connecting to `host:port` with `protocol`, each attempt with `tls` if
+    /// any; `outer` is told the outcome after the protocol's own callback.
     pub(crate) fn start(
         core: &mut dyn Dialer,
         host: &str,
@@ -1048,12 +1274,14 @@ impl HostDial {
         timeout: Option<Duration>,
         protocol: Box<dyn Protocol>,
         outer: Option<Rc<dyn Watcher>>,
+        tls: Option<ClientTls>,
     ) -> Rc<HostDial> {
         let dial = Rc::new_cyclic(|me| HostDial {
             me: me.clone(),
             host: host.to_owned(),
             port,
             timeout,
+            tls,
             inner: RefCell::new(HostState {
                 protocol: Some(protocol),
                 outer,
@@ -1094,14 +1322,15 @@ impl HostDial {
     }
 
     /// Cancels the dial: a resolution or attempt in progress ends in
-    /// `connection_failed` (`Interrupted`); a connection made is closed gracefully.
+    /// `connection_failed` (`Interrupted`); a connection made (that its watcher does
+    /// not count as up yet: a TLS handshake under way) is aborted.
     pub(crate) fn cancel(&self, core: &mut dyn Dialer) {
         let (attempt, done) = {
             let inner = self.inner.borrow();
             (inner.attempt, inner.done)
         };
         match (attempt, done) {
-            (Some(id), _) | (None, Some(id)) => core.close(id),
+            (Some(id), _) | (None, Some(id)) => core.abort(id),
             (None, None) => {
                 let e = io::Error::new(io::ErrorKind::Interrupted, "connect cancelled");
                 self.fail(core, e);
@@ -1119,11 +1348,13 @@ impl HostDial {
             return self.fail(core, e);
         };
         log::debug!("{}:{}: trying {addr}", self.host, self.port);
-        let id = core.dial(
+        let id = dial(
+            core,
             &Addr::Inet(addr),
             self.timeout,
             Box::new(Probe),
             self.watcher(),
+            self.tls.as_ref(),
         );
         self.inner.borrow_mut().attempt = Some(id);
     }

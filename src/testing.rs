@@ -1076,6 +1076,7 @@ impl<P: Protocol> Harness<P> {
             timeout,
             Box::new(protocol),
             None,
+            None,
         );
         self.pump();
     }
@@ -1636,10 +1637,6 @@ impl<P: Protocol> crate::client::sealed::Host for Harness<P> {
 
     fn settle(&mut self) {
         self.pump();
-    }
-
-    fn connect_timeout(&self) -> Option<Duration> {
-        self.core.config.connect_timeout
     }
 }
 

@@ -69,6 +69,8 @@ pub(crate) trait Driver: crate::producer::ProducerDriver {
         let _ = id;
         None
     }
+    /// The core as a client service sees it (a `Context` is a `client::Network`).
+    fn dialer(&mut self) -> &mut dyn crate::core::Dialer;
 }
 
 /// A [`Driver`] used outside any callback (the reactor's own [`ConnRef`]s): nothing
@@ -300,6 +302,12 @@ impl<'a> Context<'a> {
             id,
             protocol_type,
         }
+    }
+
+    /// The core, for a client service started or driven from a callback
+    /// (src/client.rs: a `Context` is a `Network`).
+    pub(crate) fn dialer(&mut self) -> &mut dyn crate::core::Dialer {
+        self.driver.dialer()
     }
 
     /// This connection's id: stable for its whole life, never reused while it lives,

@@ -246,3 +246,95 @@ fn reconnect_flags_that_cannot_work_are_refused() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }
+
+// ----- with TLS -----
+
+#[cfg(feature = "tls")]
+fn chat_tls(listen: &str, certs: &common::tls::Certs) -> Listening {
+    let (cert, key) = (certs.server_cert.to_str(), certs.server_key.to_str());
+    serve(
+        "chat",
+        listen,
+        &["--tls-cert", cert.unwrap(), "--tls-key", key.unwrap()],
+    )
+}
+
+/// `--reconnect --tls`: a TLS chat server killed and restarted on the same port gets
+/// the client back, with its nick and room restored over the new handshake, and the
+/// line typed meanwhile sent after them. `localhost` is resolved at each connect, and
+/// is the name the certificate is verified for.
+#[cfg(feature = "tls")]
+#[test]
+fn reconnect_over_tls_restores_nick_and_room() {
+    let certs = common::tls::Certs::new("chat-reconnect-tls");
+    let mut server = chat_tls("127.0.0.1:0", &certs);
+    let addr = server.addr();
+    let connect = format!("localhost:{}", addr.port());
+    let mut client = Client::start(&[
+        "--connect",
+        &connect,
+        "--reconnect",
+        "--reconnect-initial-ms",
+        "50",
+        "--reconnect-max-ms",
+        "200",
+        "--tls",
+        "--tls-ca",
+        certs.ca.to_str().unwrap(),
+    ]);
+    let guest = client.welcome();
+    client.type_in("/nick alice\n");
+    assert_eq!(client.printed(), format!("* {guest} is now alice"));
+    client.type_in("/join kitchen\n");
+    assert_eq!(client.printed(), "* alice joined kitchen");
+
+    // The server goes away; a line typed meanwhile is held.
+    server.signal("TERM");
+    assert!(server.wait().success());
+    assert_retry_notice(&client.printed(), "lost");
+    client.type_in("/who\n");
+
+    // It comes back on the same port, with TLS.
+    let server = chat_tls(&addr.to_string(), &certs);
+    assert_eq!(server.addr(), addr);
+    assert_eq!(client.printed_past_retries(), "* reconnected");
+    let guest = client.welcome();
+    assert_eq!(client.printed(), format!("* {guest} is now alice"));
+    assert_eq!(client.printed(), "* alice joined kitchen");
+    assert_eq!(client.printed(), "* in kitchen: alice");
+
+    drop(client.stdin.take());
+    assert!(client.proc.wait().success(), "exit status 0");
+}
+
+/// `--reconnect --tls` against a server it cannot verify (its certificate is for
+/// another name): each handshake that fails is a refused connect, retried with
+/// backoff, and the reason is logged on stderr.
+#[cfg(feature = "tls")]
+#[test]
+fn reconnect_over_tls_retries_a_server_it_cannot_verify() {
+    let certs = common::tls::Certs::new("chat-reconnect-tls-name");
+    let server = chat_tls("127.0.0.1:0", &certs);
+    let mut proc = Proc::spawn(
+        command("chat_client")
+            .env("RUST_LOG", "warn")
+            .args(["--connect", &server.announced, "--reconnect"])
+            .args(["--reconnect-initial-ms", "10", "--reconnect-max-ms", "20"])
+            .args(["--tls", "--tls-ca", certs.ca.to_str().unwrap()])
+            .args(["--tls-server-name", "elsewhere.test"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let stdout = proc.stdout_lines();
+    let stderr = common::example::lines_of(proc.child().stderr.take().unwrap());
+    assert_retry_notice(&next_line(&stdout), "refused");
+    assert_retry_notice(&next_line(&stdout), "refused");
+    let log = next_line(&stderr);
+    assert!(
+        log.contains("connect failed: TLS error: ") && log.contains("certificate"),
+        "{log:?}"
+    );
+    proc.signal("TERM");
+    assert!(proc.wait().success(), "exit status 0 on SIGTERM");
+}

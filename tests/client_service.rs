@@ -403,3 +403,202 @@ fn no_retry_while_the_reactor_stops() {
     assert_eq!(client.state(), State::Stopped);
     h.assert_clean();
 }
+
+// ----- from inside a protocol callback (a `Context` is a `Network`) -----
+
+/// The service a protocol reaches from its callbacks.
+type Slot = Rc<RefCell<Option<ClientService<Ctl>>>>;
+
+/// A protocol that drives the service from its callbacks, on commands fed to it:
+/// `stop` calls `stop(cx)`, `stop later` does it from a timer callback, `when`
+/// registers a `when_connected` callback that writes on the live connection.
+struct Ctl {
+    n: u32,
+    service: Slot,
+    events: Events,
+}
+
+impl Ctl {
+    fn log(&self, what: String) {
+        self.events.borrow_mut().push(format!("{} {what}", self.n));
+    }
+
+    fn service(&self) -> ClientService<Ctl> {
+        self.service
+            .borrow()
+            .clone()
+            .expect("the service is started")
+    }
+}
+
+impl Protocol for Ctl {
+    fn connection_made(&mut self, cx: &mut Context<'_>) {
+        self.log("made".into());
+        cx.write(format!("hello from {}\n", self.n).as_bytes());
+    }
+
+    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        let service = self.service();
+        match data {
+            b"stop" => {
+                cx.write(b"bye\n");
+                service.stop(cx);
+                self.log(format!("stop: {:?}", service.state()));
+            }
+            b"stop later" => {
+                cx.call_later(Duration::from_secs(1), |p: &mut Ctl, cx| {
+                    p.service().stop(cx);
+                    p.log("stopped from a timer".into());
+                });
+            }
+            b"when" => {
+                // Never run inside this callback: "registered" is logged first.
+                service.when_connected(cx, None, move |r| {
+                    let (p, cx) = r.expect("connected");
+                    p.log("ready".into());
+                    cx.write(b"from when_connected\n");
+                });
+                self.log("registered".into());
+            }
+            other => self.log(format!("data {}", String::from_utf8_lossy(other))),
+        }
+    }
+
+    fn connection_lost(&mut self, _: &mut Context<'_>, reason: Reason) {
+        let name = format!("{reason:?}");
+        self.log(format!(
+            "lost {}",
+            name.split('(').next().unwrap_or_default()
+        ));
+    }
+
+    fn connection_failed(&mut self, _: &mut Context<'_>, error: io::Error) {
+        self.log(format!("failed {:?}", error.kind()));
+    }
+}
+
+/// A harness whose own connection is a `Ctl` numbered 0 (made), and a service of
+/// `Ctl`s on it, which both reach through the slot.
+fn start_ctl() -> (Harness<Ctl>, ClientService<Ctl>, Events) {
+    let events = Events::default();
+    let slot = Slot::default();
+    let mut h = Harness::new(Ctl {
+        n: 0,
+        service: slot.clone(),
+        events: events.clone(),
+    });
+    h.connect();
+    let (log, s) = (events.clone(), slot.clone());
+    let mut n = 0;
+    let client = no_jitter(Backoff::client_service()).start(&mut h, target(), move || {
+        n += 1;
+        Ctl {
+            n,
+            service: s.clone(),
+            events: log.clone(),
+        }
+    });
+    *slot.borrow_mut() = Some(client.clone());
+    taken(&events); // "0 made"
+    (h, client, events)
+}
+
+fn connecting_ctl(client: &ClientService<Ctl>) -> ConnId {
+    match client.state() {
+        State::Connecting(id) => id,
+        other => panic!("not connecting: {other:?}"),
+    }
+}
+
+#[test]
+fn stop_from_the_live_connections_data_received_closes_it_gracefully() {
+    let (mut h, client, events) = start_ctl();
+    let id = connecting_ctl(&client);
+    h.complete_connect(id);
+    h.feed_of(id, b"stop");
+    // Inside the callback the service was stopping; the close came once it returned,
+    // after what it wrote.
+    assert_eq!(
+        taken(&events),
+        ["1 made", "1 stop: Stopping", "1 lost Done"]
+    );
+    assert_eq!(h.take_written_of(id), b"hello from 1\nbye\n");
+    assert_eq!(client.state(), State::Stopped);
+    assert_eq!(h.next_timer_in(), None, "no retry scheduled");
+    h.advance(Duration::from_secs(3600));
+    assert!(h.connecting().is_empty());
+    assert!(taken(&events).is_empty());
+}
+
+#[test]
+fn stop_from_a_timer_callback_and_from_another_connection() {
+    // From a timer callback of the live connection.
+    let (mut h, client, events) = start_ctl();
+    let id = connecting_ctl(&client);
+    h.complete_connect(id);
+    h.feed_of(id, b"stop later");
+    h.advance(Duration::from_secs(1));
+    assert_eq!(
+        taken(&events),
+        ["1 made", "1 stopped from a timer", "1 lost Done"]
+    );
+    assert_eq!(client.state(), State::Stopped);
+    assert_eq!(h.next_timer_in(), None);
+
+    // From another connection's callback, during a wait: the retry is cancelled.
+    let (mut h, client, events) = start_ctl();
+    h.refuse_connect(connecting_ctl(&client), refused());
+    assert!(matches!(client.state(), State::Waiting { .. }));
+    h.feed(b"stop");
+    assert_eq!(
+        taken(&events),
+        ["1 failed ConnectionRefused", "0 stop: Stopped"]
+    );
+    assert_eq!(h.next_timer_in(), None, "the retry is cancelled");
+    assert!(h.is_open(), "the other connection is not the service's");
+}
+
+#[test]
+fn when_connected_from_inside_a_callback_runs_after_it() {
+    let (mut h, client, events) = start_ctl();
+    // From another connection's callback while connecting: after the next
+    // connection_made.
+    h.feed(b"when");
+    let id = connecting_ctl(&client);
+    h.complete_connect(id);
+    assert_eq!(taken(&events), ["0 registered", "1 made", "1 ready"]);
+
+    // From another connection's callback while connected: at the next turn.
+    h.feed(b"when");
+    assert_eq!(taken(&events), ["0 registered"]);
+    h.advance(Duration::ZERO);
+    assert_eq!(taken(&events), ["1 ready"]);
+
+    // From the live connection's own callback: at the next turn too.
+    h.feed_of(id, b"when");
+    assert_eq!(taken(&events), ["1 registered"]);
+    h.advance(Duration::ZERO);
+    assert_eq!(taken(&events), ["1 ready"]);
+    assert_eq!(
+        h.take_written_of(id),
+        b"hello from 1\nfrom when_connected\nfrom when_connected\nfrom when_connected\n"
+    );
+
+    // Registered, then the connection is lost before the next turn: the callback
+    // waits for the next connection.
+    h.feed(b"when");
+    h.disconnect_of(id, Reason::Lost(reset()));
+    h.advance(Duration::ZERO);
+    assert_eq!(taken(&events), ["0 registered", "1 lost Lost"]);
+    h.advance(Duration::from_secs(1));
+    let second = connecting_ctl(&client);
+    h.complete_connect(second);
+    assert_eq!(taken(&events), ["2 made", "2 ready"]);
+    assert_eq!(
+        h.take_written_of(second),
+        b"hello from 2\nfrom when_connected\n"
+    );
+
+    client.stop(&mut h);
+    h.assert_clean();
+}

@@ -192,3 +192,65 @@ fn a_unix_target_that_does_not_exist_is_retried() {
     run_until(&mut r, |_| client.state() == State::Stopped);
     assert_eq!(r.timer_count(), 0);
 }
+
+/// Stops its service from its own `data_received` (a `Context` is a `Network`),
+/// after a last write.
+struct Quitter {
+    service: Rc<RefCell<Option<ClientService<Quitter>>>>,
+}
+
+impl Protocol for Quitter {
+    fn connection_made(&mut self, cx: &mut Context<'_>) {
+        cx.write(b"ping\n");
+    }
+
+    fn data_received(&mut self, cx: &mut Context<'_>, _: &[u8]) {
+        cx.write(b"bye\n");
+        let service = self.service.borrow().clone().expect("started");
+        service.stop(cx);
+    }
+}
+
+/// What a server connection read, and whether it saw the end.
+#[derive(Clone, Default)]
+struct Reader {
+    got: Rc<RefCell<Vec<u8>>>,
+    ended: Rc<RefCell<Option<String>>>,
+}
+
+impl Protocol for Reader {
+    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        self.got.borrow_mut().extend_from_slice(data);
+        if data.starts_with(b"ping") {
+            cx.write(b"pong\n");
+        }
+    }
+
+    fn connection_lost(&mut self, _: &mut Context<'_>, reason: Reason) {
+        *self.ended.borrow_mut() = Some(format!("{reason:?}"));
+    }
+}
+
+/// On a reactor: the close comes once the callback has returned, gracefully (the
+/// server reads what was written before the stop, then the end), and no retry is
+/// scheduled.
+#[test]
+fn stop_from_the_connections_own_callback_on_a_reactor() {
+    let mut r = Reactor::new().unwrap();
+    let server = Reader::default();
+    let s = server.clone();
+    let addr = r
+        .listen_tcp(localhost(), move |_: &Addr| Some(s.clone()))
+        .unwrap()
+        .local_addr;
+    let slot: Rc<RefCell<Option<ClientService<Quitter>>>> = Rc::default();
+    let s = slot.clone();
+    let client = ClientService::start(&mut r, addr, move || Quitter { service: s.clone() });
+    *slot.borrow_mut() = Some(client.clone());
+    run_until(&mut r, |_| server.ended.borrow().is_some());
+    assert_eq!(*server.got.borrow(), b"ping\nbye\n");
+    assert_eq!(server.ended.borrow().as_deref(), Some("Done"));
+    run_until(&mut r, |_| client.state() == State::Stopped);
+    slot.borrow_mut().take();
+    run_until(&mut r, |r| r.timer_count() == 0);
+}

@@ -46,6 +46,11 @@ pub enum Ending<'a> {
 pub trait Watcher {
     /// Connection `id` is made, after its `connection_made`.
     fn made(&self, core: &mut dyn Dialer, id: ConnId);
+    /// TLS connection `id` finished its handshake (after `made`; its first
+    /// `data_received` comes after this).
+    fn secured(&self, core: &mut dyn Dialer, id: ConnId) {
+        let _ = (core, id);
+    }
     /// Connection `id` ended, after its `connection_lost` or `connection_failed`.
     fn ended(&self, core: &mut dyn Dialer, id: ConnId, ending: Ending<'_>);
     /// The watcher's timer `timer` is due.
@@ -100,6 +105,9 @@ pub trait Dialer {
     fn is_stopping(&self) -> bool;
     /// A graceful close of connection `id`, or the cancel of its pending connect.
     fn close(&mut self, id: ConnId);
+    /// An abortive close of connection `id` (what is queued is dropped), or the
+    /// cancel of its pending connect.
+    fn abort(&mut self, id: ConnId);
     /// Runs `call` with connection `id`'s protocol if it is made; false if it is not.
     fn run_bound(&mut self, id: ConnId, call: BoundCall) -> bool;
     /// Starts resolving `host:port`; the outcome goes to `watcher.resolved`, never
@@ -124,6 +132,14 @@ pub trait Dialer {
     /// Writes to connection `id`, as `Context::write_to`; the core's step that
     /// called the watcher settles it.
     fn write_to(&mut self, id: ConnId, data: &[u8]) -> bool;
+    /// The network's connect timeout (`Builder::connect_timeout`).
+    fn connect_timeout(&self) -> Option<Duration>;
+    /// Connection `id`, just dialed and not made yet, speaks TLS through `session`
+    /// (dropped if `id` is a connect that already failed). `Session` is the crate's
+    /// own, as this trait is in fact (see above).
+    #[cfg(feature = "tls")]
+    #[allow(private_interfaces)]
+    fn start_tls(&mut self, id: ConnId, session: crate::tls::session::Session);
 }
 
 impl<K: Kernel> Dialer for Core<K> {
@@ -158,6 +174,10 @@ impl<K: Kernel> Dialer for Core<K> {
 
     fn close(&mut self, id: ConnId) {
         self.lose_connection(id);
+    }
+
+    fn abort(&mut self, id: ConnId) {
+        self.abort_connection(id);
     }
 
     fn run_bound(&mut self, id: ConnId, call: BoundCall) -> bool {
@@ -206,6 +226,15 @@ impl<K: Kernel> Dialer for Core<K> {
     fn write_to(&mut self, id: ConnId, data: &[u8]) -> bool {
         Driver::write(self, id, data)
     }
+
+    fn connect_timeout(&self) -> Option<Duration> {
+        self.config.connect_timeout
+    }
+
+    #[cfg(feature = "tls")]
+    fn start_tls(&mut self, id: ConnId, session: crate::tls::session::Session) {
+        Core::start_tls(self, id, session);
+    }
 }
 
 impl<K: Kernel> Core<K> {
@@ -247,6 +276,17 @@ impl<K: Kernel> Core<K> {
         }
         if let Some(w) = self.watchers.get(&id).cloned() {
             w.made(self, id);
+        }
+    }
+
+    /// TLS connection `id`'s handshake is done: tell its watcher.
+    #[cfg(feature = "tls")]
+    pub(crate) fn watch_secured(&mut self, id: ConnId) {
+        if self.watchers.is_empty() {
+            return;
+        }
+        if let Some(w) = self.watchers.get(&id).cloned() {
+            w.secured(self, id);
         }
     }
 

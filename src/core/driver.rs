@@ -128,4 +128,8 @@ impl<K: Kernel> Driver for Core<K> {
     fn can_defer_to_thread(&self, id: ConnId) -> bool {
         self.conn(id).is_some() && self.pool_has_room()
     }
+
+    fn dialer(&mut self) -> &mut dyn super::Dialer {
+        self
+    }
 }

@@ -211,6 +211,9 @@ impl<K: Kernel> Core<K> {
             if let Some(c) = self.conn(id) {
                 log::debug!("{id} {}: TLS handshake done", c.peer);
             }
+            // dial hook: a client service's connection is up once it is secured
+            // (before the first data_received).
+            self.watch_secured(id);
         }
         // The handshake's next flight, session tickets, a key update, or the held
         // plaintext once the handshake is done: sent with the turn's corked writes, so

@@ -199,6 +199,7 @@ impl Reactor {
             timeout,
             Box::new(protocol),
             None,
+            None,
         );
     }
 
@@ -281,10 +282,6 @@ impl crate::client::sealed::Host for Reactor {
 
     fn settle(&mut self) {
         self.core.settle();
-    }
-
-    fn connect_timeout(&self) -> Option<Duration> {
-        self.core.config.connect_timeout
     }
 }
 
