@@ -4,8 +4,8 @@
 //!
 //! - A plain `GET /` gets the chat's page (page.html: HTML and inline script, nothing
 //!   from elsewhere), which opens a WebSocket to `/chat` on the host it came from
-//!   (`wss:` if it came over https). Any other path gets 404; the connection closes
-//!   after each answer (`Connection: close`).
+//!   (`wss:` if it came over https). Any other path gets 404 (`/chat` without the
+//!   upgrade, 426); the connection closes after each answer (`Connection: close`).
 //! - An upgrade on `/chat` makes a member of the shared [`Server`], as a line
 //!   connection does ([`crate::session`]): each text message it sends is one line,
 //!   under the same rules (a trailing `\r` stripped, `--max-line`, the commands), and
@@ -158,6 +158,8 @@ impl WsHandler for WsMember {
                 .header("Cache-Control", "no-cache")
                 .body(PAGE),
             (_, "/") => Refuse::new(405).header("Allow", "GET"),
+            // The members' endpoint, asked without the upgrade.
+            (_, CHAT_PATH) => Refuse::upgrade_required(),
             _ => Refuse::new(404),
         }
     }
