@@ -757,7 +757,8 @@ fn with_tls_both_listeners_speak_it_the_page_over_https_and_members_over_wss() {
     let out = example::run(Command::new("python3").args([
         "-c",
         PY_TLS,
-        "localhost",
+        // The certificate names the address too; "localhost" could try ::1 first.
+        "127.0.0.1",
         &chat.line.port().to_string(),
         &chat.ws.port().to_string(),
         &s(&certs.ca),
