@@ -50,6 +50,7 @@
 //!
 //! ```text
 //! cargo run --release --example chat -- [--listen 127.0.0.1:8000] [--max-line 4096] [--max-backlog 1048576] [--slow-timeout 10] [--coalesce-us 300]
+//!     [--ws-listen 127.0.0.1:8080]
 //!     [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM] [--tls-handshake-timeout SECS]]
 //! ```
 //!
@@ -57,8 +58,21 @@
 //! (`chat_client --tls --tls-ca CA.pem`, `openssl s_client`); `--tls-client-ca` asks
 //! every client for a certificate signed by that CA.
 //!
+//! In a browser: with `--ws-listen ADDR` the server listens there too, announced by
+//! a second line `ws listening on ADDR` after the first. `GET /` there answers a
+//! self-contained chat page (no outside scripts, styles or fonts) whose script opens
+//! a WebSocket to `/chat` on the same host and port (`wss:` when the page came over
+//! https); any other path gets 404. A WebSocket member is a member like any other,
+//! sharing nicks, rooms and notices with the line members: each text message it sends
+//! is one line (the same commands, notices and limits: `--max-line` applies to the
+//! message, and a longer one gets `* error: line too long` and a close frame, 1009),
+//! and each line it is sent comes as one text message without the `\n`. Flow
+//! control, `--slow-timeout` and `--max-backlog` apply to it as to any member. With
+//! the TLS flags both listeners speak TLS (`https:` and `wss:`).
+//!
 //! Poke it with `nc 127.0.0.1 8000` in two terminals (or with `chat_client`), type a
-//! line in one and see it in the other; try `/nick`, `/join kitchen`, `/who`.
+//! line in one and see it in the other; try `/nick`, `/join kitchen`, `/who`. Or
+//! start it with `--ws-listen 127.0.0.1:8080` and open `http://127.0.0.1:8080/`.
 //! SIGINT or SIGTERM stops it gracefully.
 
 mod command;
@@ -67,6 +81,7 @@ mod common;
 mod server;
 mod session;
 mod text;
+mod ws;
 
 use std::cell::RefCell;
 use std::io;
@@ -75,7 +90,7 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
 
-use common::{exit_status, init_logging, listen_tcp, serve, Cli};
+use common::{exit_status, init_logging, listen_tcp, serve, serve_listeners, Cli};
 use server::Server;
 use session::SessionLimits;
 use twistor::tls::TlsAcceptor;
@@ -127,6 +142,11 @@ fn main() -> ExitCode {
             "300",
             "after writing, wait this many µs before reading again (0: off)",
         )
+        .optional(
+            "ws-listen",
+            "ADDR",
+            "also listen here for browsers: the chat page at /, WebSocket members on /chat",
+        )
         .tls_flags()
         .parse();
     let max_line_bytes: usize = args.value("max-line");
@@ -151,8 +171,16 @@ fn main() -> ExitCode {
         coalesce: Duration::from_micros(args.value("coalesce-us")),
     };
     let addr = args.listen_addr();
+    let ws_addr = args.optional("ws-listen").map(|raw| {
+        raw.parse::<SocketAddr>().unwrap_or_else(|_| {
+            args.refuse(
+                "ws-listen",
+                format_args!("must be an IP address and port such as 127.0.0.1:8080, not {raw:?}"),
+            )
+        })
+    });
     let tls = args.tls_acceptor();
-    exit_status("chat", run(addr, tls, limits))
+    exit_status("chat", run(addr, ws_addr, tls, limits))
 }
 
 /// Refuses to start: `message` on stderr, exit status 2.
@@ -161,7 +189,12 @@ fn refuse(message: &str) -> ! {
     std::process::exit(2);
 }
 
-fn run(addr: SocketAddr, tls: Option<TlsAcceptor>, limits: Limits) -> io::Result<()> {
+fn run(
+    addr: SocketAddr,
+    ws_addr: Option<SocketAddr>,
+    tls: Option<TlsAcceptor>,
+    limits: Limits,
+) -> io::Result<()> {
     // The watermarks are the server's flow control: its senders wait while a member
     // has more than the high one unsent, and go on once it is down to the low one.
     // The write cap is the hard limit: a write that would leave more than
@@ -174,8 +207,16 @@ fn run(addr: SocketAddr, tls: Option<TlsAcceptor>, limits: Limits) -> io::Result
         .coalesce_writes(limits.coalesce)
         .build()?;
     let server = Rc::new(RefCell::new(Server::new(HIGH_WATERMARK_BYTES)));
+    let line_server = Rc::clone(&server);
     let port = listen_tcp(&mut reactor, addr, tls.as_ref(), move |_: &Addr| {
-        Some(session::protocol(Rc::clone(&server), limits.session))
+        Some(session::protocol(Rc::clone(&line_server), limits.session))
     })?;
-    serve(&mut reactor, port.local_addr)
+    let Some(ws_addr) = ws_addr else {
+        return serve(&mut reactor, port.local_addr);
+    };
+    // Browsers: the same chat, the same TLS (if any), on a port of their own.
+    let ws_port = listen_tcp(&mut reactor, ws_addr, tls.as_ref(), move |_: &Addr| {
+        Some(ws::protocol(Rc::clone(&server), limits.session))
+    })?;
+    serve_listeners(&mut reactor, port.local_addr, &[("ws", ws_port.local_addr)])
 }

@@ -14,7 +14,7 @@ use twistor::framing::{LineContext, LineHandler, LineReceiver};
 use twistor::{Reason, TimerId};
 
 use crate::command::{self, Command};
-use crate::server::{MemberKey, Server};
+use crate::server::{MemberKey, MemberKind, Server};
 
 /// A chat connection: lines cut at `\n`, handled by a [`Session`].
 pub type ChatProtocol = LineReceiver<Session>;
@@ -113,7 +113,7 @@ fn peer(cx: &LineContext<'_, '_>) -> String {
 impl LineHandler for Session {
     fn connection_made(&mut self, cx: &mut LineContext<'_, '_>) {
         let id = cx.id();
-        let key = self.server.borrow_mut().arrive(cx, id);
+        let key = self.server.borrow_mut().arrive(cx, id, MemberKind::Line);
         log::debug!("{id}: member {key} arrived");
         self.key = Some(key);
     }

@@ -533,6 +533,31 @@ pub fn serve(reactor: &mut Reactor, listening: impl Display) -> io::Result<()> {
     result
 }
 
+/// [`serve`] for a server with more listeners than its first: after the `listening
+/// on ADDR` line it prints one `NAME listening on ADDR` line for each of `others`
+/// (`ws listening on 127.0.0.1:8080`), in order and flushed, then runs the reactor
+/// until a signal stops it gracefully.
+pub fn serve_listeners(
+    reactor: &mut Reactor,
+    listening: impl Display,
+    others: &[(&str, SocketAddr)],
+) -> io::Result<()> {
+    reactor.stop_on_signals()?;
+    announce(listening);
+    let mut out = io::stdout().lock();
+    for (name, addr) in others {
+        let _ = writeln!(out, "{name} listening on {addr}");
+    }
+    let _ = out.flush();
+    drop(out);
+    if log::log_enabled!(log::Level::Debug) {
+        reactor.call_later(STATS_INTERVAL, log_stats);
+    }
+    let result = reactor.run();
+    log::info!("stopped; stats: {}", reactor.stats());
+    result
+}
+
 /// What [`serve`] does to its reactor before announcing, for each reactor of a
 /// [`ReactorGroup`], from the group's setup closure: SIGINT/SIGTERM stop it
 /// gracefully (one signal reaches every reactor's handler, and a reactor that stops
