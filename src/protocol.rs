@@ -98,6 +98,17 @@ pub trait Protocol: Any {
     fn resume_producing(&mut self, cx: &mut Context<'_>) {
         let _ = cx;
     }
+
+    /// The reactor is stopping gracefully ([`Reactor::stop`](crate::Reactor::stop),
+    /// or a signal with `stop_on_signals`): this connection is closed gracefully as
+    /// soon as this returns, after what it writes here. A protocol with a goodbye of
+    /// its own sends it here: a WebSocket's close frame with 1001 "going away" (what
+    /// [`WebSocket`](crate::websocket::WebSocket) does), a "server shutting down"
+    /// line. Called once per made connection, in no particular order; not for
+    /// connects still in progress. The default does nothing.
+    fn stopping(&mut self, cx: &mut Context<'_>) {
+        let _ = cx;
+    }
 }
 
 /// Builds one [`Protocol`] per accepted connection, as Twisted's `Factory`.

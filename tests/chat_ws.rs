@@ -807,9 +807,10 @@ fn sigterm_with_websocket_members_exits_0_and_closes_them() {
     web.expect(&format!("<{}> last words", line.nick));
     raw.expect(&format!("<{}> last words", line.nick));
     chat.server.signal("TERM");
-    // Each member sees its connection end, after every line it was sent (the
-    // graceful stop sends no close frame: the adapter is not told of the stop).
-    assert_eq!(web.closed(), "None");
+    // Each member gets every line it was sent, then a close frame with 1001 "going
+    // away" (`WsHandler::stopping`), then the end of the stream.
+    assert_eq!(web.closed(), "1001");
+    assert_eq!(raw.next(), Got::Close(Some(1001)));
     assert_eq!(raw.next(), Got::End);
     let mut rest = String::new();
     assert_eq!(line.reader.read_line(&mut rest).unwrap(), 0, "{rest:?}");

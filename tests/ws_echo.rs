@@ -441,6 +441,25 @@ fn ten_thousand_connections_upgrade_and_drop_and_the_server_goes_on() {
     }
 }
 
+/// A graceful stop (SIGTERM) ends every upgraded connection with a close frame,
+/// 1001 "going away", after the echoes already due; the server exits 0.
+#[test]
+fn sigterm_closes_each_websocket_with_going_away() {
+    let mut server = serve(&[]);
+    let mut members: Vec<TcpStream> = (0..3).map(|_| upgraded(server.addr())).collect();
+    for (i, s) in members.iter_mut().enumerate() {
+        echo_once(s, format!("before the stop {i}").as_bytes());
+    }
+    server.signal("TERM");
+    for s in &mut members {
+        let (code, before) = until_close(s);
+        assert_eq!(code, Some(1001));
+        assert!(before.is_empty(), "{before:?}");
+    }
+    drop(members);
+    assert_eq!(server.wait().code(), Some(0));
+}
+
 // ----- the command line -----
 
 #[test]

@@ -527,7 +527,8 @@ impl Reactor {
             .map(|deadline| deadline.saturating_duration_since(Instant::now()))
     }
 
-    /// Stops gracefully: no more accepting, every connection flushes and closes
+    /// Stops gracefully: no more accepting, every connection is told
+    /// ([`Protocol::stopping`], its chance to say goodbye), then flushes and closes
     /// (aborted after the shutdown timeout), then `run` returns. Safe to call from any
     /// callback and more than once.
     pub fn stop(&mut self) {
@@ -783,6 +784,13 @@ impl Core {
             self.k.shutdown_deadline = Some(self.timers.insert(deadline, task));
         }
         for id in self.conn_ids() {
+            // Each made connection says goodbye first (`Protocol::stopping`).
+            if self
+                .conn(id)
+                .is_some_and(|c| c.state.is_made() && !c.state.is_connecting())
+            {
+                self.invoke(id, |p, cx| p.stopping(cx));
+            }
             self.lose_connection(id);
         }
         self.settle();

@@ -163,6 +163,16 @@ pub trait WsHandler: 'static {
     fn resume_producing(&mut self, cx: &mut WsContext<'_, '_>) {
         let _ = cx;
     }
+
+    /// The reactor is stopping gracefully ([`Protocol::stopping`]): the connection is
+    /// closed as soon as this returns. The default starts the closing handshake with
+    /// 1001 "going away" (RFC 6455 section 7.4.1: "a server going down"), once the
+    /// upgrade is done and no close frame was sent yet.
+    fn stopping(&mut self, cx: &mut WsContext<'_, '_>) {
+        if cx.is_websocket_open() && !cx.is_closing() {
+            let _ = cx.close(CloseCode::GOING_AWAY, "");
+        }
+    }
 }
 
 /// The sending side of a connection, which a [`WsContext`] borrows.
@@ -818,6 +828,10 @@ impl<H: WsHandler> Protocol for WebSocket<H> {
 
     fn resume_producing(&mut self, cx: &mut Context<'_>) {
         self.with_handler(cx, |h, cx| h.resume_producing(cx));
+    }
+
+    fn stopping(&mut self, cx: &mut Context<'_>) {
+        self.with_handler(cx, |h, cx| h.stopping(cx));
     }
 }
 
