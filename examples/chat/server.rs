@@ -25,6 +25,11 @@
 //!
 //! Text from members is cleaned on the way (see [`crate::text`]): what others
 //! receive is valid UTF-8 without control characters.
+//!
+//! Federation (`--redis`, see [`crate::federation`]): each operation, once it has
+//! delivered locally, tells the other servers through the [`Federation`] the server
+//! owns; their events come back in through the `federation` section below, and are
+//! written through [`Server::send`] like any line, held back by nothing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -33,7 +38,9 @@ use slab::Slab;
 use twistor::{ConnId, Context};
 
 use crate::command::{Command, CommandError};
+use crate::federation::Federation;
 use crate::text::push_clean;
+use crate::wire::Event;
 
 /// Identifies a member while it is connected.
 pub type MemberKey = usize;
@@ -72,6 +79,8 @@ pub struct Server {
     line: Vec<u8>,
     /// Unsent output above which a member is congested.
     high_watermark_bytes: usize,
+    /// The link to the other servers, with `--redis`.
+    federation: Option<Box<Federation>>,
 }
 
 /// Sets `line` to the concatenation of `parts` and a newline.
@@ -106,6 +115,7 @@ impl Server {
             last_guest: 0,
             line: Vec::new(),
             high_watermark_bytes,
+            federation: None,
         }
     }
 
@@ -137,6 +147,14 @@ impl Server {
             &[b"* ", nick, b" joined ", LOBBY.as_bytes()],
         );
         self.send_room(cx, room, Some(key), Some(key));
+        if let Some(fed) = &mut self.federation {
+            let nick = &self.members[key].nick;
+            let joined = Event::Joined { nick, room: LOBBY };
+            fed.publish(cx, Some((key, conn)), &joined);
+            if fed.arrived(cx, self.last_guest) {
+                self.notice(cx, key, b"federation lost");
+            }
+        }
         key
     }
 
@@ -156,6 +174,12 @@ impl Server {
         let room = member.room;
         // Nobody to hold back: the line is the server's own.
         self.send_room(cx, room, Some(key), None);
+        if let Some(fed) = &mut self.federation {
+            let nick = &self.members[key].nick;
+            let room = &self.rooms[room].name;
+            fed.publish(cx, None, &Event::Gone { nick, room });
+            fed.departed(cx, key, nick);
+        }
         self.leave_room(key, room);
         let member = self.members.remove(key);
         self.nicks.remove(&member.nick);
@@ -169,7 +193,8 @@ impl Server {
         for &waiter in &waiters {
             let w = &mut self.members[waiter];
             w.blockers.retain(|&b| b != key);
-            if w.blockers.is_empty() {
+            let federation = self.federation.as_ref();
+            if w.blockers.is_empty() && federation.is_none_or(|f| f.lets_read(waiter)) {
                 cx.conn(w.conn).resume_reading();
             }
         }
@@ -200,6 +225,15 @@ impl Server {
                 let nick = member.nick.as_bytes();
                 compose_text(&mut self.line, &[b"* ", nick, b" "], text);
                 self.send_room(cx, member.room, None, Some(key));
+                if let Some(fed) = &mut self.federation {
+                    let member = &self.members[key];
+                    let (nick, room) = (&member.nick, &self.rooms[member.room].name);
+                    fed.publish(
+                        cx,
+                        Some((key, member.conn)),
+                        &Event::Me { nick, room, text },
+                    );
+                }
             }
         }
     }
@@ -232,21 +266,58 @@ impl Server {
         let nick = member.nick.as_bytes();
         compose_text(&mut self.line, &[b"<", nick, b"> "], text);
         self.send_room(cx, member.room, Some(key), Some(key));
+        if let Some(fed) = &mut self.federation {
+            let member = &self.members[key];
+            let (nick, room) = (&member.nick, &self.rooms[member.room].name);
+            fed.publish(
+                cx,
+                Some((key, member.conn)),
+                &Event::Said { nick, room, text },
+            );
+        }
     }
 
     fn rename(&mut self, cx: &mut Context<'_>, key: MemberKey, nick: &str) {
         if self.members[key].nick == nick {
             return self.error_text(cx, key, &[b"you are already ", nick.as_bytes()]);
         }
-        if self.nicks.contains_key(nick) {
-            return self.error_text(cx, key, &[b"nick ", nick.as_bytes(), b" is taken"]);
+        let elsewhere = self.federation.as_ref().is_some_and(|f| f.is_taken(nick));
+        if self.nicks.contains_key(nick) || elsewhere {
+            return self.nick_taken(cx, key, nick);
         }
+        let conn = self.members[key].conn;
+        if let Some(fed) = &mut self.federation {
+            // Renamed once Redis grants the nick (`rename_now`).
+            if fed.claim(cx, key, conn, nick) {
+                return;
+            }
+        }
+        let (old, room) = self.rename_now(cx, key, nick);
+        if let Some(fed) = &mut self.federation {
+            fed.renamed(cx, Some((key, conn)), &old, nick, &room);
+        }
+    }
+
+    /// Renames member `key` to `nick`, which must be free, and tells its room;
+    /// returns the old nick and the room's name.
+    pub fn rename_now(
+        &mut self,
+        cx: &mut Context<'_>,
+        key: MemberKey,
+        nick: &str,
+    ) -> (String, String) {
         let old = self.members[key].nick.as_bytes();
         compose(&mut self.line, &[b"* ", old, b" is now ", nick.as_bytes()]);
         let old = std::mem::replace(&mut self.members[key].nick, nick.to_owned());
         self.nicks.remove(&old);
         self.nicks.insert(nick.to_owned(), key);
         self.send_room(cx, self.members[key].room, None, Some(key));
+        (old, self.rooms[self.members[key].room].name.clone())
+    }
+
+    /// `* error: nick NICK is taken`, to member `key`.
+    pub fn nick_taken(&mut self, cx: &mut Context<'_>, key: MemberKey, nick: &str) {
+        self.error_text(cx, key, &[b"nick ", nick.as_bytes(), b" is taken"]);
     }
 
     fn join(&mut self, cx: &mut Context<'_>, key: MemberKey, name: &str) {
@@ -254,6 +325,11 @@ impl Server {
         if self.rooms[old].name == name {
             return self.error_text(cx, key, &[b"you are already in ", name.as_bytes()]);
         }
+        // The old room may be gone by the time the others hear of it.
+        let federated_old = self
+            .federation
+            .as_ref()
+            .map(|_| self.rooms[old].name.clone());
         let nick = self.members[key].nick.as_bytes();
         let old_name = self.rooms[old].name.as_bytes();
         compose(&mut self.line, &[b"* ", nick, b" left ", old_name]);
@@ -265,6 +341,12 @@ impl Server {
         let nick = self.members[key].nick.as_bytes();
         compose(&mut self.line, &[b"* ", nick, b" joined ", name.as_bytes()]);
         self.send_room(cx, new, None, Some(key));
+        if let (Some(fed), Some(old)) = (&mut self.federation, federated_old) {
+            let member = &self.members[key];
+            let (nick, sender) = (&member.nick, Some((key, member.conn)));
+            fed.publish(cx, sender, &Event::Left { nick, room: &old });
+            fed.publish(cx, sender, &Event::Joined { nick, room: name });
+        }
     }
 
     /// `* in ROOM: a, b, c`, nicks sorted (byte order, so `Zed` before `amy`).
@@ -275,6 +357,9 @@ impl Server {
             .iter()
             .map(|&k| self.members[k].nick.as_str())
             .collect();
+        if let Some(fed) = &self.federation {
+            nicks.extend(fed.members_in(&room.name));
+        }
         nicks.sort_unstable();
         let line = &mut self.line;
         line.clear();
@@ -288,9 +373,15 @@ impl Server {
         let line = &mut self.line;
         line.clear();
         line.extend_from_slice(b"* rooms: ");
-        for (i, (name, &room)) in self.room_names.iter().enumerate() {
+        // Rooms with members on any server, counted over all of them.
+        let mut rooms: BTreeMap<&str, usize> = (self.room_names.iter())
+            .map(|(name, &room)| (name.as_str(), self.rooms[room].members.len()))
+            .collect();
+        if let Some(fed) = &self.federation {
+            fed.count_rooms(&mut rooms);
+        }
+        for (i, (name, count)) in rooms.iter().enumerate() {
             let separator = if i == 0 { "" } else { ", " };
-            let count = self.rooms[room].members.len();
             let _ = write!(line, "{separator}{name} ({count})");
         }
         line.push(b'\n');
@@ -302,6 +393,14 @@ impl Server {
             .ok()
             .and_then(|nick| self.nicks.get(nick).copied());
         let Some(target) = target else {
+            if let Some(fed) = &mut self.federation {
+                let remote = std::str::from_utf8(to).ok().filter(|to| fed.is_remote(to));
+                if let Some(to) = remote {
+                    let member = &self.members[key];
+                    let (from, sender) = (&member.nick, Some((key, member.conn)));
+                    return fed.publish(cx, sender, &Event::Private { from, to, text });
+                }
+            }
             // The name is the sender's own input, but it is cleaned all the same:
             // everything the server sends is clean UTF-8.
             compose_text(&mut self.line, &[b"* error: no such nick: "], to);
@@ -342,6 +441,11 @@ impl Server {
     // ----- output -----
 
     fn fresh_guest_nick(&mut self) -> String {
+        if let Some(mut fed) = self.federation.take() {
+            let nick = fed.guest_nick(self);
+            self.federation = Some(fed);
+            return nick;
+        }
         loop {
             self.last_guest += 1;
             let nick = format!("guest{}", self.last_guest);
@@ -397,5 +501,125 @@ impl Server {
         // line of it, so each recipient gets at most this one line more.
         cx.conn(s.conn).pause_reading();
         self.members[to].waiters.push(sender);
+    }
+}
+
+// ----- federation -----
+
+impl Server {
+    /// Joins the server to a federation (see [`crate::federation::start`]).
+    pub fn put_federation(&mut self, federation: Box<Federation>) {
+        self.federation = Some(federation);
+    }
+
+    /// Takes the federation out, for code that needs it and the server together;
+    /// [`put_federation`](Self::put_federation) puts it back.
+    pub fn take_federation(&mut self) -> Option<Box<Federation>> {
+        self.federation.take()
+    }
+
+    /// True once the federation's link is up (false without one).
+    pub fn federation_up(&self) -> bool {
+        self.federation.as_ref().is_some_and(|f| f.is_up())
+    }
+
+    /// True if a member here has `nick`.
+    pub fn has_nick(&self, nick: &str) -> bool {
+        self.nicks.contains_key(nick)
+    }
+
+    /// The member here called `nick`.
+    pub fn member_named(&self, nick: &str) -> Option<MemberKey> {
+        self.nicks.get(nick).copied()
+    }
+
+    /// Member `key`'s connection, if it is here (a key is reused once its member
+    /// leaves; a connection id never is).
+    pub fn member_conn(&self, key: MemberKey) -> Option<ConnId> {
+        self.members.get(key).map(|m| m.conn)
+    }
+
+    /// Every nick here.
+    pub fn nicks(&self) -> Vec<String> {
+        self.nicks.keys().cloned().collect()
+    }
+
+    /// Every member here: nick and room.
+    pub fn roster(&self) -> Vec<(String, String)> {
+        let room = |m: &Member| self.rooms[m.room].name.clone();
+        self.members
+            .iter()
+            .map(|(_, m)| (m.nick.clone(), room(m)))
+            .collect()
+    }
+
+    /// The number of the last `guestN` handed out here.
+    pub fn last_guest_number(&self) -> u64 {
+        self.last_guest
+    }
+
+    /// The next guest number after the last handed out here.
+    pub fn next_guest_number(&mut self) -> u64 {
+        self.last_guest += 1;
+        self.last_guest
+    }
+
+    /// Guest number `n` was handed out (from the federation's pool): numbers counted
+    /// here go on above it.
+    pub fn note_guest_number(&mut self, n: u64) {
+        self.last_guest = self.last_guest.max(n);
+    }
+
+    /// Member `key` reads again, unless a congested member holds it back. (The
+    /// federation has checked its own reasons.)
+    pub fn resume_if_free(&mut self, cx: &mut Context<'_>, key: MemberKey) {
+        if let Some(member) = self.members.get(key) {
+            if member.blockers.is_empty() {
+                cx.conn(member.conn).resume_reading();
+            }
+        }
+    }
+
+    /// A line from another server for the members here in room `name`: `parts`,
+    /// then `text` cleaned if there is one. Nobody is held back for it.
+    pub fn deliver_room(
+        &mut self,
+        cx: &mut Context<'_>,
+        name: &str,
+        parts: &[&[u8]],
+        text: Option<&[u8]>,
+    ) {
+        let Some(&room) = self.room_names.get(name) else {
+            return;
+        };
+        match text {
+            Some(text) => compose_text(&mut self.line, parts, text),
+            None => compose(&mut self.line, parts),
+        }
+        self.send_room(cx, room, None, None);
+    }
+
+    /// A `/msg` from another server for member `to`, if it is here.
+    pub fn deliver_private(
+        &mut self,
+        cx: &mut Context<'_>,
+        to: &str,
+        parts: &[&[u8]],
+        text: &[u8],
+    ) {
+        let Some(&key) = self.nicks.get(to) else {
+            return;
+        };
+        compose_text(&mut self.line, parts, text);
+        self.send(cx, key, None);
+    }
+
+    /// `* TEXT` to every member here.
+    pub fn notice_all(&mut self, cx: &mut Context<'_>, text: &[u8]) {
+        compose(&mut self.line, &[b"* ", text]);
+        let keys: Vec<MemberKey> = self.members.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.send(cx, key, None);
+        }
     }
 }
