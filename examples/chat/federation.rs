@@ -240,6 +240,8 @@ pub struct Federation {
     held: Vec<(MemberKey, ConnId)>,
     /// Nicks to release once the command connection is back.
     releases: Vec<String>,
+    /// Guest nicks handed out while the pool was empty, not claimed yet.
+    unclaimed: Vec<String>,
     /// When this server's own last event came back through Redis.
     last_echo: Instant,
     ticks: u64,
@@ -324,6 +326,7 @@ pub fn start(reactor: &mut Reactor, server: &Rc<RefCell<Server>>, config: Config
         claims: HashMap::new(),
         held: Vec::new(),
         releases: Vec::new(),
+        unclaimed: Vec::new(),
         last_echo: Instant::now(),
         ticks: 0,
         payload: Vec::new(),
@@ -427,6 +430,7 @@ impl Federation {
         loop {
             let nick = format!("guest{}", server.next_guest_number());
             if self.free_here(server, &nick) {
+                self.unclaimed.push(nick.clone());
                 return nick;
             }
         }
@@ -466,10 +470,15 @@ impl Federation {
         }
     }
 
-    /// A member arrived (already published as `Joined`): tops up the guest pool.
-    /// True if the member is to be told that the federation is lost.
+    /// A member arrived (already published as `Joined`): tops up the guest pool, and
+    /// claims its nick if it did not come from the pool. True if the member is to be
+    /// told that the federation is lost.
     pub fn arrived(&mut self, cx: &mut Context<'_>, last_guest: u64) -> bool {
         self.top_up(cx, last_guest);
+        if self.client_up && !self.unclaimed.is_empty() {
+            let nicks = std::mem::take(&mut self.unclaimed);
+            self.claim_all(cx, nicks, |_, _, _| {});
+        }
         if self.link == Link::Up {
             return false;
         }
@@ -742,7 +751,7 @@ impl Federation {
 
     /// Reserves another block of guest numbers if the pool is low.
     fn top_up(&mut self, cx: &mut Context<'_>, last_guest: u64) {
-        if self.link != Link::Up || self.reserving || self.pool.len() >= GUEST_LOW {
+        if !self.client_up || self.reserving || self.pool.len() >= GUEST_LOW {
             return;
         }
         let block = GUEST_BLOCK.to_string();
@@ -853,6 +862,9 @@ impl Federation {
             .filter(|n| !server.has_nick(n))
             .collect();
         self.release_all(cx, releases);
+        // Answered before the claims: the pool is full once the link is up.
+        self.top_up(cx, server.last_guest_number());
+        self.unclaimed.clear();
         let mut nicks = server.nicks();
         nicks.extend(self.pool.iter().map(|n| format!("guest{n}")));
         let epoch = self.epoch;

@@ -1,0 +1,384 @@
+//! `chat --redis`: chat servers federated through a real redis-server.
+//!
+//! Each test starts its own `redis-server` on a free loopback port (and passes,
+//! printing `skipped: redis-server not found`, where there is none), two or three
+//! `chat` servers on it, and members as plain sockets. Tests wait for the lines they
+//! expect, each read bounded by a socket timeout and every wait by a deadline; none
+//! sleeps to synchronise. Redis is then made to fail in the ways the spec lists: killed
+//! and restarted, its subscribers killed, paused, a subscriber cut off for a slow
+//! output buffer; and a chat server is killed outright.
+//!
+//! The payload codec, `examples/chat/wire.rs`, is pure and included here with
+//! `#[path]` (tests inside an example are not run by `cargo test`).
+
+#[path = "../examples/chat/wire.rs"]
+#[allow(dead_code)]
+mod wire;
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::example::{command, serve_command, Listening};
+use common::redis::RedisServer;
+
+/// How long one read may block, and the default deadline of a wait: only catches a
+/// hung server.
+const WATCHDOG: Duration = Duration::from_secs(20);
+
+// ----- harness -----
+
+/// A chat server on `redis`, named `node`.
+fn chat(redis: &RedisServer, node: &str) -> Listening {
+    let redis = redis.addr().to_string();
+    let mut cmd = command("chat");
+    cmd.env("RUST_LOG", "warn");
+    serve_command(
+        &mut cmd,
+        "127.0.0.1:0",
+        &["--redis", &redis, "--node-id", node],
+    )
+}
+
+/// One member over a plain socket.
+struct Member {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    nick: String,
+}
+
+impl Member {
+    /// A new member of `server`, welcomed (its nick read from the welcome).
+    fn join(server: &Listening) -> Member {
+        Member::join_addr(server.addr())
+    }
+
+    fn join_addr(addr: SocketAddr) -> Member {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(WATCHDOG)).unwrap();
+        stream.set_write_timeout(Some(WATCHDOG)).unwrap();
+        let mut member = Member {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            stream,
+            nick: String::new(),
+        };
+        let welcome = member.line();
+        member.nick = welcome
+            .strip_prefix("* welcome ")
+            .and_then(|rest| rest.strip_suffix(", you are in lobby"))
+            .unwrap_or_else(|| panic!("not a welcome: {welcome:?}"))
+            .to_owned();
+        member
+    }
+
+    fn send(&mut self, line: &str) {
+        self.stream
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("send");
+    }
+
+    /// The next line, without its `\n`.
+    fn line(&mut self) -> String {
+        let mut line = Vec::new();
+        match self.reader.read_until(b'\n', &mut line) {
+            Ok(0) => panic!("{}: the server closed the connection", self.nick),
+            Ok(_) => {}
+            Err(e) => panic!("{}: no line in time: {e}", self.nick),
+        }
+        assert_eq!(line.pop(), Some(b'\n'), "{}: unterminated line", self.nick);
+        String::from_utf8(line).expect("UTF-8 line")
+    }
+
+    fn expect(&mut self, want: &str) {
+        let got = self.line();
+        assert_eq!(got, want, "{} expected another line", self.nick);
+    }
+
+    /// Reads lines until `want`, and returns the ones before it.
+    fn wait_for(&mut self, want: &str) -> Vec<String> {
+        let deadline = Instant::now() + WATCHDOG;
+        let mut skipped = Vec::new();
+        loop {
+            let line = self.line();
+            if line == want {
+                return skipped;
+            }
+            skipped.push(line);
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {want:?} in time; got {skipped:?}",
+                self.nick
+            );
+        }
+    }
+
+    fn rename(&mut self, nick: &str) {
+        self.send(&format!("/nick {nick}"));
+        self.expect(&format!("* {} is now {nick}", self.nick));
+        self.nick = nick.to_owned();
+    }
+
+    /// Asks `command` (`/who`, `/rooms`) until the answer is `want`: the roster of
+    /// the other servers is filled in as their events arrive. Lines before each
+    /// answer (notices of members who came or went meanwhile) are skipped.
+    fn ask_until(&mut self, command: &str, want: &str) {
+        let answer = match command {
+            "/who" => "* in ",
+            _ => "* rooms: ",
+        };
+        let deadline = Instant::now() + WATCHDOG;
+        loop {
+            self.send(command);
+            let got = loop {
+                let line = self.line();
+                if line.starts_with(answer) {
+                    break line;
+                }
+            };
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {command} answers {got:?}, not {want:?}",
+                self.nick
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `* in lobby: ...` for these members, sorted as the server sorts them.
+fn who(room: &str, members: &[&Member]) -> String {
+    let mut nicks: Vec<&str> = members.iter().map(|m| m.nick.as_str()).collect();
+    nicks.sort_unstable();
+    format!("* in {room}: {}", nicks.join(", "))
+}
+
+/// Expects `line` on each of `members`.
+fn all_expect(members: &mut [&mut Member], line: &str) {
+    for m in members {
+        m.expect(line);
+    }
+}
+
+/// A `redis` crate connection's command that must succeed.
+fn redis_cmd(con: &mut redis::Connection, args: &[&str]) -> redis::Value {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(con)
+        .unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
+}
+
+// ----- the payload codec -----
+
+#[test]
+fn every_event_survives_its_payload_and_bad_payloads_are_refused() {
+    use wire::{decode, encode, Event, WireError};
+    let events = [
+        Event::Heartbeat,
+        Event::Sync(vec![]),
+        Event::Sync(vec![("bob", "lobby"), ("amy", "kitchen")]),
+        Event::Roster(vec![("bob", "lobby")]),
+        Event::Joined {
+            nick: "bob",
+            room: "lobby",
+        },
+        Event::Left {
+            nick: "bob",
+            room: "lobby",
+        },
+        Event::Gone {
+            nick: "bob",
+            room: "kitchen",
+        },
+        Event::Renamed {
+            old: "guest1",
+            new: "bob",
+            room: "lobby",
+        },
+        Event::Said {
+            nick: "bob",
+            room: "lobby",
+            text: b"hi there  \xff\x1b[31m",
+        },
+        Event::Me {
+            nick: "bob",
+            room: "lobby",
+            text: b" waves ",
+        },
+        Event::Private {
+            from: "bob",
+            to: "amy",
+            text: b"psst",
+        },
+    ];
+    let mut out = Vec::new();
+    for event in events {
+        encode(&mut out, "node-1", &event);
+        assert_eq!(decode(&out), Ok(("node-1", event.clone())), "{out:?}");
+    }
+    encode(&mut out, "n", &Event::Heartbeat);
+    assert_eq!(out, b"hb n");
+    let bad: &[(&[u8], WireError)] = &[
+        (b"", WireError::UnknownKind),
+        (b"dance n", WireError::UnknownKind),
+        (b"hb", WireError::BadField),
+        (b"hb n extra", WireError::BadField),
+        (b"say n bob lobby", WireError::BadField),
+        (b"say n bob lobby ", WireError::BadField),
+        (b"join n b.b lobby", WireError::BadField),
+        (b"join n bob", WireError::BadField),
+        (b"roster n bob", WireError::BadField),
+        (b"msg n bob \xff hi", WireError::BadField),
+    ];
+    for &(payload, error) in bad {
+        assert_eq!(decode(payload).map(|_| ()), Err(error), "{payload:?}");
+    }
+}
+
+// ----- two and three servers -----
+
+#[test]
+fn two_servers_are_one_chat() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = (chat(&redis, "a"), chat(&redis, "b"));
+    let mut amy = Member::join(&a);
+    let mut bob = Member::join(&b);
+    amy.expect(&format!("* {} joined lobby", bob.nick));
+    assert_ne!(amy.nick, bob.nick, "guest names unique across servers");
+    // Server b may hear of amy's arrival after bob's own: that notice is skipped.
+    bob.ask_until("/who", &who("lobby", &[&amy, &bob]));
+    let old = amy.nick.clone();
+    amy.rename("amy");
+    bob.expect(&format!("* {old} is now amy"));
+    let old = bob.nick.clone();
+    bob.rename("bob");
+    amy.expect(&format!("* {old} is now bob"));
+
+    // Room lines and /me, both ways.
+    amy.send("hello from a");
+    bob.expect("<amy> hello from a");
+    bob.send("/me waves");
+    all_expect(&mut [&mut bob, &mut amy], "* bob waves");
+    // Text is cleaned by the server that delivers it.
+    amy.send("caf\u{e9} \x1b[31m");
+    bob.expect("<amy> caf\u{e9} \u{fffd}[31m");
+
+    // /msg across servers; an unknown nick is an error at the sender's.
+    amy.send("/msg bob psst");
+    bob.expect("*private* <amy> psst");
+    bob.send("/msg amy back");
+    amy.expect("*private* <bob> back");
+    amy.send("/msg nobody hi");
+    amy.expect("* error: no such nick: nobody");
+
+    // A nick in use on the other server: the same error as a local clash.
+    let mut ann = Member::join(&a);
+    all_expect(
+        &mut [&mut amy, &mut bob],
+        &format!("* {} joined lobby", ann.nick),
+    );
+    ann.send("/nick bob");
+    ann.expect("* error: nick bob is taken");
+    ann.send("/nick amy");
+    ann.expect("* error: nick amy is taken");
+    let old = ann.nick.clone();
+    ann.rename("ann");
+    all_expect(&mut [&mut amy, &mut bob], &format!("* {old} is now ann"));
+
+    // /who and /rooms count both servers.
+    bob.send("/who");
+    bob.expect("* in lobby: amy, ann, bob");
+    bob.send("/join kitchen");
+    bob.expect("* bob joined kitchen");
+    all_expect(&mut [&mut amy, &mut ann], "* bob left lobby");
+    amy.send("/rooms");
+    amy.expect("* rooms: kitchen (1), lobby (2)");
+    amy.send("/join kitchen");
+    amy.expect("* amy joined kitchen");
+    ann.expect("* amy left lobby");
+    bob.expect("* amy joined kitchen");
+    bob.send("/who");
+    bob.expect("* in kitchen: amy, bob");
+    ann.send("/rooms");
+    ann.expect("* rooms: kitchen (2), lobby (1)");
+
+    // Renames and departures reach the room on the other server.
+    bob.rename("bobby");
+    amy.expect("* bob is now bobby");
+    bob.send("/quit");
+    bob.expect("* bye");
+    amy.expect("* bobby disconnected");
+    // The nick is free again, for a member of the other server.
+    ann.rename("bobby");
+    ann.send("/who");
+    ann.expect("* in lobby: bobby");
+}
+
+#[test]
+fn three_servers_share_rooms_nicks_and_guest_numbers() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let servers = [
+        chat(&redis, "one"),
+        chat(&redis, "two"),
+        chat(&redis, "three"),
+    ];
+    // Guests arriving in turn on every server: all names distinct.
+    let mut members: Vec<Member> = Vec::new();
+    for _ in 0..4 {
+        for server in &servers {
+            let mut newcomer = Member::join(server);
+            let joined = format!("* {} joined lobby", newcomer.nick);
+            for m in &mut members {
+                m.expect(&joined);
+            }
+            // The first member of a server may hear of earlier arrivals late.
+            let mut all: Vec<&Member> = members.iter().collect();
+            all.push(&newcomer);
+            let want = who("lobby", &all);
+            newcomer.ask_until("/who", &want);
+            members.push(newcomer);
+        }
+    }
+    let nicks: BTreeSet<&str> = members.iter().map(|m| m.nick.as_str()).collect();
+    assert_eq!(nicks.len(), members.len(), "{nicks:?}");
+    // Each line reaches the 11 others once, wherever they are.
+    let from = members[4].nick.clone();
+    members[4].send("hi all");
+    for (i, m) in members.iter_mut().enumerate() {
+        if i != 4 {
+            m.expect(&format!("<{from}> hi all"));
+        }
+    }
+    // Thin the room to one member per server, and count them everywhere.
+    for m in members.iter_mut().skip(3) {
+        m.send("/join side");
+    }
+    let lobby = who("lobby", &members[..3].iter().collect::<Vec<_>>());
+    let (first, rest) = members.split_at_mut(3);
+    for m in first.iter_mut() {
+        m.ask_until("/who", &lobby);
+        m.ask_until("/rooms", "* rooms: lobby (3), side (9)");
+    }
+    // A /msg goes to the one server whose member it names.
+    let to = rest[8].nick.clone();
+    first[0].send(&format!("/msg {to} just you"));
+    rest[8].wait_for(&format!("*private* <{}> just you", first[0].nick));
+    // A rename on one server reaches the room on the two others.
+    let old = first[2].nick.clone();
+    first[2].send("/nick zed");
+    first[2].wait_for(&format!("* {old} is now zed"));
+    first[0].wait_for(&format!("* {old} is now zed"));
+    first[1].wait_for(&format!("* {old} is now zed"));
+}
