@@ -382,3 +382,232 @@ fn three_servers_share_rooms_nicks_and_guest_numbers() {
     first[0].wait_for(&format!("* {old} is now zed"));
     first[1].wait_for(&format!("* {old} is now zed"));
 }
+
+// ----- load: every line once, in order -----
+
+/// What a member got: per sender, the numbers in `<SENDER> N` lines, checked as they
+/// come: each sender's next line must be its next number. Ends once `total` lines
+/// have come.
+fn receive_all(mut member: Member, total: usize) -> Result<usize, String> {
+    let mut next: HashMap<String, u64> = HashMap::new();
+    for _ in 0..total {
+        let line = member.line();
+        let parsed = line
+            .strip_prefix('<')
+            .and_then(|rest| rest.split_once("> "))
+            .and_then(|(nick, n)| Some((nick.to_owned(), n.parse::<u64>().ok()?)));
+        let Some((sender, n)) = parsed else {
+            return Err(format!("{}: unexpected line {line:?}", member.nick));
+        };
+        let want = next.entry(sender.clone()).or_insert(0);
+        if n != *want {
+            return Err(format!(
+                "{}: from {sender}, line {n} where {want} was due (a line lost, doubled or out of order)",
+                member.nick
+            ));
+        }
+        *want += 1;
+    }
+    Ok(next.values().count())
+}
+
+#[test]
+fn ten_senders_on_three_servers_reach_everyone_once_in_order() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    const SENDERS: usize = 10;
+    const LINES: u64 = 1000;
+    let servers = [chat(&redis, "x"), chat(&redis, "y"), chat(&redis, "z")];
+    let mut members: Vec<Member> = Vec::new();
+    for i in 0..SENDERS + servers.len() {
+        let mut m = Member::join(&servers[i % servers.len()]);
+        let nick = match i < SENDERS {
+            true => format!("s{i}"),
+            false => format!("r{i}"),
+        };
+        m.send(&format!("/nick {nick}"));
+        m.wait_for(&format!("* {} is now {nick}", m.nick));
+        m.nick = nick;
+        members.push(m);
+    }
+    // Everyone knows everyone (and has read every notice) before the lines start.
+    let all = who("lobby", &members.iter().collect::<Vec<_>>());
+    for m in &mut members {
+        m.ask_until("/who", &all);
+    }
+    let started = Instant::now();
+    let mut readers = Vec::new();
+    let mut writers = Vec::new();
+    for (i, m) in members.into_iter().enumerate() {
+        let total = match i < SENDERS {
+            true => (SENDERS - 1) * LINES as usize,
+            false => SENDERS * LINES as usize,
+        };
+        if i < SENDERS {
+            let mut stream = m.stream.try_clone().unwrap();
+            writers.push(thread::spawn(move || {
+                let lines: String = (0..LINES).map(|n| format!("{n}\n")).collect();
+                stream.write_all(lines.as_bytes()).expect("send the lines");
+                stream
+            }));
+        }
+        readers.push(thread::spawn(move || receive_all(m, total)));
+    }
+    let _streams: Vec<TcpStream> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    for (i, r) in readers.into_iter().enumerate() {
+        let senders = r.join().expect("reader").unwrap_or_else(|e| panic!("{e}"));
+        let want = if i < SENDERS { SENDERS - 1 } else { SENDERS };
+        assert_eq!(senders, want);
+    }
+    eprintln!(
+        "{} lines delivered {} times each in {:?}",
+        SENDERS as u64 * LINES,
+        SENDERS + servers.len() - 1,
+        started.elapsed()
+    );
+}
+
+// ----- faults -----
+
+/// Two servers on `redis` with members: a1 and a2 on the first, b1 on the second,
+/// each knowing the others.
+fn two_servers(redis: &RedisServer) -> (Listening, Listening, Member, Member, Member) {
+    let (a, b) = (chat(redis, "a"), chat(redis, "b"));
+    let mut a1 = Member::join(&a);
+    let mut a2 = Member::join(&a);
+    let mut b1 = Member::join(&b);
+    for (m, nick) in [(&mut a1, "a1"), (&mut a2, "a2"), (&mut b1, "b1")] {
+        m.send(&format!("/nick {nick}"));
+        m.wait_for(&format!("* {} is now {nick}", m.nick));
+        m.nick = nick.to_owned();
+    }
+    let all = who("lobby", &[&a1, &a2, &b1]);
+    for m in [&mut a1, &mut a2, &mut b1] {
+        m.ask_until("/who", &all);
+    }
+    (a, b, a1, a2, b1)
+}
+
+#[test]
+fn a_restarted_redis_brings_the_federation_back_without_replaying_anything() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let (_a, _b, mut a1, mut a2, mut b1) = two_servers(&redis);
+    redis.kill();
+    for m in [&mut a1, &mut a2, &mut b1] {
+        m.expect("* federation lost");
+    }
+    // Each server goes on with its own members.
+    a1.send("while redis is down");
+    a2.expect("<a1> while redis is down");
+    b1.send("/me is alone");
+    b1.expect("* b1 is alone");
+    b1.send("/who");
+    b1.expect("* in lobby: b1");
+    a2.send("/nick a2bis");
+    a2.expect("* a2 is now a2bis");
+    a1.expect("* a2 is now a2bis");
+    a2.nick = "a2bis".to_owned();
+
+    redis.spawn();
+    for m in [&mut a1, &mut a2, &mut b1] {
+        m.expect("* federation restored");
+    }
+    // What was said meanwhile stays local: b1's next line is the next one said.
+    a1.send("back again");
+    a2.expect("<a1> back again");
+    b1.expect("<a1> back again");
+    b1.send("and here");
+    a1.expect("<b1> and here");
+    a2.expect("<b1> and here");
+    b1.ask_until("/who", &who("lobby", &[&a1, &a2, &b1]));
+    // The nicks were claimed again: taken across servers as before.
+    b1.send("/nick a2bis");
+    b1.expect("* error: nick a2bis is taken");
+}
+
+#[test]
+fn killed_subscribers_are_noticed_and_the_federation_recovers() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (_a, _b, mut a1, mut a2, mut b1) = two_servers(&redis);
+    let killed = redis_cmd(&mut redis.redis(), &["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_eq!(killed, redis::Value::Int(2));
+    for m in [&mut a1, &mut a2, &mut b1] {
+        m.expect("* federation lost");
+        m.expect("* federation restored");
+    }
+    a1.send("still one chat");
+    a2.expect("<a1> still one chat");
+    b1.expect("<a1> still one chat");
+}
+
+#[test]
+fn a_paused_redis_does_not_stop_local_chat() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (_a, _b, mut a1, mut a2, mut b1) = two_servers(&redis);
+    redis_cmd(&mut redis.redis(), &["CLIENT", "PAUSE", "2000"]);
+    // Redis answers nothing for 2 s; the line reaches the member on the same server
+    // all the same (bounded by the watchdog only: no timing is asserted).
+    a1.send("during the pause");
+    a2.expect("<a1> during the pause");
+    a2.send("/me is here");
+    a2.expect("* a2 is here");
+    a1.expect("* a2 is here");
+    // And reaches the other server once Redis goes on, in order.
+    b1.expect("<a1> during the pause");
+    b1.expect("* a2 is here");
+}
+
+#[test]
+fn a_subscriber_cut_off_for_its_output_buffer_is_noticed_and_recovers() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (_a, _b, mut a1, mut a2, mut b1) = two_servers(&redis);
+    let mut con = redis.redis();
+    let limit = "client-output-buffer-limit";
+    redis_cmd(&mut con, &["CONFIG", "SET", limit, "pubsub 1kb 1kb 0"]);
+    // A burst: Redis cannot hand it to the subscribers within 1 KiB of buffer.
+    let text = "x".repeat(1000);
+    let burst: String = (0..300).map(|n| format!("{n} {text}\n")).collect();
+    a1.stream.write_all(burst.as_bytes()).expect("send the burst");
+    b1.wait_for("* federation lost");
+    redis_cmd(&mut con, &["CONFIG", "SET", limit, "pubsub 32mb 8mb 60"]);
+    b1.wait_for("* federation restored");
+    // Both servers are up again once b knows a's members (a sent its roster then).
+    b1.ask_until("/who", &who("lobby", &[&a1, &a2, &b1]));
+    a1.send("after the burst");
+    b1.wait_for("<a1> after the burst");
+    a2.wait_for("<a1> after the burst");
+}
+
+#[test]
+fn the_nicks_of_a_killed_server_are_free_within_30_seconds() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, _b, _a1, _a2, mut b1) = two_servers(&redis);
+    let killed = Instant::now();
+    a.signal("KILL");
+    // Its members leave the room once it is silent, and their nicks come free.
+    b1.wait_for("* a1 disconnected");
+    let deadline = killed + Duration::from_secs(35);
+    loop {
+        b1.send("/nick a1");
+        match b1.line().as_str() {
+            "* b1 is now a1" => break,
+            "* error: nick a1 is taken" => {}
+            other if other.ends_with(" disconnected") => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(Instant::now() < deadline, "a1 still taken 35 s after the kill");
+        thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("a1 free again {:?} after the kill", killed.elapsed());
+}
