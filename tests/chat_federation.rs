@@ -576,7 +576,9 @@ fn a_subscriber_cut_off_for_its_output_buffer_is_noticed_and_recovers() {
     // A burst: Redis cannot hand it to the subscribers within 1 KiB of buffer.
     let text = "x".repeat(1000);
     let burst: String = (0..300).map(|n| format!("{n} {text}\n")).collect();
-    a1.stream.write_all(burst.as_bytes()).expect("send the burst");
+    a1.stream
+        .write_all(burst.as_bytes())
+        .expect("send the burst");
     b1.wait_for("* federation lost");
     redis_cmd(&mut con, &["CONFIG", "SET", limit, "pubsub 32mb 8mb 60"]);
     b1.wait_for("* federation restored");
@@ -606,7 +608,10 @@ fn the_nicks_of_a_killed_server_are_free_within_30_seconds() {
             other if other.ends_with(" disconnected") => {}
             other => panic!("unexpected {other:?}"),
         }
-        assert!(Instant::now() < deadline, "a1 still taken 35 s after the kill");
+        assert!(
+            Instant::now() < deadline,
+            "a1 still taken 35 s after the kill"
+        );
         thread::sleep(Duration::from_millis(500));
     }
     eprintln!("a1 free again {:?} after the kill", killed.elapsed());

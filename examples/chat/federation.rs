@@ -56,7 +56,7 @@
 //! [`REFRESH_TICKS`] heartbeats, the server renews all its keys in one pipelined
 //! script call; a rename or a departure deletes the old key if it is still ours
 //! ([`RELEASE`], compare-and-delete). A server that dies stops renewing: its nicks are
-//! free again within [`LEASE`] (30 s).
+//! free again within [`LEASE`] (25 s, under the spec's 30).
 //!
 //! Guests: the counter `PREFIX:guest` hands out blocks of [`GUEST_BLOCK`] numbers
 //! ([`RESERVE`], which also claims each `guestN` of the block and never goes below
@@ -87,6 +87,7 @@
 //! until [`RESUME_IN_FLIGHT`] do, so that a slow Redis slows the senders instead of
 //! dropping their events.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::{Rc, Weak};
@@ -98,7 +99,7 @@ use twistor::framing::resp::Value;
 use twistor::redis::{Event as LinkEvent, RedisClient, RedisError, RedisProtocol, Subscriber};
 use twistor::{ConnId, Context, Reactor};
 
-use crate::server::{MemberKey, Server};
+use crate::server::{Federate, MemberKey, News, Server};
 use crate::wire::{decode, encode, Entry, Event};
 
 /// How often a server publishes its heartbeat (and does its housekeeping).
@@ -112,12 +113,12 @@ pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 /// subscription is silently dead.
 pub const ECHO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a nick's key lives without renewal: the spec's 30 s for a dead server's
-/// nicks to be free again.
-pub const LEASE: Duration = Duration::from_secs(30);
+/// How long a nick's key lives without renewal: a dead server's nicks must be free
+/// again within 30 s; 25 s leaves room for the claim's own round trips.
+pub const LEASE: Duration = Duration::from_secs(25);
 
-/// Keys are renewed every this many heartbeats (10 s): three chances per lease.
-pub const REFRESH_TICKS: u64 = 5;
+/// Keys are renewed every this many heartbeats (8 s): three chances per lease.
+pub const REFRESH_TICKS: u64 = 4;
 
 /// Guest numbers reserved at a time: one round trip per 64 arrivals.
 pub const GUEST_BLOCK: u64 = 64;
@@ -276,7 +277,9 @@ fn with(weak: &Weak<RefCell<Server>>, f: impl FnOnce(&mut Server, &mut Federatio
     let Some(mut fed) = server.take_federation() else {
         return;
     };
-    f(&mut server, &mut fed);
+    if let Some(federation) = fed.as_any().downcast_mut::<Federation>() {
+        f(&mut server, federation);
+    }
     server.put_federation(fed);
 }
 
@@ -376,104 +379,29 @@ fn claim_results(reply: &Value, keys: usize) -> Option<Vec<bool>> {
     }
 }
 
-impl Federation {
-    /// True while events go out and come in.
-    pub fn is_up(&self) -> bool {
-        self.link == Link::Up
-    }
-
-    /// True if `nick` is in use on another server, or being claimed here.
-    pub fn is_taken(&self, nick: &str) -> bool {
-        self.remote.contains_key(nick) || self.claims.contains_key(nick)
-    }
-
-    /// True if `nick` is a member on another server.
-    pub fn is_remote(&self, nick: &str) -> bool {
-        self.remote.contains_key(nick)
-    }
-
-    /// False while the federation holds member `key`'s reading paused (a `/nick`
-    /// claim in flight, or too many events awaiting Redis).
-    pub fn lets_read(&self, key: MemberKey) -> bool {
-        !self.held.iter().any(|&(k, _)| k == key) && !self.claims.values().any(|&(k, _)| k == key)
-    }
-
-    /// The other servers' members in `room`.
-    pub fn members_in<'a>(&'a self, room: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.peers.values().flat_map(move |p| {
-            p.members
-                .iter()
-                .filter(move |(_, r)| r.as_str() == room)
-                .map(|(n, _)| n.as_str())
-        })
-    }
-
-    /// Adds the other servers' members to `rooms` (room name to member count).
-    pub fn count_rooms<'a>(&'a self, rooms: &mut BTreeMap<&'a str, usize>) {
-        for peer in self.peers.values() {
-            for room in peer.members.values() {
-                *rooms.entry(room.as_str()).or_default() += 1;
+impl Federate for Federation {
+    /// Publishes `news` (if the link is up); a rename releases the old nick too.
+    /// `sender`, the member whose action it is, is held back while too many events
+    /// await Redis.
+    fn tell(&mut self, cx: &mut Context<'_>, sender: Option<(MemberKey, ConnId)>, news: &News<'_>) {
+        let event = match *news {
+            News::Joined { nick, room } => Event::Joined { nick, room },
+            News::Left { nick, room } => Event::Left { nick, room },
+            News::Gone { nick, room } => Event::Gone { nick, room },
+            News::Renamed { old, new, room } => {
+                self.release(cx, old);
+                Event::Renamed { old, new, room }
             }
-        }
+            News::Said { nick, room, text } => Event::Said { nick, room, text },
+            News::Me { nick, room, text } => Event::Me { nick, room, text },
+            News::Private { from, to, text } => Event::Private { from, to, text },
+        };
+        self.publish(cx, sender, &event);
     }
 
-    /// A guest nick for a new member (or one whose nick was taken): the lowest of
-    /// the pool, else the server's next number; never one known to be in use.
-    pub fn guest_nick(&mut self, server: &mut Server) -> String {
-        while let Some(n) = self.pool.pop_first() {
-            server.note_guest_number(n);
-            let nick = format!("guest{n}");
-            if self.free_here(server, &nick) {
-                return nick;
-            }
-        }
-        loop {
-            let nick = format!("guest{}", server.next_guest_number());
-            if self.free_here(server, &nick) {
-                self.unclaimed.push(nick.clone());
-                return nick;
-            }
-        }
-    }
-
-    fn free_here(&self, server: &Server, nick: &str) -> bool {
-        !server.has_nick(nick) && !self.is_taken(nick)
-    }
-
-    // ----- hooks: after a local delivery -----
-
-    /// Publishes `event` (if the link is up). `sender`, the member whose action it
-    /// is, is held back while too many events await Redis.
-    pub fn publish(
-        &mut self,
-        cx: &mut Context<'_>,
-        sender: Option<(MemberKey, ConnId)>,
-        event: &Event<'_>,
-    ) {
-        if self.link != Link::Up {
-            return;
-        }
-        encode(&mut self.payload, &self.node, event);
-        let weak = self.server.clone();
-        let args: [&[u8]; 3] = [b"PUBLISH", self.channel.as_bytes(), &self.payload];
-        let sent = self.client.command(cx, &args, move |cx, reply| {
-            with(&weak, |s, f| f.published(cx, s, reply))
-        });
-        if let Err(e) = sent {
-            log::warn!("federation: an event was not published: {e}");
-            return;
-        }
-        let Some((key, conn)) = sender else { return };
-        if self.client.in_flight() >= HOLD_IN_FLIGHT && !self.held.iter().any(|&(k, _)| k == key) {
-            cx.conn(conn).pause_reading();
-            self.held.push((key, conn));
-        }
-    }
-
-    /// A member arrived (already published as `Joined`): tops up the guest pool, and
-    /// claims its nick if it did not come from the pool. True if the member is to be
-    /// told that the federation is lost.
-    pub fn arrived(&mut self, cx: &mut Context<'_>, last_guest: u64) -> bool {
+    /// Tops up the guest pool, and claims the new member's nick if it did not come
+    /// from the pool.
+    fn arrived(&mut self, cx: &mut Context<'_>, last_guest: u64) -> bool {
         self.top_up(cx, last_guest);
         if self.client_up && !self.unclaimed.is_empty() {
             let nicks = std::mem::take(&mut self.unclaimed);
@@ -486,36 +414,15 @@ impl Federation {
         true
     }
 
-    /// Member `key` renamed itself from `old` to `new` in `room`, here: the others
-    /// hear it, and `old` is released.
-    pub fn renamed(
-        &mut self,
-        cx: &mut Context<'_>,
-        sender: Option<(MemberKey, ConnId)>,
-        old: &str,
-        new: &str,
-        room: &str,
-    ) {
-        self.publish(cx, sender, &Event::Renamed { old, new, room });
-        self.release(cx, old);
-    }
-
-    /// Member `key` left the server: its nick is released.
-    pub fn departed(&mut self, cx: &mut Context<'_>, key: MemberKey, nick: &str) {
+    /// Releases the nick.
+    fn departed(&mut self, cx: &mut Context<'_>, key: MemberKey, nick: &str) {
         self.held.retain(|&(k, _)| k != key);
         self.release(cx, nick);
     }
 
-    /// Claims `nick` for member `key` (on `conn`), whose reading pauses until Redis
-    /// answers ([`claim_answered`](Self::claim_answered)). False if it cannot be
-    /// claimed now (no command connection): the caller renames locally.
-    pub fn claim(
-        &mut self,
-        cx: &mut Context<'_>,
-        key: MemberKey,
-        conn: ConnId,
-        nick: &str,
-    ) -> bool {
+    /// Asks Redis ([`CLAIM`]) if the command connection is up; the answer goes to
+    /// [`claim_answered`](Federation::claim_answered).
+    fn claim(&mut self, cx: &mut Context<'_>, key: MemberKey, conn: ConnId, nick: &str) -> bool {
         if !self.client_up {
             return false;
         }
@@ -541,6 +448,96 @@ impl Federation {
                 log::debug!("federation: /nick {nick} not claimed: {e}");
                 false
             }
+        }
+    }
+
+    /// The lowest of the pool, else the server's next number (claimed when the
+    /// member has arrived, [`arrived`](Federate::arrived)).
+    fn guest_nick(&mut self, server: &mut Server) -> String {
+        while let Some(n) = self.pool.pop_first() {
+            server.note_guest_number(n);
+            let nick = format!("guest{n}");
+            if self.free_here(server, &nick) {
+                return nick;
+            }
+        }
+        loop {
+            let nick = format!("guest{}", server.next_guest_number());
+            if self.free_here(server, &nick) {
+                self.unclaimed.push(nick.clone());
+                return nick;
+            }
+        }
+    }
+
+    fn is_up(&self) -> bool {
+        self.link == Link::Up
+    }
+
+    fn is_taken(&self, nick: &str) -> bool {
+        self.remote.contains_key(nick) || self.claims.contains_key(nick)
+    }
+
+    fn is_remote(&self, nick: &str) -> bool {
+        self.remote.contains_key(nick)
+    }
+
+    /// Held while a `/nick` claim is in flight, or while too many events await
+    /// Redis.
+    fn lets_read(&self, key: MemberKey) -> bool {
+        !self.held.iter().any(|&(k, _)| k == key) && !self.claims.values().any(|&(k, _)| k == key)
+    }
+
+    fn members_in<'a>(&'a self, room: &str, nicks: &mut Vec<&'a str>) {
+        for peer in self.peers.values() {
+            let here = peer.members.iter().filter(|(_, r)| r.as_str() == room);
+            nicks.extend(here.map(|(n, _)| n.as_str()));
+        }
+    }
+
+    fn count_rooms<'a>(&'a self, rooms: &mut BTreeMap<&'a str, usize>) {
+        for peer in self.peers.values() {
+            for room in peer.members.values() {
+                *rooms.entry(room.as_str()).or_default() += 1;
+            }
+        }
+    }
+
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+impl Federation {
+    fn free_here(&self, server: &Server, nick: &str) -> bool {
+        !server.has_nick(nick) && !self.is_taken(nick)
+    }
+
+    /// Publishes `event` (if the link is up), holding `sender` back while too many
+    /// events await Redis.
+    fn publish(
+        &mut self,
+        cx: &mut Context<'_>,
+        sender: Option<(MemberKey, ConnId)>,
+        event: &Event<'_>,
+    ) {
+        if self.link != Link::Up {
+            return;
+        }
+        encode(&mut self.payload, &self.node, event);
+        let weak = self.server.clone();
+        let args: [&[u8]; 3] = [b"PUBLISH", self.channel.as_bytes(), &self.payload];
+        let sent = self.client.command(cx, &args, move |cx, reply| {
+            with(&weak, |s, f| f.published(cx, s, reply))
+        });
+        if let Err(e) = sent {
+            log::warn!("federation: an event was not published: {e}");
+            return;
+        }
+        let Some((key, conn)) = sender else { return };
+        if self.client.in_flight() >= HOLD_IN_FLIGHT && !self.held.iter().any(|&(k, _)| k == key) {
+            cx.conn(conn).pause_reading();
+            self.held.push((key, conn));
         }
     }
 
@@ -588,7 +585,16 @@ impl Federation {
                 self.pool.remove(&n);
             }
             let (old, room) = server.rename_now(cx, key, &nick);
-            self.renamed(cx, Some((key, conn)), &old, &nick, &room);
+            let (new, room) = (nick.as_str(), room.as_str());
+            self.tell(
+                cx,
+                Some((key, conn)),
+                &News::Renamed {
+                    old: &old,
+                    new,
+                    room,
+                },
+            );
         } else {
             server.nick_taken(cx, key, &nick);
         }

@@ -26,11 +26,13 @@
 //! Text from members is cleaned on the way (see [`crate::text`]): what others
 //! receive is valid UTF-8 without control characters.
 //!
-//! Federation (`--redis`, see [`crate::federation`]): each operation, once it has
-//! delivered locally, tells the other servers through the [`Federation`] the server
-//! owns; their events come back in through the `federation` section below, and are
-//! written through [`Server::send`] like any line, held back by nothing.
+//! Federation (`--redis`): each operation, once it has delivered locally, tells the
+//! other servers its [`News`] through the [`Federate`] the server owns (in the chat
+//! program, `federation.rs`; this file knows nothing of Redis). Their news comes back
+//! in through the `federation` section below, and is written through
+//! [`Server::send`] like any line, holding back nobody.
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
@@ -38,9 +40,7 @@ use slab::Slab;
 use twistor::{ConnId, Context};
 
 use crate::command::{Command, CommandError};
-use crate::federation::Federation;
 use crate::text::push_clean;
-use crate::wire::Event;
 
 /// Identifies a member while it is connected.
 pub type MemberKey = usize;
@@ -80,7 +80,7 @@ pub struct Server {
     /// Unsent output above which a member is congested.
     high_watermark_bytes: usize,
     /// The link to the other servers, with `--redis`.
-    federation: Option<Box<Federation>>,
+    federation: Option<Box<dyn Federate>>,
 }
 
 /// Sets `line` to the concatenation of `parts` and a newline.
@@ -149,8 +149,8 @@ impl Server {
         self.send_room(cx, room, Some(key), Some(key));
         if let Some(fed) = &mut self.federation {
             let nick = &self.members[key].nick;
-            let joined = Event::Joined { nick, room: LOBBY };
-            fed.publish(cx, Some((key, conn)), &joined);
+            let joined = News::Joined { nick, room: LOBBY };
+            fed.tell(cx, Some((key, conn)), &joined);
             if fed.arrived(cx, self.last_guest) {
                 self.notice(cx, key, b"federation lost");
             }
@@ -177,7 +177,7 @@ impl Server {
         if let Some(fed) = &mut self.federation {
             let nick = &self.members[key].nick;
             let room = &self.rooms[room].name;
-            fed.publish(cx, None, &Event::Gone { nick, room });
+            fed.tell(cx, None, &News::Gone { nick, room });
             fed.departed(cx, key, nick);
         }
         self.leave_room(key, room);
@@ -228,11 +228,7 @@ impl Server {
                 if let Some(fed) = &mut self.federation {
                     let member = &self.members[key];
                     let (nick, room) = (&member.nick, &self.rooms[member.room].name);
-                    fed.publish(
-                        cx,
-                        Some((key, member.conn)),
-                        &Event::Me { nick, room, text },
-                    );
+                    fed.tell(cx, Some((key, member.conn)), &News::Me { nick, room, text });
                 }
             }
         }
@@ -269,10 +265,10 @@ impl Server {
         if let Some(fed) = &mut self.federation {
             let member = &self.members[key];
             let (nick, room) = (&member.nick, &self.rooms[member.room].name);
-            fed.publish(
+            fed.tell(
                 cx,
                 Some((key, member.conn)),
-                &Event::Said { nick, room, text },
+                &News::Said { nick, room, text },
             );
         }
     }
@@ -294,7 +290,16 @@ impl Server {
         }
         let (old, room) = self.rename_now(cx, key, nick);
         if let Some(fed) = &mut self.federation {
-            fed.renamed(cx, Some((key, conn)), &old, nick, &room);
+            let (new, room) = (nick, room.as_str());
+            fed.tell(
+                cx,
+                Some((key, conn)),
+                &News::Renamed {
+                    old: &old,
+                    new,
+                    room,
+                },
+            );
         }
     }
 
@@ -344,8 +349,8 @@ impl Server {
         if let (Some(fed), Some(old)) = (&mut self.federation, federated_old) {
             let member = &self.members[key];
             let (nick, sender) = (&member.nick, Some((key, member.conn)));
-            fed.publish(cx, sender, &Event::Left { nick, room: &old });
-            fed.publish(cx, sender, &Event::Joined { nick, room: name });
+            fed.tell(cx, sender, &News::Left { nick, room: &old });
+            fed.tell(cx, sender, &News::Joined { nick, room: name });
         }
     }
 
@@ -358,7 +363,7 @@ impl Server {
             .map(|&k| self.members[k].nick.as_str())
             .collect();
         if let Some(fed) = &self.federation {
-            nicks.extend(fed.members_in(&room.name));
+            fed.members_in(&room.name, &mut nicks);
         }
         nicks.sort_unstable();
         let line = &mut self.line;
@@ -398,7 +403,7 @@ impl Server {
                 if let Some(to) = remote {
                     let member = &self.members[key];
                     let (from, sender) = (&member.nick, Some((key, member.conn)));
-                    return fed.publish(cx, sender, &Event::Private { from, to, text });
+                    return fed.tell(cx, sender, &News::Private { from, to, text });
                 }
             }
             // The name is the sender's own input, but it is cleaned all the same:
@@ -506,15 +511,91 @@ impl Server {
 
 // ----- federation -----
 
+/// What a server tells the others after a local delivery: what a member did.
+// Read by the chat program's federation, which the tests that include this file
+// without it do not have.
+#[allow(dead_code)]
+#[derive(Clone, Copy, Debug)]
+pub enum News<'a> {
+    /// NICK is in ROOM: a new member (in the lobby) or a `/join`.
+    Joined { nick: &'a str, room: &'a str },
+    /// NICK left ROOM for another (a `/join`).
+    Left { nick: &'a str, room: &'a str },
+    /// NICK, in ROOM, disconnected.
+    Gone { nick: &'a str, room: &'a str },
+    /// OLD, in ROOM, is now NEW (OLD is free again).
+    Renamed {
+        old: &'a str,
+        new: &'a str,
+        room: &'a str,
+    },
+    /// A line for ROOM.
+    Said {
+        nick: &'a str,
+        room: &'a str,
+        text: &'a [u8],
+    },
+    /// A `/me` for ROOM.
+    Me {
+        nick: &'a str,
+        room: &'a str,
+        text: &'a [u8],
+    },
+    /// A `/msg` for TO, a member of another server.
+    Private {
+        from: &'a str,
+        to: &'a str,
+        text: &'a [u8],
+    },
+}
+
+/// The other servers, as the server sees them: what it tells them, and what it asks
+/// of them. Calls with a `sender` may pause that member's reading (the federation
+/// then says so through [`lets_read`](Federate::lets_read), and resumes it with
+/// [`Server::resume_if_free`]).
+pub trait Federate {
+    /// Tells the others `news`, of member `sender` (key and connection).
+    fn tell(&mut self, cx: &mut Context<'_>, sender: Option<(MemberKey, ConnId)>, news: &News<'_>);
+    /// A member arrived (and was told as [`News::Joined`]). True if it is to be told
+    /// `* federation lost`.
+    fn arrived(&mut self, cx: &mut Context<'_>, last_guest: u64) -> bool;
+    /// Member `key`, called `nick`, left the server (and was told as [`News::Gone`]).
+    fn departed(&mut self, cx: &mut Context<'_>, key: MemberKey, nick: &str);
+    /// Claims `nick` for member `key`, whose reading pauses until the answer, when
+    /// the federation renames it ([`Server::rename_now`]) or refuses
+    /// ([`Server::nick_taken`]). False if it cannot ask now: the caller renames.
+    fn claim(&mut self, cx: &mut Context<'_>, key: MemberKey, conn: ConnId, nick: &str) -> bool;
+    /// A fresh `guestN` nick, free on every server as far as is known.
+    fn guest_nick(&mut self, server: &mut Server) -> String;
+    /// True while the link to the others is up.
+    fn is_up(&self) -> bool;
+    /// True if `nick` is in use on another server, or being claimed here.
+    fn is_taken(&self, nick: &str) -> bool;
+    /// True if `nick` is a member of another server.
+    fn is_remote(&self, nick: &str) -> bool;
+    /// False while the federation holds member `key`'s reading paused.
+    fn lets_read(&self, key: MemberKey) -> bool;
+    /// Adds the other servers' members in `room` to `nicks`.
+    fn members_in<'a>(&'a self, room: &str, nicks: &mut Vec<&'a str>);
+    /// Adds the other servers' members to `rooms` (room name to member count).
+    fn count_rooms<'a>(&'a self, rooms: &mut BTreeMap<&'a str, usize>);
+    /// The federation itself, for its own callbacks.
+    #[allow(dead_code)] // as `News`
+    fn as_any(&mut self) -> &mut dyn Any;
+}
+
+// Called by the chat program's federation, which the tests that include this file
+// without it do not have.
+#[allow(dead_code)]
 impl Server {
-    /// Joins the server to a federation (see [`crate::federation::start`]).
-    pub fn put_federation(&mut self, federation: Box<Federation>) {
+    /// Joins the server to a federation.
+    pub fn put_federation(&mut self, federation: Box<dyn Federate>) {
         self.federation = Some(federation);
     }
 
     /// Takes the federation out, for code that needs it and the server together;
     /// [`put_federation`](Self::put_federation) puts it back.
-    pub fn take_federation(&mut self) -> Option<Box<Federation>> {
+    pub fn take_federation(&mut self) -> Option<Box<dyn Federate>> {
         self.federation.take()
     }
 
