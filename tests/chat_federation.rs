@@ -23,7 +23,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::example::{command, serve_command, Listening};
+use common::example::{command, run_example, serve_command, Listening};
 use common::redis::RedisServer;
 
 /// How long one read may block, and the default deadline of a wait: only catches a
@@ -240,6 +240,31 @@ fn every_event_survives_its_payload_and_bad_payloads_are_refused() {
     ];
     for &(payload, error) in bad {
         assert_eq!(decode(payload).map(|_| ()), Err(error), "{payload:?}");
+    }
+}
+
+#[test]
+fn a_malformed_federation_flag_is_refused_naming_it() {
+    for (args, flag) in [
+        (&["--redis", "no-port"][..], "--redis"),
+        (&["--redis", "host:99999"], "--redis"),
+        (&["--redis", ":6379"], "--redis"),
+        (
+            &["--redis", "127.0.0.1:6379", "--node-id", "a.b"],
+            "--node-id",
+        ),
+        (
+            &["--redis", "127.0.0.1:6379", "--redis-prefix", ""],
+            "--redis-prefix",
+        ),
+    ] {
+        let out = run_example("chat", args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("chat: {flag} ")) && stderr.lines().count() == 1,
+            "{args:?}: {stderr}"
+        );
     }
 }
 
@@ -587,6 +612,34 @@ fn a_subscriber_cut_off_for_its_output_buffer_is_noticed_and_recovers() {
     a1.send("after the burst");
     b1.wait_for("<a1> after the burst");
     a2.wait_for("<a1> after the burst");
+}
+
+#[test]
+fn error_replies_restart_the_link_and_local_chat_goes_on() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (_a, b, mut a1, mut a2, mut b1) = two_servers(&redis);
+    let mut con = redis.redis();
+    // Out of memory: every claim is answered `-OOM ...`.
+    redis_cmd(&mut con, &["CONFIG", "SET", "maxmemory", "1"]);
+    b1.send("/nick zed");
+    // No answer to trust: checked locally, and claimed again when the link is back.
+    b1.expect("* b1 is now zed");
+    b1.nick = "zed".to_owned();
+    b1.expect("* federation lost");
+    b.wait_for_log("unexpected answer");
+    b1.send("/me is still served");
+    b1.expect("* zed is still served");
+    a1.send("here too");
+    a2.wait_for("<a1> here too");
+    redis_cmd(&mut con, &["CONFIG", "SET", "maxmemory", "0"]);
+    b1.wait_for("* federation restored");
+    b1.ask_until("/who", &who("lobby", &[&a1, &a2, &b1]));
+    a1.send("all together");
+    b1.wait_for("<a1> all together");
+    a1.send("/nick zed");
+    a1.wait_for("* error: nick zed is taken");
 }
 
 #[test]

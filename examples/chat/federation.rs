@@ -138,11 +138,12 @@ pub const RESUME_IN_FLIGHT: usize = 256;
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Claims (or renews) keys for this node: `KEYS` the nick keys, `ARGV` the node id and
-/// the lease in ms. Returns 1 per key now ours, 0 per key another node holds.
+/// the lease in ms. Returns 1 per key now ours, 0 per key another node holds (or
+/// that is not a string: someone else's data, left alone).
 const CLAIM: &str = "local out = {}
 for i, k in ipairs(KEYS) do
-  local v = redis.call('GET', k)
-  if v == false or v == ARGV[1] then
+  local t = redis.call('TYPE', k)['ok']
+  if t == 'none' or (t == 'string' and redis.call('GET', k) == ARGV[1]) then
     redis.call('SET', k, ARGV[1], 'PX', ARGV[2])
     out[i] = 1
   else
@@ -155,7 +156,7 @@ return out";
 /// node id. Returns how many were deleted.
 const RELEASE: &str = "local n = 0
 for _, k in ipairs(KEYS) do
-  if redis.call('GET', k) == ARGV[1] then
+  if redis.call('TYPE', k)['ok'] == 'string' and redis.call('GET', k) == ARGV[1] then
     n = n + redis.call('DEL', k)
   end
 end
@@ -164,7 +165,10 @@ return n";
 /// Reserves a block of guest numbers and claims each guest nick of it: `KEYS[1]` the
 /// counter; `ARGV` the block size, the lowest the counter may start from, the nick
 /// key prefix, the node id and the lease in ms. Returns the numbers claimed.
-const RESERVE: &str = "local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+const RESERVE: &str = "local n = 0
+if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
+  n = tonumber(redis.call('GET', KEYS[1])) or 0
+end
 local floor = tonumber(ARGV[2])
 if n < floor then n = floor end
 local first = n + 1
@@ -172,7 +176,9 @@ n = n + tonumber(ARGV[1])
 redis.call('SET', KEYS[1], n)
 local got = {}
 for i = first, n do
-  if redis.call('SET', ARGV[3] .. 'guest' .. i, ARGV[4], 'NX', 'PX', ARGV[5]) then
+  local k = ARGV[3] .. 'guest' .. i
+  if redis.call('TYPE', k)['ok'] == 'none' then
+    redis.call('SET', k, ARGV[4], 'PX', ARGV[5])
     got[#got + 1] = i
   end
 end
