@@ -350,6 +350,43 @@ fn two_servers_are_one_chat() {
 }
 
 #[test]
+fn the_same_nick_asked_on_two_servers_at_once_goes_to_one() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = (chat(&redis, "a"), chat(&redis, "b"));
+    let mut amy = Member::join(&a);
+    let mut bob = Member::join(&b);
+    amy.ask_until("/who", &who("lobby", &[&amy, &bob]));
+    bob.ask_until("/who", &who("lobby", &[&amy, &bob]));
+    // Sent together, before either server can have heard of the other's rename:
+    // Redis decides, and exactly one gets each nick.
+    for i in 0..20 {
+        let nick = format!("same{i}");
+        let ask = format!("/nick {nick}\n");
+        amy.stream.write_all(ask.as_bytes()).unwrap();
+        bob.stream.write_all(ask.as_bytes()).unwrap();
+        let mut won = 0;
+        for m in [&mut amy, &mut bob] {
+            let renamed = format!("* {} is now {nick}", m.nick);
+            let answer = loop {
+                let line = m.line();
+                if line.starts_with("* error: ") || line == renamed {
+                    break line;
+                }
+            };
+            if answer == renamed {
+                m.nick = nick.clone();
+                won += 1;
+            } else {
+                assert_eq!(answer, format!("* error: nick {nick} is taken"));
+            }
+        }
+        assert_eq!(won, 1, "{nick} given to {won} members");
+    }
+}
+
+#[test]
 fn three_servers_share_rooms_nicks_and_guest_numbers() {
     let Some(redis) = RedisServer::start() else {
         return;
