@@ -2,9 +2,11 @@
 //!
 //! Every server that uses the same redis-server and the same `--redis-prefix`
 //! (PREFIX below, `twistor-chat` by default) is part of one chat. This module is
-//! the design as built; [`crate::server`] calls it after each local delivery, and
-//! calls back into the server (with [`Federation`] taken out of it) when Redis
-//! answers.
+//! the design as built. The server tells it each [`News`] after the local delivery
+//! (through the [`Federate`] trait, so that `server.rs` knows nothing of Redis); when
+//! Redis answers, the federation is taken out of the server for the callback and
+//! calls back into it (`deliver_room`, `rename_now`, `notice_all`...), writing to
+//! members through the server's one write path.
 //!
 //! # Channel
 //!
@@ -62,25 +64,31 @@
 //! ([`RESERVE`], which also claims each `guestN` of the block and never goes below
 //! the highest number this server has used, so that a Redis that lost its data does
 //! not hand out numbers in use again); a new member takes the lowest number of the
-//! pool at once, and the pool is topped up when it runs low. If it runs out while the
-//! link is down (or before the first block comes), the server counts on from its
-//! highest number, skipping nicks it knows to be taken.
+//! pool at once, and the pool is topped up when it runs low (the first block is
+//! reserved before the link is up, and `chat` waits up to 3 s for that before it
+//! announces itself). If the pool runs out while the link is down, the server counts
+//! on from its highest number, skipping nicks it knows to be taken, and claims those
+//! nicks at once if it can, else when the link is back (below).
 //!
 //! While the command connection is down a `/nick` is checked locally only. When the
 //! link comes back the server claims all its nicks again before it is up; a nick
 //! found taken by another server meanwhile is replaced by a fresh guest nick, its
 //! member told `* nick NICK is taken on another server` and the room the usual
 //! `* OLD is now NEW`. The same happens if a renewal finds a key taken (a lease that
-//! lapsed, or a Redis restarted empty that another server reached first).
+//! lapsed, or a Redis restarted empty that another server reached first). A claim
+//! that gets no answer (the link broke meanwhile) is decided locally the same way.
+//! The scripts leave keys of another type alone (taken, not an error).
 //!
 //! # Never blocking, never crashing
 //!
 //! All Redis I/O goes through the reactor ([`RedisClient`], [`Subscriber`]), which
 //! reconnect with backoff. Commands are pipelined and never queued while
-//! disconnected. A reply that is not what the command returns (or an error reply) is
-//! logged and the link restarted: both connections are aborted and dialled again. So
-//! is a link whose own heartbeat has not come back through Redis for
-//! [`ECHO_TIMEOUT`]. Remote lines to a congested local member cannot hold back their
+//! disconnected. A reply that is not what the command returns (or an error reply,
+//! such as `-OOM`) is logged and the link restarted: both connections are aborted
+//! and dialled again (with backoff, so a Redis that keeps refusing is retried less
+//! and less often). So is a link whose own heartbeat has not come back through
+//! Redis for [`ECHO_TIMEOUT`]. The link's timers live on the command connection and
+//! die with it. Remote lines to a congested local member cannot hold back their
 //! sender on another server: they are written all the same, and the write cap
 //! (`--max-backlog`) cuts off a member that does not read. Local senders are held
 //! back while more than [`HOLD_IN_FLIGHT`] published events await Redis's answer,
