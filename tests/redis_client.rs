@@ -15,15 +15,12 @@
 mod common;
 
 use std::cell::RefCell;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::net::SocketAddr;
 use std::rc::Rc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::example::Proc;
-use common::{run_until, WATCHDOG};
+use common::redis::RedisServer;
+use common::run_until;
 use twistor::backoff::{Backoff, Jitter};
 use twistor::client::{ClientServiceBuilder, State};
 use twistor::framing::resp::Value;
@@ -370,110 +367,44 @@ fn kit_subscriber_gets_messages_and_resubscribes_after_a_reconnect() {
     assert_eq!(sub.patterns(), [b"n*".to_vec()]);
 }
 
+#[test]
+fn kit_subscriber_reports_each_confirmed_subscription() {
+    let mut h = Harness::new(Idle);
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let seen = events.clone();
+    let sub = Subscriber::builder()
+        .service(backoff())
+        .on_event(move |_, e| seen.borrow_mut().push(e.clone()))
+        .subscriber(&mut h, target());
+    let messages: Messages = Rc::default();
+    sub.subscribe(&mut h, &["news"], collect(&messages));
+    sub.psubscribe(&mut h, &["n*"], collect(&messages));
+    let State::Connecting(id) = sub.service().state() else {
+        panic!()
+    };
+    h.complete_connect(id);
+    assert_eq!(*events.borrow(), [Event::Connected]);
+    // Confirmations come one by one (here cut mid-reply), each its own event; an
+    // unsubscribe's confirmation is none.
+    h.feed_of(id, b"*3\r\n$9\r\nsubscribe\r\n$4\r\nne");
+    assert_eq!(*events.borrow(), [Event::Connected]);
+    h.feed_of(
+        id,
+        b"ws\r\n:1\r\n>3\r\n$10\r\npsubscribe\r\n$2\r\nn*\r\n:2\r\n\
+          *3\r\n$11\r\nunsubscribe\r\n$4\r\nnews\r\n:1\r\n",
+    );
+    assert_eq!(
+        *events.borrow(),
+        [
+            Event::Connected,
+            Event::Subscribed(b"news".to_vec()),
+            Event::Subscribed(b"n*".to_vec())
+        ]
+    );
+    assert!(messages.borrow().is_empty());
+}
+
 // ----- against redis-server -----
-
-/// A `redis-server` on a free loopback port, killed on drop.
-struct Server {
-    proc: Option<Proc>,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Server {
-    /// Starts one, or says the test is skipped.
-    fn start() -> Option<Server> {
-        let found = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            eprintln!("skipped: redis-server not found");
-            return None;
-        }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!("twistor-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a temp dir");
-        let mut server = Server {
-            proc: None,
-            port,
-            dir,
-        };
-        server.spawn();
-        Some(server)
-    }
-
-    fn spawn(&mut self) {
-        let port = self.port.to_string();
-        let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .args(["--enable-debug-command", "yes", "--loglevel", "warning"])
-        .arg("--dir")
-        .arg(&self.dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        self.proc = Some(Proc::spawn(&mut cmd));
-        // Ready once it answers PING; polled, bounded by the watchdog.
-        let deadline = Instant::now() + WATCHDOG;
-        loop {
-            if let Ok(mut con) = self.client().get_connection() {
-                if redis::cmd("PING").query::<String>(&mut con).is_ok() {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        drop(self.proc.take());
-        // Gone once the port refuses.
-        let deadline = Instant::now() + WATCHDOG;
-        while TcpStream::connect(self.addr()).is_ok() {
-            assert!(Instant::now() < deadline, "redis-server did not die");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn client(&self) -> redis::Client {
-        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).expect("redis url")
-    }
-
-    fn redis(&self) -> redis::Connection {
-        self.client().get_connection().expect("a redis connection")
-    }
-
-    fn redis3(&self) -> redis::Connection {
-        redis::Client::open(format!("redis://127.0.0.1:{}/?protocol=resp3", self.port))
-            .expect("redis url")
-            .get_connection()
-            .expect("a RESP3 redis connection")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        drop(self.proc.take());
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// Whether our value is the `redis` crate's.
 fn same(ours: &Value, theirs: &redis::Value) -> bool {
@@ -525,7 +456,7 @@ fn same_reply(ours: &Result<Value, RedisError>, theirs: &redis::RedisResult<redi
 
 /// A reactor with a client connected to `server`.
 fn connected(
-    server: &Server,
+    server: &RedisServer,
     builder: twistor::redis::RedisClientBuilder,
 ) -> (Reactor, RedisClient) {
     let mut r = Reactor::new().unwrap();
@@ -564,7 +495,7 @@ fn theirs(
 
 #[test]
 fn pipelining_10000_commands_matches_the_redis_crate() {
-    let Some(server) = Server::start() else {
+    let Some(server) = RedisServer::start() else {
         return;
     };
     let (mut r, client) = connected(&server, RedisClient::builder().max_buffered(8 << 20));
@@ -640,7 +571,7 @@ fn type_commands() -> Vec<Vec<&'static str>> {
 }
 
 fn every_type_against_the_redis_crate(resp3: bool) {
-    let Some(server) = Server::start() else {
+    let Some(server) = RedisServer::start() else {
         return;
     };
     let pushes = Rc::new(RefCell::new(Vec::new()));
@@ -747,7 +678,7 @@ fn until_subscribed(r: &mut Reactor, con: &mut redis::Connection, channel: &str,
 
 #[test]
 fn pubsub_messages_reach_the_callbacks() {
-    let Some(server) = Server::start() else {
+    let Some(server) = RedisServer::start() else {
         return;
     };
     let mut r = Reactor::new().unwrap();
@@ -791,7 +722,7 @@ fn pubsub_messages_reach_the_callbacks() {
 
 #[test]
 fn a_restarted_server_gets_the_client_back_and_the_subscriptions_again() {
-    let Some(mut server) = Server::start() else {
+    let Some(mut server) = RedisServer::start() else {
         return;
     };
     let mut r = Reactor::new().unwrap();
@@ -847,11 +778,17 @@ fn a_restarted_server_gets_the_client_back_and_the_subscriptions_again() {
             .count()
     };
     assert_eq!((connected("client"), connected("sub")), (2, 2));
+    let subscribed = events
+        .borrow()
+        .iter()
+        .filter(|(w, e)| *w == "sub" && *e == Event::Subscribed(b"fed".to_vec()))
+        .count();
+    assert_eq!(subscribed, 2, "confirmed on each connection");
 }
 
 #[test]
 fn a_paused_server_times_the_command_out() {
-    let Some(server) = Server::start() else {
+    let Some(server) = RedisServer::start() else {
         return;
     };
     let fast = ClientServiceBuilder::new()

@@ -52,6 +52,7 @@
 //! cargo run --release --example chat -- [--listen 127.0.0.1:8000] [--max-line 4096] [--max-backlog 1048576] [--slow-timeout 10] [--coalesce-us 300]
 //!     [--ws-listen 127.0.0.1:8080]
 //!     [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM] [--tls-handshake-timeout SECS]]
+//!     [--redis HOST:PORT [--redis-prefix twistor-chat] [--node-id ID]]
 //! ```
 //!
 //! With `--tls-cert` and `--tls-key` the port speaks TLS, the chat on top unchanged
@@ -70,6 +71,15 @@
 //! control, `--slow-timeout` and `--max-backlog` apply to it as to any member. With
 //! the TLS flags both listeners speak TLS (`https:` and `wss:`).
 //!
+//! Across servers: `--redis HOST:PORT` joins this server to every other chat server
+//! that uses the same redis-server and the same `--redis-prefix` (default
+//! `twistor-chat`): together they are one chat (rooms, `/msg`, `/who`, `/rooms`,
+//! unique nicks). `--node-id ID` names this server (default: random). If Redis goes
+//! away each server goes on with its own members, who get `* federation lost`, then
+//! `* federation restored`; what was said meanwhile stayed local. The design
+//! (channel, keys, leases, what is at most once and why) is in `federation.rs`. With
+//! `--redis` the server waits up to 3 s for Redis before it announces itself.
+//!
 //! Poke it with `nc 127.0.0.1 8000` in two terminals (or with `chat_client`), type a
 //! line in one and see it in the other; try `/nick`, `/join kitchen`, `/who`. Or
 //! start it with `--ws-listen 127.0.0.1:8080` and open `http://127.0.0.1:8080/`.
@@ -78,9 +88,11 @@
 mod command;
 #[path = "../common/mod.rs"]
 mod common;
+mod federation;
 mod server;
 mod session;
 mod text;
+mod wire;
 mod ws;
 
 use std::cell::RefCell;
@@ -88,11 +100,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{exit_status, init_logging, listen_tcp, serve, serve_listeners, Cli};
 use server::Server;
 use session::SessionLimits;
+use twistor::client::Target;
 use twistor::tls::TlsAcceptor;
 use twistor::{Addr, Reactor};
 
@@ -106,6 +119,11 @@ const HIGH_WATERMARK_BYTES: usize = 64 * 1024;
 /// default low watermark. A quarter of the high one, so that a sender held back
 /// gets a good run before it is held back again.
 const LOW_WATERMARK_BYTES: usize = 16 * 1024;
+
+/// How long a server with `--redis` waits for its link before it announces itself
+/// (and then serves its own members, federated once Redis answers): long enough for a
+/// local Redis, short enough that a missing one delays nobody much.
+const FEDERATION_START_WAIT: Duration = Duration::from_secs(3);
 
 /// Limits from the command line.
 #[derive(Clone, Copy)]
@@ -148,6 +166,22 @@ fn main() -> ExitCode {
             "also listen here for browsers: the chat page at /, WebSocket members on /chat",
         )
         .tls_flags()
+        .optional(
+            "redis",
+            "HOST:PORT",
+            "federate with the chat servers using this redis-server",
+        )
+        .option(
+            "redis-prefix",
+            "PREFIX",
+            "twistor-chat",
+            "the federation's channel and key prefix",
+        )
+        .optional(
+            "node-id",
+            "ID",
+            "this server's name in the federation (default: random)",
+        )
         .parse();
     let max_line_bytes: usize = args.value("max-line");
     if max_line_bytes == 0 {
@@ -170,6 +204,26 @@ fn main() -> ExitCode {
         max_backlog_bytes,
         coalesce: Duration::from_micros(args.value("coalesce-us")),
     };
+    let federation = args.optional("redis").map(|redis| {
+        let target = parse_target(redis)
+            .unwrap_or_else(|| args.refuse("redis", format!("must be host:port, not `{redis}`")));
+        let prefix = args.get("redis-prefix");
+        if prefix.is_empty() || prefix.contains(char::is_whitespace) {
+            args.refuse("redis-prefix", "must be non-empty, without blanks");
+        }
+        let node = args
+            .optional("node-id")
+            .map_or_else(random_node_id, str::to_owned);
+        if !wire::valid_name(node.as_bytes(), wire::MAX_NODE_BYTES) {
+            args.refuse("node-id", "must be 1-64 of A-Z a-z 0-9 _ -");
+        }
+        federation::Config {
+            target,
+            prefix: prefix.to_owned(),
+            node,
+            max_buffered_bytes: max_backlog_bytes / 2,
+        }
+    });
     let addr = args.listen_addr();
     let ws_addr = args.optional("ws-listen").map(|raw| {
         raw.parse::<SocketAddr>().unwrap_or_else(|_| {
@@ -180,7 +234,32 @@ fn main() -> ExitCode {
         })
     });
     let tls = args.tls_acceptor();
-    exit_status("chat", run(addr, ws_addr, tls, limits))
+    exit_status("chat", run(addr, ws_addr, tls, limits, federation))
+}
+
+/// `--redis`'s value: an address, or `host:port` with a host name (`[::1]:6379` for
+/// an IPv6 address).
+fn parse_target(raw: &str) -> Option<Target> {
+    if let Ok(addr) = raw.parse::<SocketAddr>() {
+        return Some(Target::Tcp(addr));
+    }
+    let (host, port) = raw.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok()?;
+    if host.is_empty() || host.contains(['[', ']', ':']) || host.contains(char::is_whitespace) {
+        return None;
+    }
+    Some(Target::host(host, port))
+}
+
+/// A node id unique enough: the process id and the standard library's per-process
+/// random hash keys, over the time.
+fn random_node_id() -> String {
+    use std::hash::BuildHasher;
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let hash = std::collections::hash_map::RandomState::new().hash_one((time, std::process::id()));
+    format!("{hash:016x}")
 }
 
 /// Refuses to start: `message` on stderr, exit status 2.
@@ -194,6 +273,7 @@ fn run(
     ws_addr: Option<SocketAddr>,
     tls: Option<TlsAcceptor>,
     limits: Limits,
+    federation: Option<federation::Config>,
 ) -> io::Result<()> {
     // The watermarks are the server's flow control: its senders wait while a member
     // has more than the high one unsent, and go on once it is down to the low one.
@@ -207,16 +287,40 @@ fn run(
         .coalesce_writes(limits.coalesce)
         .build()?;
     let server = Rc::new(RefCell::new(Server::new(HIGH_WATERMARK_BYTES)));
+    let federated = federation.is_some();
+    if let Some(config) = federation {
+        federation::start(&mut reactor, &server, config);
+    }
     let line_server = Rc::clone(&server);
     let port = listen_tcp(&mut reactor, addr, tls.as_ref(), move |_: &Addr| {
         Some(session::protocol(Rc::clone(&line_server), limits.session))
     })?;
-    let Some(ws_addr) = ws_addr else {
-        return serve(&mut reactor, port.local_addr);
-    };
     // Browsers: the same chat, the same TLS (if any), on a port of their own.
-    let ws_port = listen_tcp(&mut reactor, ws_addr, tls.as_ref(), move |_: &Addr| {
-        Some(ws::protocol(Rc::clone(&server), limits.session))
-    })?;
-    serve_listeners(&mut reactor, port.local_addr, &[("ws", ws_port.local_addr)])
+    let ws_port = match ws_addr {
+        Some(ws_addr) => {
+            let ws_server = Rc::clone(&server);
+            let port = listen_tcp(&mut reactor, ws_addr, tls.as_ref(), move |_: &Addr| {
+                Some(ws::protocol(Rc::clone(&ws_server), limits.session))
+            })?;
+            Some(port.local_addr)
+        }
+        None => None,
+    };
+    if federated {
+        // Members who come at once then find the other servers' members, and a
+        // block of guest numbers, there.
+        let deadline = Instant::now() + FEDERATION_START_WAIT;
+        while !server.borrow().federation_up() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                log::warn!("federation: redis not up yet; serving local members meanwhile");
+                break;
+            }
+            reactor.run_once(Some(left))?;
+        }
+    }
+    match ws_port {
+        Some(ws_port) => serve_listeners(&mut reactor, port.local_addr, &[("ws", ws_port)]),
+        None => serve(&mut reactor, port.local_addr),
+    }
 }

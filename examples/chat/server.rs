@@ -25,7 +25,14 @@
 //!
 //! Text from members is cleaned on the way (see [`crate::text`]): what others
 //! receive is valid UTF-8 without control characters.
+//!
+//! Federation (`--redis`): each operation, once it has delivered locally, tells the
+//! other servers its [`News`] through the [`Federate`] the server owns (in the chat
+//! program, `federation.rs`; this file knows nothing of Redis). Their news comes back
+//! in through the `federation` section below, and is written through
+//! [`Server::send`] like any line, holding back nobody.
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{IoSlice, Write};
 
@@ -85,6 +92,8 @@ pub struct Server {
     line: Vec<u8>,
     /// Unsent output above which a member is congested.
     high_watermark_bytes: usize,
+    /// The link to the other servers, with `--redis`.
+    federation: Option<Box<dyn Federate>>,
 }
 
 /// Sets `line` to the concatenation of `parts` and a newline.
@@ -119,6 +128,7 @@ impl Server {
             last_guest: 0,
             line: Vec::new(),
             high_watermark_bytes,
+            federation: None,
         }
     }
 
@@ -151,6 +161,14 @@ impl Server {
             &[b"* ", nick, b" joined ", LOBBY.as_bytes()],
         );
         self.send_room(cx, room, Some(key), Some(key));
+        if let Some(fed) = &mut self.federation {
+            let nick = &self.members[key].nick;
+            let joined = News::Joined { nick, room: LOBBY };
+            fed.tell(cx, Some((key, conn)), &joined);
+            if fed.arrived(cx, self.last_guest) {
+                self.notice(cx, key, b"federation lost");
+            }
+        }
         key
     }
 
@@ -170,6 +188,12 @@ impl Server {
         let room = member.room;
         // Nobody to hold back: the line is the server's own.
         self.send_room(cx, room, Some(key), None);
+        if let Some(fed) = &mut self.federation {
+            let nick = &self.members[key].nick;
+            let room = &self.rooms[room].name;
+            fed.tell(cx, None, &News::Gone { nick, room });
+            fed.departed(cx, key, nick);
+        }
         self.leave_room(key, room);
         let member = self.members.remove(key);
         self.nicks.remove(&member.nick);
@@ -183,7 +207,8 @@ impl Server {
         for &waiter in &waiters {
             let w = &mut self.members[waiter];
             w.blockers.retain(|&b| b != key);
-            if w.blockers.is_empty() {
+            let federation = self.federation.as_ref();
+            if w.blockers.is_empty() && federation.is_none_or(|f| f.lets_read(waiter)) {
                 cx.conn(w.conn).resume_reading();
             }
         }
@@ -214,6 +239,11 @@ impl Server {
                 let nick = member.nick.as_bytes();
                 compose_text(&mut self.line, &[b"* ", nick, b" "], text);
                 self.send_room(cx, member.room, None, Some(key));
+                if let Some(fed) = &mut self.federation {
+                    let member = &self.members[key];
+                    let (nick, room) = (&member.nick, &self.rooms[member.room].name);
+                    fed.tell(cx, Some((key, member.conn)), &News::Me { nick, room, text });
+                }
             }
         }
     }
@@ -246,21 +276,67 @@ impl Server {
         let nick = member.nick.as_bytes();
         compose_text(&mut self.line, &[b"<", nick, b"> "], text);
         self.send_room(cx, member.room, Some(key), Some(key));
+        if let Some(fed) = &mut self.federation {
+            let member = &self.members[key];
+            let (nick, room) = (&member.nick, &self.rooms[member.room].name);
+            fed.tell(
+                cx,
+                Some((key, member.conn)),
+                &News::Said { nick, room, text },
+            );
+        }
     }
 
     fn rename(&mut self, cx: &mut Context<'_>, key: MemberKey, nick: &str) {
         if self.members[key].nick == nick {
             return self.error_text(cx, key, &[b"you are already ", nick.as_bytes()]);
         }
-        if self.nicks.contains_key(nick) {
-            return self.error_text(cx, key, &[b"nick ", nick.as_bytes(), b" is taken"]);
+        let elsewhere = self.federation.as_ref().is_some_and(|f| f.is_taken(nick));
+        if self.nicks.contains_key(nick) || elsewhere {
+            return self.nick_taken(cx, key, nick);
         }
+        let conn = self.members[key].conn;
+        if let Some(fed) = &mut self.federation {
+            // Renamed once Redis grants the nick (`rename_now`).
+            if fed.claim(cx, key, conn, nick) {
+                return;
+            }
+        }
+        let (old, room) = self.rename_now(cx, key, nick);
+        if let Some(fed) = &mut self.federation {
+            let (new, room) = (nick, room.as_str());
+            fed.tell(
+                cx,
+                Some((key, conn)),
+                &News::Renamed {
+                    old: &old,
+                    new,
+                    room,
+                },
+            );
+        }
+    }
+
+    /// Renames member `key` to `nick`, which must be free, and tells its room;
+    /// returns the old nick and the room's name.
+    pub fn rename_now(
+        &mut self,
+        cx: &mut Context<'_>,
+        key: MemberKey,
+        nick: &str,
+    ) -> (String, String) {
         let old = self.members[key].nick.as_bytes();
         compose(&mut self.line, &[b"* ", old, b" is now ", nick.as_bytes()]);
         let old = std::mem::replace(&mut self.members[key].nick, nick.to_owned());
         self.nicks.remove(&old);
         self.nicks.insert(nick.to_owned(), key);
         self.send_room(cx, self.members[key].room, None, Some(key));
+        (old, self.rooms[self.members[key].room].name.clone())
+    }
+
+    /// `* error: nick NICK is taken`, to member `key`.
+    pub fn nick_taken(&mut self, cx: &mut Context<'_>, key: MemberKey, nick: &str) {
+        self.error_text(cx, key, &[b"nick ", nick.as_bytes(), b" is taken"]);
     }
 
     fn join(&mut self, cx: &mut Context<'_>, key: MemberKey, name: &str) {
@@ -268,6 +344,11 @@ impl Server {
         if self.rooms[old].name == name {
             return self.error_text(cx, key, &[b"you are already in ", name.as_bytes()]);
         }
+        // The old room may be gone by the time the others hear of it.
+        let federated_old = self
+            .federation
+            .as_ref()
+            .map(|_| self.rooms[old].name.clone());
         let nick = self.members[key].nick.as_bytes();
         let old_name = self.rooms[old].name.as_bytes();
         compose(&mut self.line, &[b"* ", nick, b" left ", old_name]);
@@ -279,6 +360,12 @@ impl Server {
         let nick = self.members[key].nick.as_bytes();
         compose(&mut self.line, &[b"* ", nick, b" joined ", name.as_bytes()]);
         self.send_room(cx, new, None, Some(key));
+        if let (Some(fed), Some(old)) = (&mut self.federation, federated_old) {
+            let member = &self.members[key];
+            let (nick, sender) = (&member.nick, Some((key, member.conn)));
+            fed.tell(cx, sender, &News::Left { nick, room: &old });
+            fed.tell(cx, sender, &News::Joined { nick, room: name });
+        }
     }
 
     /// `* in ROOM: a, b, c`, nicks sorted (byte order, so `Zed` before `amy`).
@@ -289,6 +376,9 @@ impl Server {
             .iter()
             .map(|&k| self.members[k].nick.as_str())
             .collect();
+        if let Some(fed) = &self.federation {
+            fed.members_in(&room.name, &mut nicks);
+        }
         nicks.sort_unstable();
         let line = &mut self.line;
         line.clear();
@@ -302,9 +392,15 @@ impl Server {
         let line = &mut self.line;
         line.clear();
         line.extend_from_slice(b"* rooms: ");
-        for (i, (name, &room)) in self.room_names.iter().enumerate() {
+        // Rooms with members on any server, counted over all of them.
+        let mut rooms: BTreeMap<&str, usize> = (self.room_names.iter())
+            .map(|(name, &room)| (name.as_str(), self.rooms[room].members.len()))
+            .collect();
+        if let Some(fed) = &self.federation {
+            fed.count_rooms(&mut rooms);
+        }
+        for (i, (name, count)) in rooms.iter().enumerate() {
             let separator = if i == 0 { "" } else { ", " };
-            let count = self.rooms[room].members.len();
             let _ = write!(line, "{separator}{name} ({count})");
         }
         line.push(b'\n');
@@ -316,6 +412,14 @@ impl Server {
             .ok()
             .and_then(|nick| self.nicks.get(nick).copied());
         let Some(target) = target else {
+            if let Some(fed) = &mut self.federation {
+                let remote = std::str::from_utf8(to).ok().filter(|to| fed.is_remote(to));
+                if let Some(to) = remote {
+                    let member = &self.members[key];
+                    let (from, sender) = (&member.nick, Some((key, member.conn)));
+                    return fed.tell(cx, sender, &News::Private { from, to, text });
+                }
+            }
             // The name is the sender's own input, but it is cleaned all the same:
             // everything the server sends is clean UTF-8.
             compose_text(&mut self.line, &[b"* error: no such nick: "], to);
@@ -356,6 +460,11 @@ impl Server {
     // ----- output -----
 
     fn fresh_guest_nick(&mut self) -> String {
+        if let Some(mut fed) = self.federation.take() {
+            let nick = fed.guest_nick(self);
+            self.federation = Some(fed);
+            return nick;
+        }
         loop {
             self.last_guest += 1;
             let nick = format!("guest{}", self.last_guest);
@@ -444,4 +553,200 @@ fn write_text_message(cx: &mut Context<'_>, conn: ConnId, line: &[u8]) -> bool {
     let n = header.encode(&mut bytes);
     cx.conn(conn)
         .write_vectored(&[IoSlice::new(&bytes[..n]), IoSlice::new(text)])
+}
+
+// ----- federation -----
+
+/// What a server tells the others after a local delivery: what a member did.
+// Read by the chat program's federation, which the tests that include this file
+// without it do not have.
+#[allow(dead_code)]
+#[derive(Clone, Copy, Debug)]
+pub enum News<'a> {
+    /// NICK is in ROOM: a new member (in the lobby) or a `/join`.
+    Joined { nick: &'a str, room: &'a str },
+    /// NICK left ROOM for another (a `/join`).
+    Left { nick: &'a str, room: &'a str },
+    /// NICK, in ROOM, disconnected.
+    Gone { nick: &'a str, room: &'a str },
+    /// OLD, in ROOM, is now NEW (OLD is free again).
+    Renamed {
+        old: &'a str,
+        new: &'a str,
+        room: &'a str,
+    },
+    /// A line for ROOM.
+    Said {
+        nick: &'a str,
+        room: &'a str,
+        text: &'a [u8],
+    },
+    /// A `/me` for ROOM.
+    Me {
+        nick: &'a str,
+        room: &'a str,
+        text: &'a [u8],
+    },
+    /// A `/msg` for TO, a member of another server.
+    Private {
+        from: &'a str,
+        to: &'a str,
+        text: &'a [u8],
+    },
+}
+
+/// The other servers, as the server sees them: what it tells them, and what it asks
+/// of them. Calls with a `sender` may pause that member's reading (the federation
+/// then says so through [`lets_read`](Federate::lets_read), and resumes it with
+/// [`Server::resume_if_free`]).
+pub trait Federate {
+    /// Tells the others `news`, of member `sender` (key and connection).
+    fn tell(&mut self, cx: &mut Context<'_>, sender: Option<(MemberKey, ConnId)>, news: &News<'_>);
+    /// A member arrived (and was told as [`News::Joined`]). True if it is to be told
+    /// `* federation lost`.
+    fn arrived(&mut self, cx: &mut Context<'_>, last_guest: u64) -> bool;
+    /// Member `key`, called `nick`, left the server (and was told as [`News::Gone`]).
+    fn departed(&mut self, cx: &mut Context<'_>, key: MemberKey, nick: &str);
+    /// Claims `nick` for member `key`, whose reading pauses until the answer, when
+    /// the federation renames it ([`Server::rename_now`]) or refuses
+    /// ([`Server::nick_taken`]). False if it cannot ask now: the caller renames.
+    fn claim(&mut self, cx: &mut Context<'_>, key: MemberKey, conn: ConnId, nick: &str) -> bool;
+    /// A fresh `guestN` nick, free on every server as far as is known.
+    fn guest_nick(&mut self, server: &mut Server) -> String;
+    /// True while the link to the others is up.
+    fn is_up(&self) -> bool;
+    /// True if `nick` is in use on another server, or being claimed here.
+    fn is_taken(&self, nick: &str) -> bool;
+    /// True if `nick` is a member of another server.
+    fn is_remote(&self, nick: &str) -> bool;
+    /// False while the federation holds member `key`'s reading paused.
+    fn lets_read(&self, key: MemberKey) -> bool;
+    /// Adds the other servers' members in `room` to `nicks`.
+    fn members_in<'a>(&'a self, room: &str, nicks: &mut Vec<&'a str>);
+    /// Adds the other servers' members to `rooms` (room name to member count).
+    fn count_rooms<'a>(&'a self, rooms: &mut BTreeMap<&'a str, usize>);
+    /// The federation itself, for its own callbacks.
+    #[allow(dead_code)] // as `News`
+    fn as_any(&mut self) -> &mut dyn Any;
+}
+
+// Called by the chat program's federation, which the tests that include this file
+// without it do not have.
+#[allow(dead_code)]
+impl Server {
+    /// Joins the server to a federation.
+    pub fn put_federation(&mut self, federation: Box<dyn Federate>) {
+        self.federation = Some(federation);
+    }
+
+    /// Takes the federation out, for code that needs it and the server together;
+    /// [`put_federation`](Self::put_federation) puts it back.
+    pub fn take_federation(&mut self) -> Option<Box<dyn Federate>> {
+        self.federation.take()
+    }
+
+    /// True once the federation's link is up (false without one).
+    pub fn federation_up(&self) -> bool {
+        self.federation.as_ref().is_some_and(|f| f.is_up())
+    }
+
+    /// True if a member here has `nick`.
+    pub fn has_nick(&self, nick: &str) -> bool {
+        self.nicks.contains_key(nick)
+    }
+
+    /// The member here called `nick`.
+    pub fn member_named(&self, nick: &str) -> Option<MemberKey> {
+        self.nicks.get(nick).copied()
+    }
+
+    /// Member `key`'s connection, if it is here (a key is reused once its member
+    /// leaves; a connection id never is).
+    pub fn member_conn(&self, key: MemberKey) -> Option<ConnId> {
+        self.members.get(key).map(|m| m.conn)
+    }
+
+    /// Every nick here.
+    pub fn nicks(&self) -> Vec<String> {
+        self.nicks.keys().cloned().collect()
+    }
+
+    /// Every member here: nick and room.
+    pub fn roster(&self) -> Vec<(String, String)> {
+        let room = |m: &Member| self.rooms[m.room].name.clone();
+        self.members
+            .iter()
+            .map(|(_, m)| (m.nick.clone(), room(m)))
+            .collect()
+    }
+
+    /// The number of the last `guestN` handed out here.
+    pub fn last_guest_number(&self) -> u64 {
+        self.last_guest
+    }
+
+    /// The next guest number after the last handed out here.
+    pub fn next_guest_number(&mut self) -> u64 {
+        self.last_guest += 1;
+        self.last_guest
+    }
+
+    /// Guest number `n` was handed out (from the federation's pool): numbers counted
+    /// here go on above it.
+    pub fn note_guest_number(&mut self, n: u64) {
+        self.last_guest = self.last_guest.max(n);
+    }
+
+    /// Member `key` reads again, unless a congested member holds it back. (The
+    /// federation has checked its own reasons.)
+    pub fn resume_if_free(&mut self, cx: &mut Context<'_>, key: MemberKey) {
+        if let Some(member) = self.members.get(key) {
+            if member.blockers.is_empty() {
+                cx.conn(member.conn).resume_reading();
+            }
+        }
+    }
+
+    /// A line from another server for the members here in room `name`: `parts`,
+    /// then `text` cleaned if there is one. Nobody is held back for it.
+    pub fn deliver_room(
+        &mut self,
+        cx: &mut Context<'_>,
+        name: &str,
+        parts: &[&[u8]],
+        text: Option<&[u8]>,
+    ) {
+        let Some(&room) = self.room_names.get(name) else {
+            return;
+        };
+        match text {
+            Some(text) => compose_text(&mut self.line, parts, text),
+            None => compose(&mut self.line, parts),
+        }
+        self.send_room(cx, room, None, None);
+    }
+
+    /// A `/msg` from another server for member `to`, if it is here.
+    pub fn deliver_private(
+        &mut self,
+        cx: &mut Context<'_>,
+        to: &str,
+        parts: &[&[u8]],
+        text: &[u8],
+    ) {
+        let Some(&key) = self.nicks.get(to) else {
+            return;
+        };
+        compose_text(&mut self.line, parts, text);
+        self.send(cx, key, None);
+    }
+
+    /// `* TEXT` to every member here.
+    pub fn notice_all(&mut self, cx: &mut Context<'_>, text: &[u8]) {
+        compose(&mut self.line, &[b"* ", text]);
+        let keys: Vec<MemberKey> = self.members.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.send(cx, key, None);
+        }
+    }
 }

@@ -49,7 +49,9 @@
 //!
 //! A lost connection (the server went away, a timeout, a protocol error) is dialled
 //! again after the [`Backoff`]'s delay. [`Event::Connected`] and [`Event::Lost`] tell a
-//! program when that happens (a chat prints `* federation lost` / `restored`).
+//! program when that happens (a chat prints `* federation lost` / `restored`);
+//! [`Event::Subscribed`] tells a subscriber's program when each subscription is in
+//! force again.
 //!
 //! # Where commands are written from
 //!
@@ -164,6 +166,14 @@ pub enum Event {
     /// will dial again (unless stopped). Commands fail with
     /// [`RedisError::NotConnected`] until [`Connected`](Event::Connected).
     Lost(String),
+    /// A subscriber's `SUBSCRIBE` (or `PSUBSCRIBE`) of this channel (or pattern) is
+    /// confirmed by the server: from here on, every message published to it reaches
+    /// the subscriber, in the order the server took them. Comes once per channel or
+    /// pattern per connection (after each reconnect's resubscription too), so a
+    /// program that must not miss what it publishes itself waits for it (Redis
+    /// orders one connection's commands, not two connections': a `PUBLISH` sent on
+    /// another connection before this confirmation may be missed).
+    Subscribed(Vec<u8>),
 }
 
 /// A pub/sub message.
@@ -836,7 +846,13 @@ impl Conn {
                 },
                 _ => return,
             },
-            // subscribe, unsubscribe, psubscribe, punsubscribe, pong: confirmations.
+            Some(b"subscribe" | b"psubscribe") => {
+                if let Some(name) = items.next().flatten() {
+                    self.notify(cx, Event::Subscribed(name));
+                }
+                return;
+            }
+            // unsubscribe, punsubscribe, pong: confirmations nobody waits for.
             _ => return,
         };
         let handler = {

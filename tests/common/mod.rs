@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use twistor::{Addr, ConnId, Context, Handle, Protocol, Reactor, Reason};
 
 pub mod example;
+pub mod redis;
 pub mod tls;
 
 /// How long any wait may take before the test fails.
