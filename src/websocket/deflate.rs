@@ -21,6 +21,8 @@ use super::close::CloseCode;
 use super::decoder::DecodeError;
 use super::extension::Extension;
 use super::frame::Rsv;
+use super::handshake::{ExtensionNegotiator, ExtensionOffer, HandshakeError, Negotiated};
+use super::MessageKind;
 
 /// The extension's name in `Sec-WebSocket-Extensions`.
 const NAME: &str = "permessage-deflate";
@@ -405,8 +407,8 @@ fn window_bits_setting(bits: u8) -> u8 {
 ///
 /// [`compress`](Self::compress) turns one message's payload into what goes on the
 /// wire; send it with RSV1 on the message's first frame only (`Encoder::frame`), in
-/// one frame or several. The adapter reaches the extension inside the decoder with
-/// `decoder.extension_mut()`.
+/// one frame or several. The [`WebSocket`](super::WebSocket) adapter does this for
+/// each message it sends, through [`Extension::encode`].
 ///
 /// # Memory
 ///
@@ -626,6 +628,10 @@ impl Extension for Deflate {
         }
         result
     }
+    /// [`compress`](Deflate::compress): the adapter sends what it makes with RSV1.
+    fn encode(&mut self, _: MessageKind, payload: &[u8], out: &mut Vec<u8>) -> Rsv {
+        self.compress(payload, out)
+    }
 }
 
 impl fmt::Debug for Deflate {
@@ -816,17 +822,16 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// A server adapter negotiates permessage-deflate with this configuration:
-/// `WebSocket::server(handler).negotiator(Box::new(DeflateConfig::default()))`. The
-/// client's offers come parsed; they are put back into header form for
-/// [`negotiate`](DeflateConfig::negotiate), which takes the first acceptable one.
-/// What the adapter sends is not compressed (RFC 7692 lets a sender leave any message
-/// uncompressed); what it receives is inflated within the message limit.
-impl super::handshake::ExtensionNegotiator for DeflateConfig {
-    fn negotiate(
-        &mut self,
-        offers: &[super::handshake::ExtensionOffer],
-    ) -> Option<super::handshake::Negotiated> {
+/// An adapter negotiates permessage-deflate with this configuration:
+/// `WebSocket::server(handler).negotiator(Box::new(DeflateConfig::default()))`, and
+/// the same on `WebSocket::client`. A server gets the client's offers parsed; they are
+/// put back into header form for [`negotiate`](DeflateConfig::negotiate), which takes
+/// the first acceptable one. A client offers [`offer`](DeflateConfig::offer) and
+/// checks the answer with [`accept`](DeflateConfig::accept). Once agreed, the adapter
+/// inflates what it receives (within the message limit) and compresses what it sends
+/// with the parameters agreed for its own direction.
+impl ExtensionNegotiator for DeflateConfig {
+    fn negotiate(&mut self, offers: &[ExtensionOffer]) -> Option<Negotiated> {
         let mut header = String::new();
         for offer in offers {
             if !header.is_empty() {
@@ -841,10 +846,21 @@ impl super::handshake::ExtensionNegotiator for DeflateConfig {
             }
         }
         let (deflate, response) = DeflateConfig::negotiate(self, &header)?;
-        Some(super::handshake::Negotiated {
+        Some(Negotiated {
             extension: Box::new(deflate),
             response,
         })
+    }
+
+    fn offer(&mut self) -> Option<String> {
+        Some(DeflateConfig::offer(self))
+    }
+
+    fn accept(&mut self, response: &str) -> Result<Box<dyn Extension>, HandshakeError> {
+        match DeflateConfig::accept(self, response) {
+            Ok(deflate) => Ok(Box::new(deflate)),
+            Err(e) => Err(HandshakeError::Extension(e.to_string())),
+        }
     }
 }
 
