@@ -94,6 +94,12 @@ pub struct DeflateConfig {
     /// Whether we ask the peer to compress each message on its own (it then cannot
     /// refer back to earlier messages, which costs ratio). Default false.
     pub request_no_context_takeover: bool,
+    /// A client's offer: whether it says `client_no_context_takeover`, the hint that
+    /// we compress each message on its own whatever the server answers (RFC 7692
+    /// section 7.1.1.2), which we then do. Some servers, Autobahn's among them, ask a
+    /// client for no context takeover only when its offer says this. Default false:
+    /// the context is kept unless the server asks otherwise.
+    pub offer_no_context_takeover: bool,
     /// The compression level, 0 (store) to 9 (smallest, slowest); larger values count
     /// as 9. Default 6, zlib's default.
     pub level: u32,
@@ -106,6 +112,7 @@ impl Default for DeflateConfig {
             peer_max_window_bits: MAX_WINDOW_BITS,
             accept_no_context_takeover: true,
             request_no_context_takeover: false,
+            offer_no_context_takeover: false,
             level: 6,
         }
     }
@@ -278,7 +285,9 @@ impl DeflateConfig {
     /// under 15; `server_max_window_bits` when
     /// [`peer_max_window_bits`](Self::peer_max_window_bits) is under 15;
     /// `server_no_context_takeover` when we
-    /// [request it](Self::request_no_context_takeover).
+    /// [request it](Self::request_no_context_takeover);
+    /// `client_no_context_takeover` when we
+    /// [offer it](Self::offer_no_context_takeover).
     ///
     /// # Examples
     ///
@@ -304,6 +313,10 @@ impl DeflateConfig {
         let peers = window_bits_setting(self.peer_max_window_bits);
         if peers < MAX_WINDOW_BITS {
             let _ = write!(offer, "; {SERVER_MAX_WINDOW_BITS}={peers}");
+        }
+        if self.offer_no_context_takeover {
+            offer.push_str("; ");
+            offer.push_str(CLIENT_NO_CONTEXT_TAKEOVER);
         }
         offer.push_str("; ");
         offer.push_str(CLIENT_MAX_WINDOW_BITS);
@@ -363,7 +376,9 @@ impl DeflateConfig {
         }
         let ours = window_bits_setting(self.max_window_bits);
         let params = DeflateParams {
-            send_no_context_takeover: response.client_no_context_takeover,
+            // Our offer's hint binds us as much as the server's answer.
+            send_no_context_takeover: response.client_no_context_takeover
+                || self.offer_no_context_takeover,
             send_max_window_bits: response
                 .client_max_window_bits
                 .flatten()
@@ -1034,6 +1049,20 @@ mod tests {
                 receive_no_context_takeover: true,
                 receive_max_window_bits: 9,
             })
+        );
+        // The hint in our offer binds us, whatever the answer.
+        let mut hinting = config;
+        hinting.offer_no_context_takeover = true;
+        assert_eq!(
+            hinting.offer(),
+            "permessage-deflate; client_no_context_takeover; client_max_window_bits"
+        );
+        assert!(
+            hinting
+                .accept("permessage-deflate")
+                .unwrap()
+                .params()
+                .send_no_context_takeover
         );
         // Our own limit stays ours.
         assert_eq!(
