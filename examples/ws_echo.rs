@@ -22,8 +22,9 @@
 //! - permessage-deflate (RFC 7692) is negotiated when the client offers it (every
 //!   parameter: context takeover, window bits); compressed messages are inflated
 //!   within `--max-message`, so a deflate bomb is refused (1009) before it is
-//!   inflated. Echoes go out uncompressed, which the RFC allows. `--no-deflate`
-//!   accepts no extension.
+//!   inflated. Echoes go out compressed with the parameters agreed (RSV1 set),
+//!   except those that deflate would not make smaller. `--no-deflate` accepts no
+//!   extension.
 //! - With `--tls-cert PEM --tls-key PEM` the port speaks TLS: `wss://`.
 //!
 //! Run it:

@@ -1,8 +1,8 @@
 //! The WebSocket adapter (`WebSocket<H>`) under the testing kit: the upgrade and its
 //! refusals (400, 426, 431, 408, the handler's hook), echo, fragments, ping and pong,
 //! the closing handshake, violations closed with their RFC 6455 code, a paused
-//! reader, the watermark notices, and a client-role adapter talking to a server-role
-//! one through `Harness::link`.
+//! reader, the watermark notices, permessage-deflate on what each role sends, and a
+//! client-role adapter talking to a server-role one through `Harness::link`.
 //!
 //! The test plays the peer with the codec itself: frames from an `Encoder` in the
 //! client role (masked), the server's output read back with a client `Decoder`.
@@ -20,8 +20,9 @@ use std::time::Duration;
 use twistor::testing::{Harness, HarnessBuilder};
 use twistor::websocket::handshake::accept_key;
 use twistor::websocket::{
-    Accept, ClientHandshake, CloseCode, Decoder, Encoder, Event, MessageKind, MessageRef, Refuse,
-    Request, Role, WebSocket, WsContext, WsHandler,
+    apply_mask, Accept, ClientHandshake, CloseCode, Decoder, DeflateConfig, Encoder, Event,
+    FrameHeader, MessageKind, MessageRef, OpCode, Parsed, Refuse, Request, Role, Rsv, WebSocket,
+    WsContext, WsHandler,
 };
 use twistor::Reason;
 
@@ -798,6 +799,408 @@ fn a_client_refuses_a_response_that_is_not_101() {
         [
             "client failed: status 404 instead of 101",
             "client lost true"
+        ]
+    );
+}
+
+// ----- permessage-deflate on what the adapter sends -----
+
+/// The frames in `bytes` (all whole), unmasked: (RSV1 set, opcode, payload).
+fn frames(mut bytes: &[u8]) -> Vec<(bool, OpCode, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let Ok(Parsed::Complete(header, n)) = FrameHeader::parse(bytes) else {
+            panic!("a whole frame header");
+        };
+        assert!(header.fin, "one frame per message");
+        let end = n + header.payload_len as usize;
+        let mut payload = bytes[n..end].to_vec();
+        if let Some(key) = header.mask {
+            apply_mask(&mut payload, key);
+        }
+        out.push((header.rsv == Rsv::RSV1, header.opcode, payload));
+        bytes = &bytes[end..];
+    }
+    out
+}
+
+/// Inflates one message's payload (the `00 00 ff ff` the sender removed put back)
+/// with a raw inflater, as a peer does: zlib through flate2, not the library's own
+/// `Deflate`. The output comes 64 bytes per call, so that each back-reference is
+/// read from the inflater's window: one farther back than the window it was made
+/// with (`Decompress::new_with_window_bits`) is refused, where a single call could
+/// reach it in its own output.
+fn inflate(inflater: &mut flate2::Decompress, payload: &[u8]) -> Vec<u8> {
+    let mut input = payload.to_vec();
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut rest = &input[..];
+    let mut out = Vec::new();
+    loop {
+        let mut step = [0u8; 64];
+        let (before_in, before_out) = (inflater.total_in(), inflater.total_out());
+        inflater
+            .decompress(rest, &mut step, flate2::FlushDecompress::Sync)
+            .expect("a valid deflate stream, within the window agreed");
+        let written = (inflater.total_out() - before_out) as usize;
+        out.extend_from_slice(&step[..written]);
+        rest = &rest[(inflater.total_in() - before_in) as usize..];
+        if rest.is_empty() && written < step.len() {
+            return out;
+        }
+    }
+}
+
+/// Text that compresses well, but only with back-references 600 bytes away: past a
+/// 512-byte (9-bit) window.
+fn far_repeats() -> String {
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    let block: String = (0..600)
+        .map(|_| {
+            // xorshift: letters with nothing for deflate to find within the block.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
+    block.repeat(4)
+}
+
+/// A server-role adapter with permessage-deflate, upgraded with the client's
+/// `offer`; returns the harness, its log and the extension answered.
+fn deflate_server(offer: &str) -> (Harness<WebSocket<Echo>>, Log, String) {
+    let log = Log::default();
+    let server = WebSocket::server(Echo::new(&log)).negotiator(Box::new(DeflateConfig::default()));
+    let mut h = Harness::new(server);
+    h.connect();
+    h.feed(&request(
+        "/",
+        &format!("Sec-WebSocket-Extensions: {offer}\r\n"),
+    ));
+    let head = String::from_utf8(h.take_written()).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let answer = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Extensions: "))
+        .expect("deflate agreed")
+        .to_owned();
+    assert_eq!(log.take(), ["upgrade /", "open None"]);
+    (h, log, answer)
+}
+
+#[test]
+fn a_server_with_deflate_sends_compressed_frames_with_the_context_kept() {
+    let (mut h, log, answer) = deflate_server("permessage-deflate; client_max_window_bits");
+    assert_eq!(answer, "permessage-deflate");
+    let text = far_repeats();
+    let data: Vec<u8> = (0..3000u32).map(|i| (i % 7) as u8).collect();
+    let mut wire = Vec::new();
+    for _ in 0..3 {
+        client().text(&mut wire, &text);
+    }
+    client().binary(&mut wire, &data);
+    client().ping(&mut wire, b"p").unwrap();
+    client().text(&mut wire, "hi");
+    client().text(&mut wire, &text);
+    h.feed(&wire);
+    assert_eq!(log.take().len(), 6);
+
+    let sent = frames(&h.take_written());
+    let kinds: Vec<_> = sent.iter().map(|(rsv1, op, _)| (*rsv1, *op)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (true, OpCode::Text),
+            (true, OpCode::Text),
+            (true, OpCode::Text),
+            (true, OpCode::Binary),
+            // Control frames are never compressed; a message that compressing would
+            // not shrink goes out as it is.
+            (false, OpCode::Pong),
+            (false, OpCode::Text),
+            (true, OpCode::Text),
+        ]
+    );
+    // One inflater for the whole connection, as the context is kept.
+    let mut inflater = flate2::Decompress::new(false);
+    let mut messages = Vec::new();
+    for (rsv1, _, payload) in &sent {
+        messages.push(match rsv1 {
+            true => inflate(&mut inflater, payload),
+            false => payload.clone(),
+        });
+    }
+    let expected: [&[u8]; 7] = [
+        text.as_bytes(),
+        text.as_bytes(),
+        text.as_bytes(),
+        &data,
+        b"p",
+        b"hi",
+        text.as_bytes(),
+    ];
+    assert_eq!(messages, expected);
+    // With the context kept, a repeat is a few back-references into the window.
+    assert!(
+        sent[1].2.len() * 10 < sent[0].2.len(),
+        "{}",
+        sent[1].2.len()
+    );
+    assert!(sent[0].2.len() * 2 < text.len(), "{}", sent[0].2.len());
+}
+
+/// The frames a server with deflate sends back for `text` sent three times, after
+/// agreeing to `offer`; all compressed text frames.
+fn three_echoes(offer: &str, answer: &str, text: &str) -> Vec<Vec<u8>> {
+    let (mut h, log, answered) = deflate_server(offer);
+    assert_eq!(answered, answer);
+    let mut wire = Vec::new();
+    for _ in 0..3 {
+        client().text(&mut wire, text);
+    }
+    h.feed(&wire);
+    assert_eq!(log.take().len(), 3);
+    let sent = frames(&h.take_written());
+    assert!(sent.iter().all(|&(rsv1, op, _)| rsv1 && op == OpCode::Text));
+    sent.into_iter().map(|(_, _, payload)| payload).collect()
+}
+
+#[test]
+fn a_server_honours_no_context_takeover_when_the_client_asks() {
+    let text = far_repeats();
+    let offer = "permessage-deflate; server_no_context_takeover";
+    for payload in three_echoes(offer, offer, &text) {
+        // Each message compressed on its own inflates with a fresh inflater (a
+        // reference into an earlier message would be refused).
+        let mut inflater = flate2::Decompress::new(false);
+        assert_eq!(inflate(&mut inflater, &payload), text.as_bytes());
+    }
+}
+
+#[test]
+fn a_server_honours_the_window_the_client_asks_for() {
+    let text = far_repeats();
+    let offer = "permessage-deflate; server_max_window_bits=9";
+    // One inflater for the connection, with a 512-byte window: it refuses the
+    // references 600 bytes back that a larger window would allow.
+    let mut inflater = flate2::Decompress::new_with_window_bits(false, 9);
+    for payload in three_echoes(offer, offer, &text) {
+        assert_eq!(inflate(&mut inflater, &payload), text.as_bytes());
+    }
+}
+
+/// A client-role adapter with permessage-deflate that sends `send`, then a binary
+/// message, once open; returns the harness, its log and the request it sent.
+fn deflate_client(
+    config: DeflateConfig,
+    send: Vec<&'static str>,
+) -> (Harness<WebSocket<Client>>, Log, String) {
+    let log = Log::default();
+    let client = WebSocket::client(
+        Client {
+            log: log.clone(),
+            send,
+        },
+        ClientHandshake::new("localhost", "/"),
+    )
+    .negotiator(Box::new(config));
+    let mut h = Harness::new(client);
+    h.connect();
+    let request = String::from_utf8(h.take_written()).unwrap();
+    (h, log, request)
+}
+
+/// The `101` a server answers `request` with, with `extensions` if any.
+fn switching(request: &str, extensions: Option<&str>) -> Vec<u8> {
+    let key = request
+        .lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+        .expect("a key");
+    let mut response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n",
+        accept_key(key)
+    );
+    if let Some(extensions) = extensions {
+        response += &format!("Sec-WebSocket-Extensions: {extensions}\r\n");
+    }
+    response += "\r\n";
+    response.into_bytes()
+}
+
+/// The frames a client with deflate sends once the server answered `answer`: three
+/// messages of `text`, then a binary one.
+fn client_frames(answer: &str, text: &'static str) -> Vec<(bool, OpCode, Vec<u8>)> {
+    let (mut h, log, request) = deflate_client(DeflateConfig::default(), vec![text, text, text]);
+    h.feed(&switching(&request, Some(answer)));
+    assert_eq!(log.take(), ["client open None"]);
+    frames(&h.take_written())
+}
+
+#[test]
+fn a_client_compresses_with_the_parameters_the_server_sets() {
+    let text: &'static str = far_repeats().leak();
+    // The context not kept: each message inflates alone.
+    let sent = client_frames("permessage-deflate; client_no_context_takeover", text);
+    for (_, _, payload) in &sent[..3] {
+        let mut inflater = flate2::Decompress::new(false);
+        assert_eq!(inflate(&mut inflater, payload), text.as_bytes());
+    }
+    // A 9-bit window: one inflater with that window takes them all.
+    let sent = client_frames("permessage-deflate; client_max_window_bits=9", text);
+    let mut inflater = flate2::Decompress::new_with_window_bits(false, 9);
+    for (_, _, payload) in &sent[..3] {
+        assert_eq!(inflate(&mut inflater, payload), text.as_bytes());
+    }
+}
+
+#[test]
+fn a_client_offers_deflate_and_sends_and_receives_compressed_messages() {
+    let text: &'static str = far_repeats().leak();
+    let (mut h, log, request) = deflate_client(DeflateConfig::default(), vec![text, text, text]);
+    assert!(
+        request.contains(
+            "\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        ),
+        "{request}"
+    );
+    h.feed(&switching(&request, Some("permessage-deflate")));
+    assert_eq!(log.take(), ["client open None"]);
+    let sent = frames(&h.take_written());
+    let kinds: Vec<_> = sent.iter().map(|(rsv1, op, _)| (*rsv1, *op)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (true, OpCode::Text),
+            (true, OpCode::Text),
+            (true, OpCode::Text),
+            (false, OpCode::Binary)
+        ]
+    );
+    let mut inflater = flate2::Decompress::new(false);
+    for (_, _, payload) in &sent[..3] {
+        assert_eq!(inflate(&mut inflater, payload), text.as_bytes());
+    }
+    // The context kept: the repeats are a few back-references.
+    assert!(sent[1].2.len() * 10 < sent[0].2.len());
+    assert_eq!(sent[3].2, [1, 2, 3]);
+
+    // The server's compressed frames are inflated for the handler.
+    let mut server = twistor::websocket::Deflate::new(Default::default(), 6);
+    let mut payload = Vec::new();
+    assert_eq!(server.compress(text.as_bytes(), &mut payload), Rsv::RSV1);
+    let mut wire = Vec::new();
+    let mut encoder = Encoder::new(Role::Server);
+    encoder
+        .frame(&mut wire, true, Rsv::RSV1, OpCode::Text, &payload)
+        .unwrap();
+    encoder.binary(&mut wire, b"end");
+    h.feed(&wire);
+    assert_eq!(
+        log.take(),
+        [
+            format!("client got Text({text:?})"),
+            "client got Binary([101, 110, 100])".to_owned(),
+            "client lost true".to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn a_client_whose_offer_is_declined_sends_uncompressed() {
+    let (mut h, log, request) =
+        deflate_client(DeflateConfig::default(), vec!["hello ".repeat(100).leak()]);
+    h.feed(&switching(&request, None));
+    assert_eq!(log.take(), ["client open None"]);
+    let sent = frames(&h.take_written());
+    assert_eq!(sent.len(), 2);
+    assert!(sent.iter().all(|(rsv1, _, _)| !rsv1));
+    assert_eq!(sent[0].2, "hello ".repeat(100).as_bytes());
+}
+
+#[test]
+fn a_client_refuses_an_extension_answer_that_breaks_the_rules() {
+    for (answer, why) in [
+        (
+            "permessage-deflate; server_max_window_bits=7",
+            "invalid value for server_max_window_bits",
+        ),
+        (
+            "x-webkit-deflate-frame",
+            "extension \"x-webkit-deflate-frame\" was not offered",
+        ),
+    ] {
+        let (mut h, log, request) = deflate_client(DeflateConfig::default(), vec![]);
+        h.feed(&switching(&request, Some(answer)));
+        assert!(h.lost().is_some());
+        assert_eq!(
+            log.take(),
+            [
+                format!("client failed: extension refused: {why}"),
+                "client lost true".to_owned()
+            ]
+        );
+    }
+    // Without a negotiator, no offer is made, and any extension is refused.
+    let log = Log::default();
+    let mut h = Harness::new(WebSocket::client(
+        Client {
+            log: log.clone(),
+            send: vec![],
+        },
+        ClientHandshake::new("localhost", "/"),
+    ));
+    h.connect();
+    let request = String::from_utf8(h.take_written()).unwrap();
+    assert!(!request.contains("Sec-WebSocket-Extensions"));
+    h.feed(&switching(&request, Some("permessage-deflate")));
+    assert_eq!(
+        log.take(),
+        [
+            "client failed: invalid upgrade response: an extension that was not offered",
+            "client lost true"
+        ]
+    );
+}
+
+#[test]
+fn a_client_and_a_server_with_deflate_both_ways() {
+    let log = Log::default();
+    let server = WebSocket::server(Echo::new(&log)).negotiator(Box::new(DeflateConfig::default()));
+    let mut h = Harness::new(server);
+    h.connect();
+    let long: &'static str = "wörld ".repeat(500).leak();
+    let mut client_config = DeflateConfig::default();
+    client_config.request_no_context_takeover = true;
+    client_config.max_window_bits = 10;
+    let client = h.add_protocol(
+        WebSocket::client(
+            Client {
+                log: log.clone(),
+                send: vec![long, "hello", long],
+            },
+            ClientHandshake::new("localhost", "/"),
+        )
+        .negotiator(Box::new(client_config)),
+    );
+    h.link(h.id(), client);
+    assert_eq!(
+        log.take(),
+        [
+            "upgrade /".to_owned(),
+            "open None".to_owned(),
+            "client open None".to_owned(),
+            "Text 3500 bytes".to_owned(),
+            "Text 5 bytes".to_owned(),
+            "Text 3500 bytes".to_owned(),
+            "Binary 3 bytes".to_owned(),
+            format!("client got Text({long:?})"),
+            "client got Text(\"hello\")".to_owned(),
+            format!("client got Text({long:?})"),
+            "client got Binary([1, 2, 3])".to_owned(),
+            "client lost true".to_owned(),
+            "close 1000 \"done\"".to_owned(),
+            "lost true".to_owned(),
         ]
     );
 }

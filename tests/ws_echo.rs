@@ -70,10 +70,29 @@ const CLIENT: &str = r#"
 import ssl, sys
 from websockets.sync.client import connect
 from websockets.exceptions import ConnectionClosed
+from websockets.extensions.permessage_deflate import (
+    ClientPerMessageDeflateFactory, PerMessageDeflate)
 
 url, ca, scenario = sys.argv[1], sys.argv[2], sys.argv[3]
 context = ssl.create_default_context(cafile=ca) if url.startswith("wss:") else None
-with connect(url, ssl=context, open_timeout=10, close_timeout=10, max_size=None) as ws:
+options = {}
+if scenario == "deflate-no-context":
+    # The server must compress each message alone: the client's inflater is made
+    # afresh for each message, and fails (1007) on a reference to an earlier one.
+    options["compression"] = None
+    options["extensions"] = [ClientPerMessageDeflateFactory(
+        server_no_context_takeover=True, client_no_context_takeover=True,
+        client_max_window_bits=10)]
+# RSV1 of each data frame received: whether the server compressed it.
+rsv1 = []
+decode = PerMessageDeflate.decode
+def recording(self, frame, **kwargs):
+    if frame.opcode.name in ("TEXT", "BINARY"):
+        rsv1.append(frame.rsv1)
+    return decode(self, frame, **kwargs)
+PerMessageDeflate.decode = recording
+with connect(url, ssl=context, open_timeout=10, close_timeout=10, max_size=None,
+             **options) as ws:
     print("extensions", [e.name for e in ws.protocol.extensions])
     if scenario == "echo":
         ws.send("hello wörld")
@@ -86,6 +105,19 @@ with connect(url, ssl=context, open_timeout=10, close_timeout=10, max_size=None)
         print("fragmented", ws.recv(timeout=10).hex())
         print("pong", ws.ping(b"hb").wait(10))
         ws.close(code=4000, reason="bye")
+        print("close", ws.close_code)
+    elif scenario.startswith("deflate"):
+        import random
+        rng = random.Random(7)
+        block = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(600))
+        text, data = block * 8, block.encode() * 8
+        sent = [text, text, data, "hi", text, data]
+        for message in sent:
+            ws.send(message)
+        echoed = [ws.recv(timeout=10) for _ in sent]
+        print("echoed", sum(a == b for a, b in zip(sent, echoed)), "of", len(sent))
+        print("compressed", rsv1)
+        ws.close()
         print("close", ws.close_code)
     elif scenario == "too-big":
         ws.send(b"x" * 2000)
@@ -143,10 +175,41 @@ fn python_websockets_over_tls() {
     ]);
     let url = format!("wss://localhost:{}/", server.addr().port());
     // permessage-deflate is negotiated (the client's messages arrive compressed and
-    // are inflated; the echoes go back uncompressed).
+    // are inflated; the echoes go back compressed).
     let mut expected = ECHOED.to_vec();
     expected[0] = "extensions ['permessage-deflate']";
     assert_eq!(python(&url, &s(&certs.ca), "echo"), expected);
+}
+
+#[test]
+fn python_websockets_gets_compressed_echoes_with_deflate() {
+    if !have_websockets() {
+        return;
+    }
+    let server = serve(&[]);
+    let url = format!("ws://{}/", server.addr());
+    // RSV1 on every echo but the 2-byte one, which deflate would not shrink.
+    let compressed = "compressed [True, True, True, False, True, True]";
+    // websockets' default offer: the context kept, 32 KiB windows.
+    assert_eq!(
+        python(&url, "-", "deflate"),
+        [
+            "extensions ['permessage-deflate']",
+            "echoed 6 of 6",
+            compressed,
+            "close 1000"
+        ]
+    );
+    // No context takeover asked of the server (and a 1 KiB window of the client).
+    assert_eq!(
+        python(&url, "-", "deflate-no-context"),
+        [
+            "extensions ['permessage-deflate']",
+            "echoed 6 of 6",
+            compressed,
+            "close 1000"
+        ]
+    );
 }
 
 #[test]

@@ -21,6 +21,8 @@ use super::close::CloseCode;
 use super::decoder::DecodeError;
 use super::extension::Extension;
 use super::frame::Rsv;
+use super::handshake::{ExtensionNegotiator, ExtensionOffer, HandshakeError, Negotiated};
+use super::MessageKind;
 
 /// The extension's name in `Sec-WebSocket-Extensions`.
 const NAME: &str = "permessage-deflate";
@@ -92,6 +94,12 @@ pub struct DeflateConfig {
     /// Whether we ask the peer to compress each message on its own (it then cannot
     /// refer back to earlier messages, which costs ratio). Default false.
     pub request_no_context_takeover: bool,
+    /// A client's offer: whether it says `client_no_context_takeover`, the hint that
+    /// we compress each message on its own whatever the server answers (RFC 7692
+    /// section 7.1.1.2), which we then do. Some servers, Autobahn's among them, ask a
+    /// client for no context takeover only when its offer says this. Default false:
+    /// the context is kept unless the server asks otherwise.
+    pub offer_no_context_takeover: bool,
     /// The compression level, 0 (store) to 9 (smallest, slowest); larger values count
     /// as 9. Default 6, zlib's default.
     pub level: u32,
@@ -104,6 +112,7 @@ impl Default for DeflateConfig {
             peer_max_window_bits: MAX_WINDOW_BITS,
             accept_no_context_takeover: true,
             request_no_context_takeover: false,
+            offer_no_context_takeover: false,
             level: 6,
         }
     }
@@ -276,7 +285,9 @@ impl DeflateConfig {
     /// under 15; `server_max_window_bits` when
     /// [`peer_max_window_bits`](Self::peer_max_window_bits) is under 15;
     /// `server_no_context_takeover` when we
-    /// [request it](Self::request_no_context_takeover).
+    /// [request it](Self::request_no_context_takeover);
+    /// `client_no_context_takeover` when we
+    /// [offer it](Self::offer_no_context_takeover).
     ///
     /// # Examples
     ///
@@ -302,6 +313,10 @@ impl DeflateConfig {
         let peers = window_bits_setting(self.peer_max_window_bits);
         if peers < MAX_WINDOW_BITS {
             let _ = write!(offer, "; {SERVER_MAX_WINDOW_BITS}={peers}");
+        }
+        if self.offer_no_context_takeover {
+            offer.push_str("; ");
+            offer.push_str(CLIENT_NO_CONTEXT_TAKEOVER);
         }
         offer.push_str("; ");
         offer.push_str(CLIENT_MAX_WINDOW_BITS);
@@ -361,7 +376,9 @@ impl DeflateConfig {
         }
         let ours = window_bits_setting(self.max_window_bits);
         let params = DeflateParams {
-            send_no_context_takeover: response.client_no_context_takeover,
+            // Our offer's hint binds us as much as the server's answer.
+            send_no_context_takeover: response.client_no_context_takeover
+                || self.offer_no_context_takeover,
             send_max_window_bits: response
                 .client_max_window_bits
                 .flatten()
@@ -405,8 +422,8 @@ fn window_bits_setting(bits: u8) -> u8 {
 ///
 /// [`compress`](Self::compress) turns one message's payload into what goes on the
 /// wire; send it with RSV1 on the message's first frame only (`Encoder::frame`), in
-/// one frame or several. The adapter reaches the extension inside the decoder with
-/// `decoder.extension_mut()`.
+/// one frame or several. The [`WebSocket`](super::WebSocket) adapter does this for
+/// each message it sends, through [`Extension::encode`].
 ///
 /// # Memory
 ///
@@ -626,6 +643,10 @@ impl Extension for Deflate {
         }
         result
     }
+    /// [`compress`](Deflate::compress): the adapter sends what it makes with RSV1.
+    fn encode(&mut self, _: MessageKind, payload: &[u8], out: &mut Vec<u8>) -> Rsv {
+        self.compress(payload, out)
+    }
 }
 
 impl fmt::Debug for Deflate {
@@ -816,17 +837,16 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// A server adapter negotiates permessage-deflate with this configuration:
-/// `WebSocket::server(handler).negotiator(Box::new(DeflateConfig::default()))`. The
-/// client's offers come parsed; they are put back into header form for
-/// [`negotiate`](DeflateConfig::negotiate), which takes the first acceptable one.
-/// What the adapter sends is not compressed (RFC 7692 lets a sender leave any message
-/// uncompressed); what it receives is inflated within the message limit.
-impl super::handshake::ExtensionNegotiator for DeflateConfig {
-    fn negotiate(
-        &mut self,
-        offers: &[super::handshake::ExtensionOffer],
-    ) -> Option<super::handshake::Negotiated> {
+/// An adapter negotiates permessage-deflate with this configuration:
+/// `WebSocket::server(handler).negotiator(Box::new(DeflateConfig::default()))`, and
+/// the same on `WebSocket::client`. A server gets the client's offers parsed; they are
+/// put back into header form for [`negotiate`](DeflateConfig::negotiate), which takes
+/// the first acceptable one. A client offers [`offer`](DeflateConfig::offer) and
+/// checks the answer with [`accept`](DeflateConfig::accept). Once agreed, the adapter
+/// inflates what it receives (within the message limit) and compresses what it sends
+/// with the parameters agreed for its own direction.
+impl ExtensionNegotiator for DeflateConfig {
+    fn negotiate(&mut self, offers: &[ExtensionOffer]) -> Option<Negotiated> {
         let mut header = String::new();
         for offer in offers {
             if !header.is_empty() {
@@ -841,10 +861,21 @@ impl super::handshake::ExtensionNegotiator for DeflateConfig {
             }
         }
         let (deflate, response) = DeflateConfig::negotiate(self, &header)?;
-        Some(super::handshake::Negotiated {
+        Some(Negotiated {
             extension: Box::new(deflate),
             response,
         })
+    }
+
+    fn offer(&mut self) -> Option<String> {
+        Some(DeflateConfig::offer(self))
+    }
+
+    fn accept(&mut self, response: &str) -> Result<Box<dyn Extension>, HandshakeError> {
+        match DeflateConfig::accept(self, response) {
+            Ok(deflate) => Ok(Box::new(deflate)),
+            Err(e) => Err(HandshakeError::Extension(e.to_string())),
+        }
     }
 }
 
@@ -1018,6 +1049,20 @@ mod tests {
                 receive_no_context_takeover: true,
                 receive_max_window_bits: 9,
             })
+        );
+        // The hint in our offer binds us, whatever the answer.
+        let mut hinting = config;
+        hinting.offer_no_context_takeover = true;
+        assert_eq!(
+            hinting.offer(),
+            "permessage-deflate; client_no_context_takeover; client_max_window_bits"
+        );
+        assert!(
+            hinting
+                .accept("permessage-deflate")
+                .unwrap()
+                .params()
+                .send_no_context_takeover
         );
         // Our own limit stays ours.
         assert_eq!(

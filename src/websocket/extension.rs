@@ -1,9 +1,11 @@
 //! The seam for extensions that transform message payloads (permessage-deflate).
 
-use super::{DecodeError, Rsv};
+use super::{DecodeError, MessageKind, Rsv};
 
-/// A transformation of incoming data messages, keyed on reserved bits: the hook
-/// permessage-deflate (RFC 7692) plugs into.
+/// A transformation of data messages, keyed on reserved bits: the hook
+/// permessage-deflate (RFC 7692) plugs into. Incoming messages go through
+/// [`decode`](Self::decode) and [`finish_message`](Self::finish_message); outgoing
+/// ones through [`encode`](Self::encode), which by default leaves them as they are.
 ///
 /// An extension claims some reserved bits ([`rsv_bits`](Self::rsv_bits)). A data
 /// message whose first frame sets some of them is handed to the extension: its payload,
@@ -109,6 +111,20 @@ pub trait Extension {
         out: &mut Vec<u8>,
         limit: usize,
     ) -> Result<(), DecodeError>;
+
+    /// Transforms one outgoing data message, whole: appends what goes on the wire to
+    /// `out` and returns the reserved bits for the message's first frame. Returning
+    /// [`Rsv::NONE`] (the default), with `out` unchanged, sends `payload` as it is:
+    /// the [`WebSocket`](super::WebSocket) adapter then writes it without a copy.
+    ///
+    /// The adapter calls this for each text and binary message it sends (in one
+    /// frame), never for control frames. The codec does not: a user of the
+    /// [`Encoder`](super::Encoder) calls it, then writes the frame with the bits
+    /// returned.
+    fn encode(&mut self, kind: MessageKind, payload: &[u8], out: &mut Vec<u8>) -> Rsv {
+        let _ = (kind, payload, out);
+        Rsv::NONE
+    }
 }
 
 /// No extension: every reserved bit is refused.
@@ -160,6 +176,11 @@ impl<E: Extension> Extension for Option<E> {
             None => NoExtension.finish_message(rsv, out, limit),
         }
     }
+
+    fn encode(&mut self, kind: MessageKind, payload: &[u8], out: &mut Vec<u8>) -> Rsv {
+        self.as_mut()
+            .map_or(Rsv::NONE, |e| e.encode(kind, payload, out))
+    }
 }
 
 impl<E: Extension + ?Sized> Extension for Box<E> {
@@ -184,5 +205,9 @@ impl<E: Extension + ?Sized> Extension for Box<E> {
         limit: usize,
     ) -> Result<(), DecodeError> {
         (**self).finish_message(rsv, out, limit)
+    }
+
+    fn encode(&mut self, kind: MessageKind, payload: &[u8], out: &mut Vec<u8>) -> Rsv {
+        (**self).encode(kind, payload, out)
     }
 }

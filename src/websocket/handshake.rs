@@ -78,6 +78,10 @@ pub enum HandshakeError {
     Status(u16),
     /// Client: `Upgrade`, `Connection` or `Sec-WebSocket-Accept` missing or wrong.
     BadResponse(&'static str),
+    /// Client: the server's `Sec-WebSocket-Extensions` answer was refused by the
+    /// [`ExtensionNegotiator`] (what it said), so the connection is failed (RFC 6455
+    /// section 9.1).
+    Extension(String),
 }
 
 impl HandshakeError {
@@ -119,6 +123,7 @@ impl fmt::Display for HandshakeError {
             HandshakeError::TimedOut => f.write_str("handshake timed out"),
             HandshakeError::Status(code) => write!(f, "status {code} instead of 101"),
             HandshakeError::BadResponse(why) => write!(f, "invalid upgrade response: {why}"),
+            HandshakeError::Extension(why) => write!(f, "extension refused: {why}"),
         }
     }
 }
@@ -593,16 +598,41 @@ impl fmt::Debug for Negotiated {
     }
 }
 
-/// A server's extension negotiation (RFC 6455 section 9): given what the client
-/// offers, pick at most one offer and make the extension for it. This is the seam
-/// for permessage-deflate (RFC 7692); a server without a negotiator accepts no
+/// An extension negotiation (RFC 6455 section 9): the seam for permessage-deflate
+/// (RFC 7692), on both ends. A server, given what the client offers, picks at most one
+/// offer and makes the extension for it ([`negotiate`](Self::negotiate)); a client
+/// makes its offer ([`offer`](Self::offer)) and checks the server's answer
+/// ([`accept`](Self::accept)). An adapter without a negotiator offers and accepts no
 /// extension.
 ///
-/// The extension only decodes: the adapter sends messages uncompressed, which RFC
-/// 7692 allows (a message without RSV1 is not compressed) whatever was negotiated.
+/// The extension made decodes the peer's messages and encodes ours
+/// ([`Extension::encode`]): with permessage-deflate, each message the adapter sends
+/// is compressed with the parameters agreed for its direction.
 pub trait ExtensionNegotiator: 'static {
-    /// The client's offers, in its order of preference: `None` to accept none.
+    /// Server: the client's offers, in its order of preference: `None` to accept
+    /// none.
     fn negotiate(&mut self, offers: &[ExtensionOffer]) -> Option<Negotiated>;
+
+    /// Client: the `Sec-WebSocket-Extensions` value of the request, or `None` (the
+    /// default) to offer nothing.
+    fn offer(&mut self) -> Option<String> {
+        None
+    }
+
+    /// Client: the server's `Sec-WebSocket-Extensions` answer to [`offer`](Self::offer)
+    /// (header lines joined with `, `): the extension agreed, or why the answer is
+    /// refused ([`HandshakeError::Extension`]); the connection then fails. The default
+    /// refuses any answer, as a client that offered nothing must.
+    ///
+    /// # Errors
+    ///
+    /// An answer that accepts something not offered, or breaks the extension's rules.
+    fn accept(&mut self, response: &str) -> Result<Box<dyn Extension>, HandshakeError> {
+        let _ = response;
+        Err(HandshakeError::BadResponse(
+            "an extension that was not offered",
+        ))
+    }
 }
 
 /// A client's side of the handshake: the request, with a fresh key, and the check of
@@ -633,7 +663,22 @@ pub struct ClientHandshake {
     path: String,
     protocols: Vec<String>,
     headers: Vec<(String, String)>,
+    extensions: Option<String>,
     key: String,
+}
+
+/// What a client's check of the server's `101` found ([`ClientHandshake::check`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Upgraded {
+    /// The subprotocol the server chose, if any (one offered).
+    pub protocol: Option<String>,
+    /// The server's `Sec-WebSocket-Extensions` (header lines joined with `, `), if
+    /// any: possible only when extensions were offered, and to be checked against
+    /// the offer.
+    pub extensions: Option<String>,
+    /// The head's length: what follows it is the server's first frames.
+    pub head_bytes: usize,
 }
 
 impl ClientHandshake {
@@ -653,6 +698,7 @@ impl ClientHandshake {
             path: path.to_owned(),
             protocols: Vec::new(),
             headers: Vec::new(),
+            extensions: None,
             key: String::new(),
         }
     }
@@ -673,6 +719,21 @@ impl ClientHandshake {
     pub fn header(mut self, name: &str, value: &str) -> ClientHandshake {
         check_header(name, value);
         self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Offers extensions: `offer` is the `Sec-WebSocket-Extensions` value of the
+    /// request (`permessage-deflate; client_max_window_bits`, say). The server's
+    /// answer then comes back from [`check`](Self::check), to be checked against the
+    /// offer (the [`WebSocket`](super::WebSocket) adapter does this with its
+    /// [negotiator](super::WebSocket::negotiator), which makes the offer too).
+    ///
+    /// # Panics
+    ///
+    /// If `offer` holds a CR or LF.
+    pub fn extensions(mut self, offer: &str) -> ClientHandshake {
+        check_header("Sec-WebSocket-Extensions", offer);
+        self.extensions = Some(offer.to_owned());
         self
     }
 
@@ -697,6 +758,9 @@ impl ClientHandshake {
         if !self.protocols.is_empty() {
             out += &format!("Sec-WebSocket-Protocol: {}\r\n", self.protocols.join(", "));
         }
+        if let Some(offer) = &self.extensions {
+            out += &format!("Sec-WebSocket-Extensions: {offer}\r\n");
+        }
         for (name, value) in &self.headers {
             out += &format!("{name}: {value}\r\n");
         }
@@ -706,14 +770,32 @@ impl ClientHandshake {
 
     /// Checks the response head at the start of `buf` (found whole by
     /// [`find_head_end`]): the subprotocol the server chose, and the head's length
-    /// (what follows is the server's first frames).
+    /// (what follows is the server's first frames). When extensions were offered, use
+    /// [`check`](Self::check), which returns the server's answer to them as well.
+    ///
+    /// # Errors
+    ///
+    /// As [`check`](Self::check); and any extension in the answer.
+    pub fn check_response(&self, buf: &[u8]) -> Result<(Option<String>, usize), HandshakeError> {
+        let upgraded = self.check(buf)?;
+        if upgraded.extensions.is_some() {
+            return Err(HandshakeError::BadResponse(
+                "an extension that was not offered",
+            ));
+        }
+        Ok((upgraded.protocol, upgraded.head_bytes))
+    }
+
+    /// Checks the response head at the start of `buf` (found whole by
+    /// [`find_head_end`]), as [`check_response`](Self::check_response), and returns
+    /// the server's extensions too.
     ///
     /// # Errors
     ///
     /// A status other than 101, a missing or wrong `Upgrade`, `Connection` or
-    /// `Sec-WebSocket-Accept`, a subprotocol not offered, or any extension (none is
-    /// offered).
-    pub fn check_response(&self, buf: &[u8]) -> Result<(Option<String>, usize), HandshakeError> {
+    /// `Sec-WebSocket-Accept`, a subprotocol not offered, or an extension when none
+    /// was offered.
+    pub fn check(&self, buf: &[u8]) -> Result<Upgraded, HandshakeError> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut headers);
         let n = match resp.parse(&buf[..buf.len().min(MAX_HEAD_BYTES)]) {
@@ -747,7 +829,9 @@ impl ClientHandshake {
         if response.header("Sec-WebSocket-Accept") != Some(accept_key(&self.key).as_str()) {
             return Err(HandshakeError::BadResponse("wrong Sec-WebSocket-Accept"));
         }
-        if response.header("Sec-WebSocket-Extensions").is_some() {
+        let extensions: Vec<&str> = response.all("Sec-WebSocket-Extensions").collect();
+        let extensions = (!extensions.is_empty()).then(|| extensions.join(", "));
+        if extensions.is_some() && self.extensions.is_none() {
             return Err(HandshakeError::BadResponse(
                 "an extension that was not offered",
             ));
@@ -760,7 +844,11 @@ impl ClientHandshake {
                 ));
             }
         }
-        Ok((protocol, n))
+        Ok(Upgraded {
+            protocol,
+            extensions,
+            head_bytes: n,
+        })
     }
 }
 
@@ -921,6 +1009,48 @@ mod tests {
         assert_eq!(
             client.check_response(b"HTTP/1.1 403 Forbidden\r\n\r\n"),
             Err(HandshakeError::Status(403))
+        );
+    }
+
+    #[test]
+    fn a_client_that_offers_extensions_gets_the_answer() {
+        let mut client = ClientHandshake::new("h", "/").extensions("permessage-deflate");
+        let request = String::from_utf8(client.request()).unwrap();
+        assert!(request.contains("\r\nSec-WebSocket-Extensions: permessage-deflate\r\n"));
+        let head = |extensions: &str| {
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{extensions}\r\n",
+                accept_key(client.key())
+            )
+        };
+        let none = head("");
+        let upgraded = client.check(none.as_bytes()).unwrap();
+        assert_eq!(
+            (upgraded.extensions, upgraded.head_bytes),
+            (None, none.len())
+        );
+        // Header lines are joined, as a list.
+        let two = head(
+            "Sec-WebSocket-Extensions: permessage-deflate\r\n\
+             Sec-WebSocket-Extensions: x\r\n",
+        );
+        assert_eq!(
+            client.check(two.as_bytes()).unwrap().extensions.as_deref(),
+            Some("permessage-deflate, x")
+        );
+        // check_response, which has no way to return them, refuses them.
+        assert!(client.check_response(two.as_bytes()).is_err());
+        // Without an offer, none is made, and any extension is refused.
+        let mut plain = ClientHandshake::new("h", "/");
+        let request = String::from_utf8(plain.request()).unwrap();
+        assert!(!request.contains("Extensions"));
+        let answer = two.replace(&accept_key(client.key()), &accept_key(plain.key()));
+        assert_eq!(
+            plain.check(answer.as_bytes()),
+            Err(HandshakeError::BadResponse(
+                "an extension that was not offered"
+            ))
         );
     }
 }

@@ -29,7 +29,9 @@
 //!   [`offer`](DeflateConfig::offer) and [`accept`](DeflateConfig::accept), with the
 //!   window and context-takeover parameters), the decoder inflates through it within
 //!   `max_message_bytes` (a deflate bomb is refused, 1009, before it is inflated), and
-//!   [`Deflate::compress`] makes a message's payload to send with RSV1.
+//!   [`Deflate::compress`] makes a message's payload to send with RSV1: the adapter
+//!   compresses what it sends through [`Extension::encode`], with the parameters
+//!   agreed for its direction, on a server and on a client alike.
 //!
 //! The codec and the handshake are pure; only the adapter touches a connection, and
 //! only through its [`Context`](crate::Context).
@@ -101,7 +103,7 @@ pub use frame::{
 };
 pub use handshake::{
     Accept, ClientHandshake, ExtensionNegotiator, ExtensionOffer, HandshakeError, Negotiated,
-    Refuse, Request, MAX_HEAD_BYTES,
+    Refuse, Request, Upgraded, MAX_HEAD_BYTES,
 };
 pub use protocol::{MessageRef, WebSocket, WsContext, WsHandler, DEFAULT_HANDSHAKE_TIMEOUT};
 

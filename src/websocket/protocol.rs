@@ -1,7 +1,9 @@
 //! The WebSocket protocol adapter: the upgrade, then messages, over any connection.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, IoSlice};
+use std::rc::Rc;
 use std::time::Duration;
 
 use super::close::CloseCode;
@@ -20,9 +22,46 @@ use crate::{Context, JobError, PoolBusy, Protocol, Reason, TimerId};
 /// TLS handshake timeout. A slow peer (slowloris) is answered 408 and closed then.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Capacity the buffer for masked (client) frames and control frames keeps between
-/// sends.
+/// Capacity the buffers for masked (client) frames, control frames and encoded
+/// (compressed) payloads keep between sends: enough for the usual message without
+/// holding on to the memory of a rare large one.
 const RETAINED_OUT_BYTES: usize = 64 * 1024;
+
+/// The extension agreed at the upgrade, shared by the decoder (which decodes the
+/// peer's messages through it) and the [`Sender`] (which encodes ours). Each borrow
+/// lasts one call: the decoder's ends before an event reaches the handler, so a send
+/// from a callback never meets it.
+#[derive(Clone)]
+struct SharedExtension(Rc<RefCell<Box<dyn Extension>>>);
+
+impl Extension for SharedExtension {
+    fn rsv_bits(&self) -> Rsv {
+        self.0.borrow().rsv_bits()
+    }
+
+    fn decode(
+        &mut self,
+        rsv: Rsv,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<(), DecodeError> {
+        self.0.borrow_mut().decode(rsv, input, out, limit)
+    }
+
+    fn finish_message(
+        &mut self,
+        rsv: Rsv,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<(), DecodeError> {
+        self.0.borrow_mut().finish_message(rsv, out, limit)
+    }
+
+    fn encode(&mut self, kind: MessageKind, payload: &[u8], out: &mut Vec<u8>) -> Rsv {
+        self.0.borrow_mut().encode(kind, payload, out)
+    }
+}
 
 /// A data message as a handler receives it: borrowed from the decoder or from the
 /// read buffer (copy what you keep; [`to_message`](Self::to_message) makes an owned
@@ -181,6 +220,10 @@ struct Sender {
     encoder: Encoder,
     /// Frames that are copied before they are written: masked ones, control ones.
     out: Vec<u8>,
+    /// The extension agreed, if any: it encodes each data message.
+    extension: Option<SharedExtension>,
+    /// A message's payload as the extension encoded it.
+    encoded: Vec<u8>,
     /// The upgrade is done.
     open: bool,
     /// A close frame was sent: no more frames may be.
@@ -190,13 +233,36 @@ struct Sender {
 }
 
 impl Sender {
-    fn data(&mut self, cx: &mut Context<'_>, opcode: OpCode, payload: &[u8]) -> bool {
+    fn data(&mut self, cx: &mut Context<'_>, kind: MessageKind, payload: &[u8]) -> bool {
         if !self.open || self.close_sent {
             return false;
         }
-        let header = self
-            .encoder
-            .header(true, Rsv::NONE, opcode, payload.len() as u64);
+        let opcode = match kind {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        };
+        let Some(extension) = &mut self.extension else {
+            return self.frame(cx, Rsv::NONE, opcode, payload);
+        };
+        let mut encoded = std::mem::take(&mut self.encoded);
+        encoded.clear();
+        let rsv = extension.encode(kind, payload, &mut encoded);
+        let sent = if rsv.is_empty() {
+            self.frame(cx, rsv, opcode, payload)
+        } else {
+            self.frame(cx, rsv, opcode, &encoded)
+        };
+        encoded.clear();
+        if encoded.capacity() <= RETAINED_OUT_BYTES {
+            self.encoded = encoded;
+        }
+        sent
+    }
+
+    /// Writes a data message as one frame: on a server the header and `payload` as
+    /// two slices, without a copy; on a client, masked in `self.out`.
+    fn frame(&mut self, cx: &mut Context<'_>, rsv: Rsv, opcode: OpCode, payload: &[u8]) -> bool {
+        let header = self.encoder.header(true, rsv, opcode, payload.len() as u64);
         match header.mask() {
             None => cx.write_vectored(&[IoSlice::new(header.as_bytes()), IoSlice::new(payload)]),
             Some(key) => {
@@ -289,18 +355,19 @@ pub struct WsContext<'a, 'b> {
 
 impl WsContext<'_, '_> {
     /// Sends a text message, in one frame. On a server the payload is not copied:
-    /// the frame header and `text` go out as two slices.
+    /// the frame header and `text` go out as two slices. With an extension agreed
+    /// (permessage-deflate), what goes out is what it encodes (compressed, RSV1 set).
     ///
     /// Returns false if it was dropped: before the upgrade, after a close frame was
     /// sent, or when the connection is closing, gone, or passed its write cap (then
     /// closed with [`Reason::WriteOverflow`]).
     pub fn send_text(&mut self, text: &str) -> bool {
-        self.ws.data(self.cx, OpCode::Text, text.as_bytes())
+        self.ws.data(self.cx, MessageKind::Text, text.as_bytes())
     }
 
     /// Sends a binary message, in one frame; as [`send_text`](Self::send_text).
     pub fn send_binary(&mut self, data: &[u8]) -> bool {
-        self.ws.data(self.cx, OpCode::Binary, data)
+        self.ws.data(self.cx, MessageKind::Binary, data)
     }
 
     /// Sends a message of either kind; as [`send_text`](Self::send_text).
@@ -496,7 +563,9 @@ enum Phase {
 /// (unmasked client frames, reserved bits...) or 1007 (invalid UTF-8, also split
 /// across fragments). Messages are sent in one frame; a server writes the frame
 /// header and the payload as two slices (`write_vectored`), so the payload is not
-/// copied. The write watermarks and cap apply as to any connection:
+/// copied. When permessage-deflate was agreed (see [`negotiator`](Self::negotiator)),
+/// each message is compressed first and the frame carries RSV1; control frames never
+/// are. The write watermarks and cap apply as to any connection:
 /// [`WsHandler::pause_producing`] and [`WsHandler::resume_producing`] are forwarded,
 /// and a peer that does not read is closed at the cap.
 ///
@@ -506,7 +575,7 @@ enum Phase {
 /// the rest of the chunk waits in the decoder and is delivered when reading resumes.
 pub struct WebSocket<H: WsHandler> {
     handler: H,
-    decoder: Decoder<Option<Box<dyn Extension>>>,
+    decoder: Decoder<Option<SharedExtension>>,
     sender: Sender,
     phase: Phase,
     /// The head read so far, during the handshake.
@@ -528,6 +597,8 @@ impl<H: WsHandler> WebSocket<H> {
                 role,
                 encoder: Encoder::new(role),
                 out: Vec::new(),
+                extension: None,
+                encoded: Vec::new(),
                 open: false,
                 close_sent: false,
                 protocol: None,
@@ -594,7 +665,15 @@ impl<H: WsHandler> WebSocket<H> {
         self
     }
 
-    /// Sets the server's extension negotiator (permessage-deflate plugs in here).
+    /// Sets the extension negotiator (permessage-deflate plugs in here:
+    /// `.negotiator(Box::new(DeflateConfig::default()))`). A server answers the
+    /// client's offers with it; a client makes its offer with it and checks the
+    /// server's answer (a refused answer fails the connection, as
+    /// [`WsHandler::handshake_failed`]). Once an extension is agreed, it decodes
+    /// what arrives and encodes what [`WsContext::send_text`] and
+    /// [`send_binary`](WsContext::send_binary) send: with permessage-deflate, each
+    /// message is compressed and goes out with RSV1, unless compressing would not
+    /// make it smaller.
     pub fn negotiator(mut self, negotiator: Box<dyn ExtensionNegotiator>) -> Self {
         self.negotiator = Some(negotiator);
         self
@@ -674,7 +753,7 @@ impl<H: WsHandler> WebSocket<H> {
         let key = request.key().expect("checked by check_upgrade");
         let response = accept.response(key, negotiated.as_ref().map(|n| n.response.as_str()));
         if let Some(negotiated) = negotiated {
-            *self.decoder.extension_mut() = Some(negotiated.extension);
+            self.install(negotiated.extension);
         }
         cx.write(&response);
         self.sender.protocol = accept.chosen_protocol().map(str::to_owned);
@@ -683,13 +762,28 @@ impl<H: WsHandler> WebSocket<H> {
 
     fn client_handshake(&mut self, cx: &mut Context<'_>, head: &[u8]) {
         let client = self.client.as_ref().expect("a client has its request");
-        match client.check_response(head) {
-            Ok((protocol, n)) => {
-                self.sender.protocol = protocol;
-                self.opened(cx, &head[n..]);
+        let upgraded = match client.check(head) {
+            Ok(upgraded) => upgraded,
+            Err(e) => return self.refuse(cx, Some(e)),
+        };
+        if let Some(answer) = &upgraded.extensions {
+            // `check` refuses extensions when none were offered, and only a
+            // negotiator makes an offer.
+            let negotiator = self.negotiator.as_mut().expect("an offer was made");
+            match negotiator.accept(answer) {
+                Ok(extension) => self.install(extension),
+                Err(e) => return self.refuse(cx, Some(e)),
             }
-            Err(e) => self.refuse(cx, Some(e)),
         }
+        self.sender.protocol = upgraded.protocol;
+        self.opened(cx, &head[upgraded.head_bytes..]);
+    }
+
+    /// Puts the extension agreed between the decoder and the sender.
+    fn install(&mut self, extension: Box<dyn Extension>) {
+        let shared = SharedExtension(Rc::new(RefCell::new(extension)));
+        self.sender.extension = Some(shared.clone());
+        *self.decoder.extension_mut() = Some(shared);
     }
 
     /// The upgrade failed with `error` (a server answers it), or, with `None`, timed
@@ -793,8 +887,12 @@ impl<H: WsHandler> Protocol for WebSocket<H> {
                 |p: &mut WebSocket<H>, cx| p.handshake_timed_out(cx),
             ));
         }
-        if let Some(client) = &mut self.client {
+        if let Some(mut client) = self.client.take() {
+            if let Some(offer) = self.negotiator.as_mut().and_then(|n| n.offer()) {
+                client = client.extensions(&offer);
+            }
             cx.write(&client.request());
+            self.client = Some(client);
         }
     }
 
