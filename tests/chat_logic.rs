@@ -31,6 +31,9 @@
 //! connection's paused reading ([`Harness::reading_paused`]); the kit tells that of
 //! its own connection only.
 
+// server.rs writes WebSocket frames for the chat's browser members.
+#![cfg(feature = "websocket")]
+
 #[path = "../examples/chat/command.rs"]
 #[allow(dead_code)]
 mod command;
