@@ -109,7 +109,7 @@ fn run(
         // offers: its cases 13.2, 13.5 and 13.6 ask for no context takeover only of a
         // client that says it (and skip it as UNIMPLEMENTED otherwise).
         let mut config = DeflateConfig::default();
-        config.offer_no_context_takeover = true;
+        config.send_no_context_takeover = true;
         client = client.negotiator(Box::new(config));
     }
     reactor.connect_tcp(server, client);

@@ -92,14 +92,24 @@ pub struct DeflateConfig {
     /// offers and a client refuses such a response.
     pub accept_no_context_takeover: bool,
     /// Whether we ask the peer to compress each message on its own (it then cannot
-    /// refer back to earlier messages, which costs ratio). Default false.
+    /// refer back to earlier messages, which costs ratio). Default false. Then our
+    /// inflater lives only while a message is being received (about 40 KiB), instead
+    /// of for the whole connection.
     pub request_no_context_takeover: bool,
-    /// A client's offer: whether it says `client_no_context_takeover`, the hint that
-    /// we compress each message on its own whatever the server answers (RFC 7692
-    /// section 7.1.1.2), which we then do. Some servers, Autobahn's among them, ask a
-    /// client for no context takeover only when its offer says this. Default false:
-    /// the context is kept unless the server asks otherwise.
-    pub offer_no_context_takeover: bool,
+    /// Whether we compress each message on its own whatever the peer asks, and say
+    /// so: a client in its offer (`client_no_context_takeover`, RFC 7692 section
+    /// 7.1.1.2; some servers, Autobahn's among them, ask a client for no context
+    /// takeover only when its offer says this), a server in its answer
+    /// (`server_no_context_takeover`, which section 7.1.1.1 lets it add unasked).
+    /// Default false: the context is kept unless the peer asks otherwise.
+    ///
+    /// This is the memory setting: a compressor that keeps its context is about
+    /// 300 KiB per connection (zlib's window, hash chains and buffers), from its first
+    /// message compressed to the connection's end. Without context takeover no
+    /// compressor is kept per connection: one per thread serves every connection,
+    /// reset after each message. With [`request_no_context_takeover`](Self::request_no_context_takeover)
+    /// too, an idle connection holds no zlib state at all.
+    pub send_no_context_takeover: bool,
     /// The compression level, 0 (store) to 9 (smallest, slowest); larger values count
     /// as 9. Default 6, zlib's default.
     pub level: u32,
@@ -112,7 +122,7 @@ impl Default for DeflateConfig {
             peer_max_window_bits: MAX_WINDOW_BITS,
             accept_no_context_takeover: true,
             request_no_context_takeover: false,
-            offer_no_context_takeover: false,
+            send_no_context_takeover: false,
             level: 6,
         }
     }
@@ -246,9 +256,13 @@ impl DeflateConfig {
             None => (MAX_WINDOW_BITS, false),
         };
         let params = DeflateParams {
-            send_no_context_takeover: offer.server_no_context_takeover,
+            send_no_context_takeover: offer.server_no_context_takeover
+                || self.send_no_context_takeover,
             send_max_window_bits,
-            receive_no_context_takeover: self.request_no_context_takeover,
+            // A client that offers `client_no_context_takeover` keeps no context;
+            // saying so back lets us keep none either (RFC 7692 section 7.1.1.2).
+            receive_no_context_takeover: self.request_no_context_takeover
+                || offer.client_no_context_takeover,
             receive_max_window_bits,
         };
         let mut response = String::from(NAME);
@@ -287,7 +301,7 @@ impl DeflateConfig {
     /// `server_no_context_takeover` when we
     /// [request it](Self::request_no_context_takeover);
     /// `client_no_context_takeover` when we
-    /// [offer it](Self::offer_no_context_takeover).
+    /// [keep no context](Self::send_no_context_takeover).
     ///
     /// # Examples
     ///
@@ -314,7 +328,7 @@ impl DeflateConfig {
         if peers < MAX_WINDOW_BITS {
             let _ = write!(offer, "; {SERVER_MAX_WINDOW_BITS}={peers}");
         }
-        if self.offer_no_context_takeover {
+        if self.send_no_context_takeover {
             offer.push_str("; ");
             offer.push_str(CLIENT_NO_CONTEXT_TAKEOVER);
         }
@@ -378,7 +392,7 @@ impl DeflateConfig {
         let params = DeflateParams {
             // Our offer's hint binds us as much as the server's answer.
             send_no_context_takeover: response.client_no_context_takeover
-                || self.offer_no_context_takeover,
+                || self.send_no_context_takeover,
             send_max_window_bits: response
                 .client_max_window_bits
                 .flatten()
@@ -427,13 +441,24 @@ fn window_bits_setting(bits: u8) -> u8 {
 ///
 /// # Memory
 ///
-/// Per connection, an inflater (zlib sizes it at about 40 KiB with its 32 KiB window)
-/// and, from the first message compressed, a deflater (about 256 KiB at the default
-/// window and level, by zlib's formula; less with a smaller window).
+/// With context takeover (the RFC's default), per connection: an inflater (about
+/// 40 KiB with its 32 KiB window) from the first compressed message received, and a
+/// deflater (about 300 KiB at the default window and level, measured; zlib's hash
+/// chains and buffers do not shrink with the window) from the first message
+/// compressed, both kept until the connection ends. Without context takeover in a
+/// direction, nothing is kept for it between messages: the deflater is one per
+/// thread and per (level, window), shared by every connection and reset after each
+/// message, and the inflater exists only while a message is being received. So a
+/// server that wants idle connections cheap sets
+/// [`DeflateConfig::send_no_context_takeover`] and
+/// [`DeflateConfig::request_no_context_takeover`]: about 1 KiB per idle
+/// connection, as without compression, at some cost in ratio.
 pub struct Deflate {
     params: DeflateParams,
     level: Compression,
-    inflater: Decompress,
+    /// Made at the first compressed message received; dropped after each message
+    /// when the peer keeps no context.
+    inflater: Option<Decompress>,
     /// Made by the first [`compress`](Self::compress): an endpoint that only receives
     /// never pays for it. Never made when the agreed window is 8 bits.
     deflater: Option<Compress>,
@@ -449,8 +474,7 @@ impl Deflate {
         Deflate {
             params,
             level: Compression::new(level.min(9)),
-            // The largest window decodes whatever window the peer uses.
-            inflater: Decompress::new(false),
+            inflater: None,
             deflater: None,
             final_block_seen: false,
         }
@@ -491,26 +515,35 @@ impl Deflate {
             return Rsv::NONE;
         }
         let level = self.level;
+        if self.params.send_no_context_takeover {
+            return SHARED_DEFLATERS.with(|shared| {
+                let mut shared = shared.borrow_mut();
+                let i = match shared
+                    .iter()
+                    .position(|(l, b, _)| *l == level.level() && *b == bits)
+                {
+                    Some(i) => i,
+                    None => {
+                        let deflater = Compress::new_with_window_bits(level, false, bits);
+                        shared.push((level.level(), bits, deflater));
+                        shared.len() - 1
+                    }
+                };
+                let deflater = &mut shared[i].2;
+                let rsv = compress_message(deflater, payload, out);
+                deflater.reset();
+                rsv
+            });
+        }
         let deflater = self
             .deflater
             .get_or_insert_with(|| Compress::new_with_window_bits(level, false, bits));
-        let start = out.len();
-        let compressed = sync_flush(deflater, payload, out)
-            && out[start..].ends_with(&TAIL)
-            && out.len() - start - TAIL.len() < payload.len();
-        if compressed {
-            out.truncate(out.len() - TAIL.len());
-        } else {
-            out.truncate(start);
-        }
-        if !compressed || self.params.send_no_context_takeover {
+        let rsv = compress_message(deflater, payload, out);
+        if rsv == Rsv::NONE {
+            // The peer will not see these bytes in its window.
             deflater.reset();
         }
-        if compressed {
-            Rsv::RSV1
-        } else {
-            Rsv::NONE
-        }
+        rsv
     }
 
     /// Inflates `input` into `out`, producing at most `limit` bytes.
@@ -549,7 +582,9 @@ impl Deflate {
                 Err(()) => return Err(corrupt("invalid deflate data")),
                 Ok(Status::StreamEnd) => {
                     // A final block: what follows, if anything, is a new stream.
-                    self.inflater.reset(false);
+                    if let Some(inflater) = &mut self.inflater {
+                        inflater.reset(false);
+                    }
                     self.final_block_seen = true;
                     if input.is_empty() {
                         return Ok(());
@@ -575,14 +610,40 @@ impl Deflate {
         input: &[u8],
         output: &mut [u8],
     ) -> (usize, usize, Result<Status, ()>) {
-        let (in_before, out_before) = (self.inflater.total_in(), self.inflater.total_out());
-        let status = self
-            .inflater
+        // The largest window decodes whatever window the peer uses.
+        let inflater = self.inflater.get_or_insert_with(|| Decompress::new(false));
+        let (in_before, out_before) = (inflater.total_in(), inflater.total_out());
+        let status = inflater
             .decompress(input, output, FlushDecompress::None)
             .map_err(|_| ());
-        let consumed = (self.inflater.total_in() - in_before) as usize;
-        let written = (self.inflater.total_out() - out_before) as usize;
+        let consumed = (inflater.total_in() - in_before) as usize;
+        let written = (inflater.total_out() - out_before) as usize;
         (consumed, written, status)
+    }
+}
+
+thread_local! {
+    /// The deflaters of the connections that keep no context, by (level, window
+    /// bits): reset after each message, so any connection on the thread can use them.
+    static SHARED_DEFLATERS: std::cell::RefCell<Vec<(u32, u8, Compress)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Compresses one message with `deflater`: appends it to `out` without the final
+/// `00 00 ff ff` and returns RSV1, or leaves `out` as it was and returns no bits when
+/// compressing would not make the message smaller (the caller then resets the
+/// deflater, whose window has bytes the peer will not see).
+fn compress_message(deflater: &mut Compress, payload: &[u8], out: &mut Vec<u8>) -> Rsv {
+    let start = out.len();
+    let compressed = sync_flush(deflater, payload, out)
+        && out[start..].ends_with(&TAIL)
+        && out.len() - start - TAIL.len() < payload.len();
+    if compressed {
+        out.truncate(out.len() - TAIL.len());
+        Rsv::RSV1
+    } else {
+        out.truncate(start);
+        Rsv::NONE
     }
 }
 
@@ -637,10 +698,15 @@ impl Extension for Deflate {
         limit: usize,
     ) -> Result<(), DecodeError> {
         let result = self.inflate(&TAIL, out, limit);
-        if self.final_block_seen || self.params.receive_no_context_takeover {
-            self.inflater.reset(false);
-            self.final_block_seen = false;
+        if self.params.receive_no_context_takeover {
+            // Nothing to keep for the next message: no memory either.
+            self.inflater = None;
+        } else if self.final_block_seen {
+            if let Some(inflater) = &mut self.inflater {
+                inflater.reset(false);
+            }
         }
+        self.final_block_seen = false;
         result
     }
     /// [`compress`](Deflate::compress): the adapter sends what it makes with RSV1.
@@ -904,9 +970,10 @@ mod tests {
             ("PerMessage-Deflate", "permessage-deflate"),
             ("permessage-deflate; client_max_window_bits", "permessage-deflate"),
             ("permessage-deflate; client_max_window_bits=10", "permessage-deflate"),
+            // The client keeps no context: said back, so we keep none either.
             (
                 "permessage-deflate; client_no_context_takeover",
-                "permessage-deflate",
+                "permessage-deflate; client_no_context_takeover",
             ),
             (
                 "permessage-deflate; server_no_context_takeover",
@@ -929,7 +996,8 @@ mod tests {
             (
                 "permessage-deflate; client_no_context_takeover; client_max_window_bits; \
                  server_no_context_takeover; server_max_window_bits=8",
-                "permessage-deflate; server_no_context_takeover; server_max_window_bits=8",
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+                 server_max_window_bits=8",
             ),
         ];
         for (offer, expected) in cases {
@@ -1052,7 +1120,7 @@ mod tests {
         );
         // The hint in our offer binds us, whatever the answer.
         let mut hinting = config;
-        hinting.offer_no_context_takeover = true;
+        hinting.send_no_context_takeover = true;
         assert_eq!(
             hinting.offer(),
             "permessage-deflate; client_no_context_takeover; client_max_window_bits"
@@ -1602,5 +1670,58 @@ mod tests {
         assert_eq!(result.len(), 1);
         let error = result[0].clone().unwrap_err();
         assert_eq!(error.close_code(), CloseCode::INVALID_PAYLOAD);
+    }
+
+    /// No context kept in either direction: nothing stays per connection between
+    /// messages (no deflater, no inflater), and connections that take turns with the
+    /// thread's shared deflater each get messages that inflate on their own.
+    #[test]
+    fn without_context_takeover_nothing_is_kept_between_messages() {
+        let config = DeflateConfig {
+            send_no_context_takeover: true,
+            request_no_context_takeover: true,
+            ..DeflateConfig::default()
+        };
+        let (mut a, response) = config.negotiate("permessage-deflate").unwrap();
+        assert_eq!(
+            response,
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        );
+        let (mut b, _) = config.negotiate("permessage-deflate").unwrap();
+        let text = "the same words again and again, ".repeat(20);
+        for round in 0..3 {
+            for (name, deflate) in [("a", &mut a), ("b", &mut b)] {
+                let message = format!("{name} {round} {text}");
+                let (rsv, wire) = compress(deflate, message.as_bytes());
+                assert_eq!(rsv, Rsv::RSV1);
+                assert!(deflate.deflater.is_none(), "a deflater kept per connection");
+                // A fresh inflater decodes it: it refers to no earlier message.
+                let mut fresh = Decompress::new(false);
+                let got = inflate_with_window(15, &mut fresh, &wire);
+                assert_eq!(got, message.as_bytes());
+                // Received: the inflater goes once the message is in.
+                assert_eq!(inflate_one(deflate, &wire), message.as_bytes());
+                assert!(
+                    deflate.inflater.is_none(),
+                    "an inflater kept per connection"
+                );
+            }
+        }
+        // With context takeover both stay, and the second message refers to the
+        // first (it comes out smaller).
+        let (mut kept, _) = DeflateConfig::default()
+            .negotiate("permessage-deflate")
+            .unwrap();
+        let (_, first) = compress(&mut kept, text.as_bytes());
+        let (_, second) = compress(&mut kept, text.as_bytes());
+        assert!(kept.deflater.is_some());
+        assert!(
+            second.len() < first.len(),
+            "{} vs {}",
+            second.len(),
+            first.len()
+        );
+        let _ = inflate_one(&mut kept, &first);
+        assert!(kept.inflater.is_some());
     }
 }
