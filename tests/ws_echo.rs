@@ -19,11 +19,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::example::{self, Listening, PROCESS_WATCHDOG};
+use common::python::have_websockets;
 use common::tls::Certs;
 use common::CLIENT_TIMEOUT;
 use twistor::websocket::{CloseCode, Decoder, Encoder, Event, MessageKind, OpCode, Role, Rsv};
@@ -33,37 +34,6 @@ fn serve(extra: &[&str]) -> Listening {
 }
 
 // ----- Python's websockets -----
-
-/// Whether `python3` can import `websockets`, installing it once into the user site
-/// if not.
-fn have_websockets() -> bool {
-    static HAVE: OnceLock<bool> = OnceLock::new();
-    let have = *HAVE.get_or_init(|| {
-        let import = || {
-            Command::new("python3")
-                .args(["-c", "import websockets.sync.client"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        if import() {
-            return true;
-        }
-        for extra in [&[][..], &["--break-system-packages"][..]] {
-            let _ = Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "--user", "websockets"])
-                .args(extra)
-                .output();
-            if import() {
-                return true;
-            }
-        }
-        false
-    });
-    if !have {
-        eprintln!("skipped: python websockets not found");
-    }
-    have
-}
 
 /// The client every Python test runs: URL, CA file (or `-`), then a scenario name.
 const CLIENT: &str = r#"

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use twistor::{Addr, ConnId, Context, Handle, Protocol, Reactor, Reason};
 
+pub mod chat;
 pub mod example;
+pub mod python;
 pub mod redis;
 pub mod tls;
 
