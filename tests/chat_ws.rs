@@ -29,7 +29,7 @@ use common::chat::{flood_until, nick_of_welcome, LineMember};
 use common::example::{self, Listening, Proc, PROCESS_WATCHDOG};
 use common::python::have_websockets;
 use common::tls::Certs;
-use common::CLIENT_TIMEOUT;
+use common::{connect, read_head, CLIENT_TIMEOUT};
 use twistor::websocket::{Decoder, Encoder, Event, Role};
 
 // ----- the server -----
@@ -69,13 +69,6 @@ impl Chat {
     }
 }
 
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(CLIENT_TIMEOUT)).unwrap();
-    s
-}
-
 // ----- raw WebSocket members -----
 
 /// An upgrade request for `path`.
@@ -85,19 +78,6 @@ fn upgrade_request(path: &str) -> String {
          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
          Sec-WebSocket-Version: 13\r\n\r\n"
     )
-}
-
-/// Reads an HTTP response head, a byte at a time so that nothing after it is taken.
-fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            other => panic!("the head ended early ({other:?}): {head:?}"),
-        }
-    }
-    String::from_utf8(head).unwrap()
 }
 
 /// What a raw WebSocket member received.

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use common::example::{self, Listening, PROCESS_WATCHDOG};
 use common::python::have_websockets;
 use common::tls::Certs;
-use common::CLIENT_TIMEOUT;
+use common::{connect, read_head};
 use twistor::websocket::{CloseCode, Decoder, Encoder, Event, MessageKind, OpCode, Role, Rsv};
 
 fn serve(extra: &[&str]) -> Listening {
@@ -198,29 +198,9 @@ fn python_websockets_sees_1009_past_max_message() {
 
 // ----- raw clients -----
 
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(CLIENT_TIMEOUT)).unwrap();
-    s
-}
-
 const REQUEST: &str = "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
     Sec-WebSocket-Version: 13\r\n\r\n";
-
-/// Reads an HTTP response head.
-fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            other => panic!("the head ended early ({other:?}): {head:?}"),
-        }
-    }
-    String::from_utf8(head).unwrap()
-}
 
 /// A socket upgraded to WebSocket.
 fn upgraded(addr: SocketAddr) -> TcpStream {

@@ -474,6 +474,19 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// Reads an HTTP response head, a byte at a time so that nothing after it is taken.
+pub fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!("the head ended early ({other:?}): {head:?}"),
+        }
+    }
+    String::from_utf8(head).unwrap()
+}
+
 /// Runs `f` with a socket connected to `addr`, in a new thread.
 pub fn client<T: Send + 'static>(
     addr: SocketAddr,
