@@ -13,17 +13,19 @@
 #[path = "../examples/chat/command.rs"]
 #[allow(dead_code)]
 mod command;
+mod common;
 
 use std::collections::BTreeSet;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use common::chat::{flood_until, LineMember};
 
 /// How long any single step may block before the test fails: generous, since it only
 /// catches a hung server and never decides a passing test.
@@ -166,27 +168,13 @@ impl Server {
     }
 
     /// A new client, welcomed (its nick read from the welcome).
-    fn join(&self) -> Client {
-        let stream = TcpStream::connect(self.addr).expect("connect");
-        stream.set_read_timeout(Some(WATCHDOG)).unwrap();
-        stream.set_write_timeout(Some(WATCHDOG)).unwrap();
-        let mut client = Client {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            stream,
-            nick: String::new(),
-        };
-        let welcome = client.line();
-        client.nick = welcome
-            .strip_prefix("* welcome ")
-            .and_then(|rest| rest.strip_suffix(", you are in lobby"))
-            .unwrap_or_else(|| panic!("not a welcome: {welcome:?}"))
-            .to_owned();
-        client
+    fn join(&self) -> LineMember {
+        LineMember::connect(self.addr, WATCHDOG)
     }
 
     /// `n` clients in the lobby, each having seen the others arrive after it.
-    fn join_many(&self, n: usize) -> Vec<Client> {
-        let mut clients: Vec<Client> = Vec::new();
+    fn join_many(&self, n: usize) -> Vec<LineMember> {
+        let mut clients: Vec<LineMember> = Vec::new();
         for _ in 0..n {
             let newcomer = self.join();
             for c in &mut clients {
@@ -198,37 +186,8 @@ impl Server {
     }
 }
 
-/// One chat client over a plain socket.
-struct Client {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
-    nick: String,
-}
-
-impl Client {
-    fn send(&mut self, line: &str) {
-        self.stream
-            .write_all(format!("{line}\n").as_bytes())
-            .expect("send");
-    }
-
-    /// The next line from the server, without its `\n`.
-    fn line(&mut self) -> String {
-        let mut line = Vec::new();
-        match self.reader.read_until(b'\n', &mut line) {
-            Ok(0) => panic!("{}: the server closed the connection", self.nick),
-            Ok(_) => {}
-            Err(e) => panic!("{}: no line in time: {e}", self.nick),
-        }
-        assert_eq!(line.pop(), Some(b'\n'), "{}: unterminated line", self.nick);
-        String::from_utf8(line).expect("UTF-8 line")
-    }
-
-    fn expect(&mut self, want: &str) {
-        let got = self.line();
-        assert_eq!(got, want, "{} expected another line", self.nick);
-    }
-
+/// What the tests here ask of a client beyond the shared [`LineMember`].
+impl LineMember {
     /// Reads until the server closes; a reset counts as a close (a server that closes
     /// with unread input in its socket makes the kernel send RST instead of FIN).
     fn expect_closed(&mut self) {
@@ -257,16 +216,10 @@ impl Client {
             self.nick
         );
     }
-
-    fn rename(&mut self, nick: &str) {
-        self.send(&format!("/nick {nick}"));
-        self.expect(&format!("* {} is now {nick}", self.nick));
-        self.nick = nick.to_owned();
-    }
 }
 
 /// Expects `line` on each of `clients`.
-fn all_expect(clients: &mut [Client], line: &str) {
+fn all_expect(clients: &mut [LineMember], line: &str) {
     for c in clients {
         c.expect(line);
     }
@@ -528,10 +481,6 @@ fn abrupt_departures_are_announced() {
     c[0].expect(&line);
 }
 
-/// Lines the flooder may send ahead of what the reader has read: 32 KiB, so that the
-/// reader's own backlog stays far below the 64 KiB cap however slowly it reads.
-const FLOOD_WINDOW_LINES: u64 = 32;
-
 /// `--max-backlog` is a hard cap: a write that would pass it cuts the member off at
 /// once. At 64 KiB, no more than the high watermark, it leaves flow control no room
 /// (a member is congested only above the watermark), so the cap cuts the member that
@@ -546,49 +495,8 @@ fn a_member_that_does_not_read_is_cut_off_at_max_backlog_and_the_room_goes_on() 
     // `slow` never reads again. The flooder sends numbered 1 KB lines, at most a
     // window ahead of the reader, until the reader (which checks that none is lost)
     // has seen `slow` cut off; then it sends `done`.
-    let cut_off = Arc::new(AtomicBool::new(false));
-    let (credit, credits) = mpsc::channel::<()>();
-    let sender = {
-        let cut_off = Arc::clone(&cut_off);
-        let mut stream = flooder.stream.try_clone().unwrap();
-        thread::spawn(move || -> u64 {
-            let filler = "f".repeat(1000);
-            let mut sent = 0;
-            while !cut_off.load(Ordering::SeqCst) {
-                if sent >= FLOOD_WINDOW_LINES {
-                    credits.recv_timeout(WATCHDOG).expect("the reader stalled");
-                }
-                let line = format!("{sent} {filler}\n");
-                stream.write_all(line.as_bytes()).expect("flooding");
-                sent += 1;
-            }
-            stream.write_all(b"done\n").expect("last line");
-            sent
-        })
-    };
-    let prefix = format!("<{}> ", flooder.nick);
     let gone = format!("* {} disconnected", slow.nick);
-    let mut next = 0u64;
-    loop {
-        let line = reader.line();
-        if line == gone {
-            cut_off.store(true, Ordering::SeqCst);
-            continue;
-        }
-        let text = line
-            .strip_prefix(&prefix)
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"));
-        if text == "done" {
-            break;
-        }
-        let seq: u64 = text.split(' ').next().unwrap().parse().unwrap();
-        assert_eq!(seq, next, "the reader lost a line");
-        next += 1;
-        let _ = credit.send(());
-    }
-    let sent = sender.join().expect("flooder thread");
-    assert_eq!(next, sent, "the reader got every line");
-    flooder.expect(&gone);
+    flood_until(&mut flooder, &mut reader, &gone, WATCHDOG);
     reader.send("/who");
     reader.expect(&format!("* in lobby: {}, {}", flooder.nick, reader.nick));
     // The slow member's connection was closed: what it reads now ends.
@@ -692,7 +600,7 @@ fn flags_that_cannot_work_are_refused_at_start() {
 fn two_hundred_members_each_hear_the_199_others() {
     const N: usize = 200;
     let server = Server::start(&[]);
-    let mut clients: Vec<Client> = (0..N).map(|_| server.join()).collect();
+    let mut clients: Vec<LineMember> = (0..N).map(|_| server.join()).collect();
     // Client i hears the N - 1 - i that came after it.
     for (i, c) in clients.iter_mut().enumerate() {
         for later in i + 2..=N {

@@ -18,11 +18,12 @@ mod wire;
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::chat::LineMember;
 use common::example::{command, run_example, serve_command, Listening};
 use common::redis::RedisServer;
 
@@ -44,58 +45,11 @@ fn chat(redis: &RedisServer, node: &str) -> Listening {
     )
 }
 
-/// One member over a plain socket.
-struct Member {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
-    nick: String,
-}
-
-impl Member {
+/// What the tests here ask of a member beyond the shared [`LineMember`].
+impl LineMember {
     /// A new member of `server`, welcomed (its nick read from the welcome).
-    fn join(server: &Listening) -> Member {
-        Member::join_addr(server.addr())
-    }
-
-    fn join_addr(addr: SocketAddr) -> Member {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(WATCHDOG)).unwrap();
-        stream.set_write_timeout(Some(WATCHDOG)).unwrap();
-        let mut member = Member {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            stream,
-            nick: String::new(),
-        };
-        let welcome = member.line();
-        member.nick = welcome
-            .strip_prefix("* welcome ")
-            .and_then(|rest| rest.strip_suffix(", you are in lobby"))
-            .unwrap_or_else(|| panic!("not a welcome: {welcome:?}"))
-            .to_owned();
-        member
-    }
-
-    fn send(&mut self, line: &str) {
-        self.stream
-            .write_all(format!("{line}\n").as_bytes())
-            .expect("send");
-    }
-
-    /// The next line, without its `\n`.
-    fn line(&mut self) -> String {
-        let mut line = Vec::new();
-        match self.reader.read_until(b'\n', &mut line) {
-            Ok(0) => panic!("{}: the server closed the connection", self.nick),
-            Ok(_) => {}
-            Err(e) => panic!("{}: no line in time: {e}", self.nick),
-        }
-        assert_eq!(line.pop(), Some(b'\n'), "{}: unterminated line", self.nick);
-        String::from_utf8(line).expect("UTF-8 line")
-    }
-
-    fn expect(&mut self, want: &str) {
-        let got = self.line();
-        assert_eq!(got, want, "{} expected another line", self.nick);
+    fn join(server: &Listening) -> LineMember {
+        LineMember::connect(server.addr(), WATCHDOG)
     }
 
     /// Reads lines until `want`, and returns the ones before it.
@@ -114,12 +68,6 @@ impl Member {
                 self.nick
             );
         }
-    }
-
-    fn rename(&mut self, nick: &str) {
-        self.send(&format!("/nick {nick}"));
-        self.expect(&format!("* {} is now {nick}", self.nick));
-        self.nick = nick.to_owned();
     }
 
     /// Asks `command` (`/who`, `/rooms`) until the answer is `want`: the roster of
@@ -153,14 +101,14 @@ impl Member {
 }
 
 /// `* in lobby: ...` for these members, sorted as the server sorts them.
-fn who(room: &str, members: &[&Member]) -> String {
+fn who(room: &str, members: &[&LineMember]) -> String {
     let mut nicks: Vec<&str> = members.iter().map(|m| m.nick.as_str()).collect();
     nicks.sort_unstable();
     format!("* in {room}: {}", nicks.join(", "))
 }
 
 /// Expects `line` on each of `members`.
-fn all_expect(members: &mut [&mut Member], line: &str) {
+fn all_expect(members: &mut [&mut LineMember], line: &str) {
     for m in members {
         m.expect(line);
     }
@@ -276,8 +224,8 @@ fn two_servers_are_one_chat() {
         return;
     };
     let (a, b) = (chat(&redis, "a"), chat(&redis, "b"));
-    let mut amy = Member::join(&a);
-    let mut bob = Member::join(&b);
+    let mut amy = LineMember::join(&a);
+    let mut bob = LineMember::join(&b);
     amy.expect(&format!("* {} joined lobby", bob.nick));
     assert_ne!(amy.nick, bob.nick, "guest names unique across servers");
     // Server b may hear of amy's arrival after bob's own: that notice is skipped.
@@ -307,7 +255,7 @@ fn two_servers_are_one_chat() {
     amy.expect("* error: no such nick: nobody");
 
     // A nick in use on the other server: the same error as a local clash.
-    let mut ann = Member::join(&a);
+    let mut ann = LineMember::join(&a);
     all_expect(
         &mut [&mut amy, &mut bob],
         &format!("* {} joined lobby", ann.nick),
@@ -355,8 +303,8 @@ fn the_same_nick_asked_on_two_servers_at_once_goes_to_one() {
         return;
     };
     let (a, b) = (chat(&redis, "a"), chat(&redis, "b"));
-    let mut amy = Member::join(&a);
-    let mut bob = Member::join(&b);
+    let mut amy = LineMember::join(&a);
+    let mut bob = LineMember::join(&b);
     amy.ask_until("/who", &who("lobby", &[&amy, &bob]));
     bob.ask_until("/who", &who("lobby", &[&amy, &bob]));
     // Sent together, before either server can have heard of the other's rename:
@@ -397,16 +345,16 @@ fn three_servers_share_rooms_nicks_and_guest_numbers() {
         chat(&redis, "three"),
     ];
     // Guests arriving in turn on every server: all names distinct.
-    let mut members: Vec<Member> = Vec::new();
+    let mut members: Vec<LineMember> = Vec::new();
     for _ in 0..4 {
         for server in &servers {
-            let mut newcomer = Member::join(server);
+            let mut newcomer = LineMember::join(server);
             let joined = format!("* {} joined lobby", newcomer.nick);
             for m in &mut members {
                 m.expect(&joined);
             }
             // The first member of a server may hear of earlier arrivals late.
-            let mut all: Vec<&Member> = members.iter().collect();
+            let mut all: Vec<&LineMember> = members.iter().collect();
             all.push(&newcomer);
             let want = who("lobby", &all);
             newcomer.ask_until("/who", &want);
@@ -450,7 +398,7 @@ fn three_servers_share_rooms_nicks_and_guest_numbers() {
 /// What a member got: per sender, the numbers in `<SENDER> N` lines, checked as they
 /// come: each sender's next line must be its next number. Ends once `total` lines
 /// have come.
-fn receive_all(mut member: Member, total: usize) -> Result<usize, String> {
+fn receive_all(mut member: LineMember, total: usize) -> Result<usize, String> {
     let mut next: HashMap<String, u64> = HashMap::new();
     for _ in 0..total {
         let line = member.line();
@@ -481,9 +429,9 @@ fn ten_senders_on_three_servers_reach_everyone_once_in_order() {
     const SENDERS: usize = 10;
     const LINES: u64 = 1000;
     let servers = [chat(&redis, "x"), chat(&redis, "y"), chat(&redis, "z")];
-    let mut members: Vec<Member> = Vec::new();
+    let mut members: Vec<LineMember> = Vec::new();
     for i in 0..SENDERS + servers.len() {
-        let mut m = Member::join(&servers[i % servers.len()]);
+        let mut m = LineMember::join(&servers[i % servers.len()]);
         let nick = match i < SENDERS {
             true => format!("s{i}"),
             false => format!("r{i}"),
@@ -534,11 +482,11 @@ fn ten_senders_on_three_servers_reach_everyone_once_in_order() {
 
 /// Two servers on `redis` with members: a1 and a2 on the first, b1 on the second,
 /// each knowing the others.
-fn two_servers(redis: &RedisServer) -> (Listening, Listening, Member, Member, Member) {
+fn two_servers(redis: &RedisServer) -> (Listening, Listening, LineMember, LineMember, LineMember) {
     let (a, b) = (chat(redis, "a"), chat(redis, "b"));
-    let mut a1 = Member::join(&a);
-    let mut a2 = Member::join(&a);
-    let mut b1 = Member::join(&b);
+    let mut a1 = LineMember::join(&a);
+    let mut a2 = LineMember::join(&a);
+    let mut b1 = LineMember::join(&b);
     for (m, nick) in [(&mut a1, "a1"), (&mut a2, "a2"), (&mut b1, "b1")] {
         m.send(&format!("/nick {nick}"));
         m.wait_for(&format!("* {} is now {nick}", m.nick));

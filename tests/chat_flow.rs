@@ -19,6 +19,7 @@ use std::sync::mpsc::Receiver;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::chat::LineMember;
 use common::example::{self, lines_of, Proc};
 
 /// How long one step (a line, a write, a thread) may take before the test fails:
@@ -64,27 +65,13 @@ impl Server {
     }
 
     /// A new member, welcomed.
-    fn join(&self) -> Member {
-        let stream = TcpStream::connect(self.addr).expect("connect");
-        stream.set_read_timeout(Some(WATCHDOG)).unwrap();
-        stream.set_write_timeout(Some(WATCHDOG)).unwrap();
-        let mut member = Member {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            stream,
-            nick: String::new(),
-        };
-        let welcome = member.line();
-        member.nick = welcome
-            .strip_prefix("* welcome ")
-            .and_then(|rest| rest.strip_suffix(", you are in lobby"))
-            .unwrap_or_else(|| panic!("not a welcome: {welcome:?}"))
-            .to_owned();
-        member
+    fn join(&self) -> LineMember {
+        LineMember::connect(self.addr, WATCHDOG)
     }
 
     /// `n` members in the lobby, each having seen the others arrive after it.
-    fn join_many(&self, n: usize) -> Vec<Member> {
-        let mut members: Vec<Member> = Vec::new();
+    fn join_many(&self, n: usize) -> Vec<LineMember> {
+        let mut members: Vec<LineMember> = Vec::new();
         for _ in 0..n {
             let newcomer = self.join();
             for m in &mut members {
@@ -108,37 +95,8 @@ impl Server {
     }
 }
 
-/// One member over a plain socket.
-struct Member {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
-    nick: String,
-}
-
-impl Member {
-    fn send(&mut self, line: &str) {
-        self.stream
-            .write_all(format!("{line}\n").as_bytes())
-            .expect("send");
-    }
-
-    /// The next line from the server, without its `\n`.
-    fn line(&mut self) -> String {
-        let mut line = Vec::new();
-        match self.reader.read_until(b'\n', &mut line) {
-            Ok(0) => panic!("{}: the server closed the connection", self.nick),
-            Ok(_) => {}
-            Err(e) => panic!("{}: no line in time: {e}", self.nick),
-        }
-        assert_eq!(line.pop(), Some(b'\n'), "{}: unterminated line", self.nick);
-        String::from_utf8(line).expect("UTF-8 line")
-    }
-
-    fn expect(&mut self, want: &str) {
-        let got = self.line();
-        assert_eq!(got, want, "{} expected another line", self.nick);
-    }
-
+/// What the tests here ask of a member beyond the shared [`LineMember`].
+impl LineMember {
     /// Proves that nothing else is waiting for this member, and who is in the lobby:
     /// `/who` is answered in order, so its answer comes next only if nothing was
     /// queued before it.
@@ -160,7 +118,7 @@ fn flood_line(i: usize) -> String {
 
 /// Sends lines `0..lines` from `member`'s socket, `LINES_PER_WRITE` to a write, as
 /// fast as the server takes them, on a thread of its own.
-fn flood(member: &Member, lines: usize) -> JoinHandle<()> {
+fn flood(member: &LineMember, lines: usize) -> JoinHandle<()> {
     let mut stream = member.stream.try_clone().expect("clone the socket");
     thread::spawn(move || {
         let mut batch = String::with_capacity(LINES_PER_WRITE * LINE_BYTES);
@@ -183,12 +141,12 @@ type Notices = Vec<(usize, String)>;
 /// `chunk`-byte reads, pausing `pause` after each: a slower reader for a non-zero
 /// pause. (The pause paces the reader; nothing waits on it.)
 fn read_flood(
-    member: Member,
+    member: LineMember,
     from: &str,
     lines: usize,
     chunk: usize,
     pause: Duration,
-) -> JoinHandle<(Member, Notices)> {
+) -> JoinHandle<(LineMember, Notices)> {
     let prefix = format!("<{from}> ");
     thread::spawn(move || {
         let stream = member.stream.try_clone().expect("clone the socket");
@@ -277,7 +235,7 @@ fn readers_slower_than_the_sender_hold_it_back_and_miss_nothing() {
     let mut members = server.join_many(4);
     let nicks: Vec<String> = members.iter().map(|m| m.nick.clone()).collect();
     let nick_refs: Vec<&str> = nicks.iter().map(String::as_str).collect();
-    let readers: Vec<Member> = members.drain(1..).collect();
+    let readers: Vec<LineMember> = members.drain(1..).collect();
     let mut sender = members.pop().unwrap();
     // Two read as fast as they can; the third reads 4 KiB a millisecond at most,
     // well below what the sender sends.
@@ -318,7 +276,7 @@ fn a_member_that_never_reads_is_cut_off_after_the_slow_timeout() {
     let server = Server::start(&["--slow-timeout", "0.5"]);
     let mut members = server.join_many(4);
     let stalled = members.pop().unwrap();
-    let readers: Vec<Member> = members.drain(1..).collect();
+    let readers: Vec<LineMember> = members.drain(1..).collect();
     let mut sender = members.pop().unwrap();
     let reading: Vec<_> = readers
         .into_iter()

@@ -43,6 +43,9 @@ mod server;
 mod session;
 #[path = "../examples/chat/text.rs"]
 mod text;
+#[path = "../examples/chat/wire.rs"]
+#[allow(dead_code)]
+mod wire;
 
 use std::cell::RefCell;
 use std::io;

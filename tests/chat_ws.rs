@@ -19,18 +19,17 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, OnceLock};
-use std::thread;
+use std::sync::mpsc::Receiver;
 
+use common::chat::{flood_until, nick_of_welcome, LineMember};
 use common::example::{self, Listening, Proc, PROCESS_WATCHDOG};
+use common::python::have_websockets;
 use common::tls::Certs;
-use common::CLIENT_TIMEOUT;
+use common::{connect, read_head, CLIENT_TIMEOUT};
 use twistor::websocket::{Decoder, Encoder, Event, Role};
 
 // ----- the server -----
@@ -62,70 +61,12 @@ impl Chat {
     }
 
     fn line_member(&self) -> LineMember {
-        LineMember::connect(self.line)
+        LineMember::connect(self.line, CLIENT_TIMEOUT)
     }
 
     fn ws_member(&self) -> WsMember {
         WsMember::connect(self.ws)
     }
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(CLIENT_TIMEOUT)).unwrap();
-    s
-}
-
-// ----- line members -----
-
-/// A member on the line protocol, as `nc` would be.
-struct LineMember {
-    reader: BufReader<TcpStream>,
-    stream: TcpStream,
-    nick: String,
-}
-
-impl LineMember {
-    /// Connects and reads the welcome, which names the member.
-    fn connect(addr: SocketAddr) -> LineMember {
-        let stream = connect(addr);
-        let reader = BufReader::new(stream.try_clone().unwrap());
-        let mut member = LineMember {
-            reader,
-            stream,
-            nick: String::new(),
-        };
-        member.nick = nick_of_welcome(&member.line());
-        member
-    }
-
-    fn send(&mut self, line: &str) {
-        self.stream.write_all(line.as_bytes()).unwrap();
-        self.stream.write_all(b"\n").unwrap();
-    }
-
-    /// The next line, without its `\n`.
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        let n = self.reader.read_line(&mut line).expect("a line in time");
-        assert!(n > 0, "the server closed the line member");
-        assert_eq!(line.pop(), Some('\n'), "{line:?}");
-        line
-    }
-
-    fn expect(&mut self, want: &str) {
-        assert_eq!(self.line(), want);
-    }
-}
-
-/// The nick in `* welcome NICK, you are in lobby`.
-fn nick_of_welcome(welcome: &str) -> String {
-    welcome
-        .strip_prefix("* welcome ")
-        .and_then(|rest| rest.strip_suffix(", you are in lobby"))
-        .unwrap_or_else(|| panic!("not a welcome: {welcome:?}"))
-        .to_owned()
 }
 
 // ----- raw WebSocket members -----
@@ -137,19 +78,6 @@ fn upgrade_request(path: &str) -> String {
          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
          Sec-WebSocket-Version: 13\r\n\r\n"
     )
-}
-
-/// Reads an HTTP response head, a byte at a time so that nothing after it is taken.
-fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            other => panic!("the head ended early ({other:?}): {head:?}"),
-        }
-    }
-    String::from_utf8(head).unwrap()
 }
 
 /// What a raw WebSocket member received.
@@ -250,37 +178,6 @@ impl WsMember {
 }
 
 // ----- Python's websockets -----
-
-/// Whether `python3` can import `websockets`, installing it once into the user site
-/// if not.
-fn have_websockets() -> bool {
-    static HAVE: OnceLock<bool> = OnceLock::new();
-    let have = *HAVE.get_or_init(|| {
-        let import = || {
-            Command::new("python3")
-                .args(["-c", "import websockets.sync.client"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        if import() {
-            return true;
-        }
-        for extra in [&[][..], &["--break-system-packages"][..]] {
-            let _ = Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "--user", "websockets"])
-                .args(extra)
-                .output();
-            if import() {
-                return true;
-            }
-        }
-        false
-    });
-    if !have {
-        eprintln!("skipped: python websockets not found");
-    }
-    have
-}
 
 /// An interactive WebSocket member: each line of its stdin (a JSON string) is sent
 /// as a text message; each message received is printed as `message JSON`; when the
@@ -635,10 +532,6 @@ fn a_binary_message_is_refused() {
     line.expect(&format!("* {} disconnected", web.nick));
 }
 
-/// Lines a flooding member sends at most this far ahead of what the reader has
-/// read (as tests/chat.rs does), so that the reader's own backlog stays small.
-const FLOOD_WINDOW_LINES: u64 = 32;
-
 /// A WebSocket member that upgrades and then never reads is cut off at
 /// `--max-backlog` (64 KiB, no more than the high watermark: the cap cuts before the
 /// hour-long slow timeout), while a line member floods the room and another reads
@@ -658,51 +551,8 @@ fn a_websocket_member_that_never_reads_is_cut_off_at_max_backlog() {
         .and_then(|j| j.strip_suffix(" joined lobby"))
         .unwrap()
         .to_owned();
-    let cut_off = Arc::new(AtomicBool::new(false));
-    let (credit, credits) = mpsc::channel::<()>();
-    let sender = {
-        let cut_off = Arc::clone(&cut_off);
-        let mut stream = flooder.stream.try_clone().unwrap();
-        thread::spawn(move || -> u64 {
-            let filler = "f".repeat(1000);
-            let mut sent = 0;
-            while !cut_off.load(Ordering::SeqCst) {
-                if sent >= FLOOD_WINDOW_LINES {
-                    credits
-                        .recv_timeout(PROCESS_WATCHDOG)
-                        .expect("the reader stalled");
-                }
-                let line = format!("{sent} {filler}\n");
-                stream.write_all(line.as_bytes()).expect("flooding");
-                sent += 1;
-            }
-            stream.write_all(b"done\n").expect("last line");
-            sent
-        })
-    };
-    let prefix = format!("<{}> ", flooder.nick);
     let gone = format!("* {stalled_nick} disconnected");
-    let mut next = 0u64;
-    loop {
-        let line = reader.line();
-        if line == gone {
-            cut_off.store(true, Ordering::SeqCst);
-            continue;
-        }
-        let text = line
-            .strip_prefix(&prefix)
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"));
-        if text == "done" {
-            break;
-        }
-        let seq: u64 = text.split(' ').next().unwrap().parse().unwrap();
-        assert_eq!(seq, next, "the reader lost a line");
-        next += 1;
-        let _ = credit.send(());
-    }
-    let sent = sender.join().expect("flooder thread");
-    assert_eq!(next, sent, "the reader got every line");
-    flooder.expect(&gone);
+    flood_until(&mut flooder, &mut reader, &gone, PROCESS_WATCHDOG);
     // The line members go on.
     reader.send("still here");
     flooder.expect(&format!("<{}> still here", reader.nick));
@@ -838,7 +688,7 @@ fn ws_listen_is_checked_and_in_help() {
     assert!(help.contains("--ws-listen"), "{help}");
     // Without the flag, one listener and one line.
     let chat = example::serve("chat", "127.0.0.1:0", &[]);
-    let mut line = LineMember::connect(chat.addr());
+    let mut line = LineMember::connect(chat.addr(), CLIENT_TIMEOUT);
     line.send("/quit");
     line.expect("* bye");
     assert!(chat.stdout.try_recv().is_err());

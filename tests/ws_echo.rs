@@ -19,13 +19,14 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::example::{self, Listening, PROCESS_WATCHDOG};
+use common::python::have_websockets;
 use common::tls::Certs;
-use common::CLIENT_TIMEOUT;
+use common::{connect, read_head};
 use twistor::websocket::{CloseCode, Decoder, Encoder, Event, MessageKind, OpCode, Role, Rsv};
 
 fn serve(extra: &[&str]) -> Listening {
@@ -33,37 +34,6 @@ fn serve(extra: &[&str]) -> Listening {
 }
 
 // ----- Python's websockets -----
-
-/// Whether `python3` can import `websockets`, installing it once into the user site
-/// if not.
-fn have_websockets() -> bool {
-    static HAVE: OnceLock<bool> = OnceLock::new();
-    let have = *HAVE.get_or_init(|| {
-        let import = || {
-            Command::new("python3")
-                .args(["-c", "import websockets.sync.client"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        if import() {
-            return true;
-        }
-        for extra in [&[][..], &["--break-system-packages"][..]] {
-            let _ = Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "--user", "websockets"])
-                .args(extra)
-                .output();
-            if import() {
-                return true;
-            }
-        }
-        false
-    });
-    if !have {
-        eprintln!("skipped: python websockets not found");
-    }
-    have
-}
 
 /// The client every Python test runs: URL, CA file (or `-`), then a scenario name.
 const CLIENT: &str = r#"
@@ -228,29 +198,9 @@ fn python_websockets_sees_1009_past_max_message() {
 
 // ----- raw clients -----
 
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(CLIENT_TIMEOUT)).unwrap();
-    s
-}
-
 const REQUEST: &str = "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
     Sec-WebSocket-Version: 13\r\n\r\n";
-
-/// Reads an HTTP response head.
-fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            other => panic!("the head ended early ({other:?}): {head:?}"),
-        }
-    }
-    String::from_utf8(head).unwrap()
-}
 
 /// A socket upgraded to WebSocket.
 fn upgraded(addr: SocketAddr) -> TcpStream {

@@ -2,7 +2,7 @@
 //!
 //! Every server that uses the same redis-server and the same `--redis-prefix`
 //! (PREFIX below, `twistor-chat` by default) is part of one chat. This module is
-//! the design as built. The server tells it each [`News`] after the local delivery
+//! the design as built. The server tells it each member's [`Event`] after the local delivery
 //! (through the [`Federate`] trait, so that `server.rs` knows nothing of Redis); when
 //! Redis answers, the federation is taken out of the server for the callback and
 //! calls back into it (`deliver_room`, `rename_now`, `notice_all`...), writing to
@@ -107,7 +107,7 @@ use twistor::framing::resp::Value;
 use twistor::redis::{Event as LinkEvent, RedisClient, RedisError, RedisProtocol, Subscriber};
 use twistor::{ConnId, Context, Reactor};
 
-use crate::server::{Federate, MemberKey, News, Server};
+use crate::server::{Federate, MemberKey, Server};
 use crate::wire::{decode, encode, Entry, Event};
 
 /// How often a server publishes its heartbeat (and does its housekeeping).
@@ -394,23 +394,19 @@ fn claim_results(reply: &Value, keys: usize) -> Option<Vec<bool>> {
 }
 
 impl Federate for Federation {
-    /// Publishes `news` (if the link is up); a rename releases the old nick too.
+    /// Publishes `event` (if the link is up); a rename releases the old nick too.
     /// `sender`, the member whose action it is, is held back while too many events
     /// await Redis.
-    fn tell(&mut self, cx: &mut Context<'_>, sender: Option<(MemberKey, ConnId)>, news: &News<'_>) {
-        let event = match *news {
-            News::Joined { nick, room } => Event::Joined { nick, room },
-            News::Left { nick, room } => Event::Left { nick, room },
-            News::Gone { nick, room } => Event::Gone { nick, room },
-            News::Renamed { old, new, room } => {
-                self.release(cx, old);
-                Event::Renamed { old, new, room }
-            }
-            News::Said { nick, room, text } => Event::Said { nick, room, text },
-            News::Me { nick, room, text } => Event::Me { nick, room, text },
-            News::Private { from, to, text } => Event::Private { from, to, text },
-        };
-        self.publish(cx, sender, &event);
+    fn tell(
+        &mut self,
+        cx: &mut Context<'_>,
+        sender: Option<(MemberKey, ConnId)>,
+        event: &Event<'_>,
+    ) {
+        if let Event::Renamed { old, .. } = *event {
+            self.release(cx, old);
+        }
+        self.publish(cx, sender, event);
     }
 
     /// Tops up the guest pool, and claims the new member's nick if it did not come
@@ -603,7 +599,7 @@ impl Federation {
             self.tell(
                 cx,
                 Some((key, conn)),
-                &News::Renamed {
+                &Event::Renamed {
                     old: &old,
                     new,
                     room,

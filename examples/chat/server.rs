@@ -27,7 +27,8 @@
 //! receive is valid UTF-8 without control characters.
 //!
 //! Federation (`--redis`): each operation, once it has delivered locally, tells the
-//! other servers its [`News`] through the [`Federate`] the server owns (in the chat
+//! other servers its [`Event`] (a member's: joined, left, said...; the federation's
+//! payloads in `wire.rs`) through the [`Federate`] the server owns (in the chat
 //! program, `federation.rs`; this file knows nothing of Redis). Their news comes back
 //! in through the `federation` section below, and is written through
 //! [`Server::send`] like any line, holding back nobody.
@@ -42,6 +43,7 @@ use twistor::{ConnId, Context};
 
 use crate::command::{Command, CommandError};
 use crate::text::push_clean;
+use crate::wire::Event;
 
 /// Identifies a member while it is connected.
 pub type MemberKey = usize;
@@ -163,7 +165,7 @@ impl Server {
         self.send_room(cx, room, Some(key), Some(key));
         if let Some(fed) = &mut self.federation {
             let nick = &self.members[key].nick;
-            let joined = News::Joined { nick, room: LOBBY };
+            let joined = Event::Joined { nick, room: LOBBY };
             fed.tell(cx, Some((key, conn)), &joined);
             if fed.arrived(cx, self.last_guest) {
                 self.notice(cx, key, b"federation lost");
@@ -191,7 +193,7 @@ impl Server {
         if let Some(fed) = &mut self.federation {
             let nick = &self.members[key].nick;
             let room = &self.rooms[room].name;
-            fed.tell(cx, None, &News::Gone { nick, room });
+            fed.tell(cx, None, &Event::Gone { nick, room });
             fed.departed(cx, key, nick);
         }
         self.leave_room(key, room);
@@ -242,7 +244,8 @@ impl Server {
                 if let Some(fed) = &mut self.federation {
                     let member = &self.members[key];
                     let (nick, room) = (&member.nick, &self.rooms[member.room].name);
-                    fed.tell(cx, Some((key, member.conn)), &News::Me { nick, room, text });
+                    let me = Event::Me { nick, room, text };
+                    fed.tell(cx, Some((key, member.conn)), &me);
                 }
             }
         }
@@ -282,7 +285,7 @@ impl Server {
             fed.tell(
                 cx,
                 Some((key, member.conn)),
-                &News::Said { nick, room, text },
+                &Event::Said { nick, room, text },
             );
         }
     }
@@ -308,7 +311,7 @@ impl Server {
             fed.tell(
                 cx,
                 Some((key, conn)),
-                &News::Renamed {
+                &Event::Renamed {
                     old: &old,
                     new,
                     room,
@@ -363,8 +366,8 @@ impl Server {
         if let (Some(fed), Some(old)) = (&mut self.federation, federated_old) {
             let member = &self.members[key];
             let (nick, sender) = (&member.nick, Some((key, member.conn)));
-            fed.tell(cx, sender, &News::Left { nick, room: &old });
-            fed.tell(cx, sender, &News::Joined { nick, room: name });
+            fed.tell(cx, sender, &Event::Left { nick, room: &old });
+            fed.tell(cx, sender, &Event::Joined { nick, room: name });
         }
     }
 
@@ -417,7 +420,7 @@ impl Server {
                 if let Some(to) = remote {
                     let member = &self.members[key];
                     let (from, sender) = (&member.nick, Some((key, member.conn)));
-                    return fed.tell(cx, sender, &News::Private { from, to, text });
+                    return fed.tell(cx, sender, &Event::Private { from, to, text });
                 }
             }
             // The name is the sender's own input, but it is cleaned all the same:
@@ -557,55 +560,24 @@ fn write_text_message(cx: &mut Context<'_>, conn: ConnId, line: &[u8]) -> bool {
 
 // ----- federation -----
 
-/// What a server tells the others after a local delivery: what a member did.
-// Read by the chat program's federation, which the tests that include this file
-// without it do not have.
-#[allow(dead_code)]
-#[derive(Clone, Copy, Debug)]
-pub enum News<'a> {
-    /// NICK is in ROOM: a new member (in the lobby) or a `/join`.
-    Joined { nick: &'a str, room: &'a str },
-    /// NICK left ROOM for another (a `/join`).
-    Left { nick: &'a str, room: &'a str },
-    /// NICK, in ROOM, disconnected.
-    Gone { nick: &'a str, room: &'a str },
-    /// OLD, in ROOM, is now NEW (OLD is free again).
-    Renamed {
-        old: &'a str,
-        new: &'a str,
-        room: &'a str,
-    },
-    /// A line for ROOM.
-    Said {
-        nick: &'a str,
-        room: &'a str,
-        text: &'a [u8],
-    },
-    /// A `/me` for ROOM.
-    Me {
-        nick: &'a str,
-        room: &'a str,
-        text: &'a [u8],
-    },
-    /// A `/msg` for TO, a member of another server.
-    Private {
-        from: &'a str,
-        to: &'a str,
-        text: &'a [u8],
-    },
-}
-
 /// The other servers, as the server sees them: what it tells them, and what it asks
 /// of them. Calls with a `sender` may pause that member's reading (the federation
 /// then says so through [`lets_read`](Federate::lets_read), and resumes it with
 /// [`Server::resume_if_free`]).
 pub trait Federate {
-    /// Tells the others `news`, of member `sender` (key and connection).
-    fn tell(&mut self, cx: &mut Context<'_>, sender: Option<(MemberKey, ConnId)>, news: &News<'_>);
-    /// A member arrived (and was told as [`News::Joined`]). True if it is to be told
+    /// Tells the others `event`, what member `sender` (key and connection) did:
+    /// never [`Heartbeat`](Event::Heartbeat), [`Sync`](Event::Sync) or
+    /// [`Roster`](Event::Roster), which are the federation's own.
+    fn tell(
+        &mut self,
+        cx: &mut Context<'_>,
+        sender: Option<(MemberKey, ConnId)>,
+        event: &Event<'_>,
+    );
+    /// A member arrived (and was told as [`Event::Joined`]). True if it is to be told
     /// `* federation lost`.
     fn arrived(&mut self, cx: &mut Context<'_>, last_guest: u64) -> bool;
-    /// Member `key`, called `nick`, left the server (and was told as [`News::Gone`]).
+    /// Member `key`, called `nick`, left the server (and was told as [`Event::Gone`]).
     fn departed(&mut self, cx: &mut Context<'_>, key: MemberKey, nick: &str);
     /// Claims `nick` for member `key`, whose reading pauses until the answer, when
     /// the federation renames it ([`Server::rename_now`]) or refuses
@@ -626,7 +598,7 @@ pub trait Federate {
     /// Adds the other servers' members to `rooms` (room name to member count).
     fn count_rooms<'a>(&'a self, rooms: &mut BTreeMap<&'a str, usize>);
     /// The federation itself, for its own callbacks.
-    #[allow(dead_code)] // as `News`
+    #[allow(dead_code)] // used by the chat program's federation only, as `put_federation` below
     fn as_any(&mut self) -> &mut dyn Any;
 }
 

@@ -4,14 +4,15 @@
 //! members through the session's context; the chat's rules live in the server. The
 //! session also watches its own output: while it stays above the high watermark (from
 //! `pause_producing` to `resume_producing`) a slow timer runs, and a member whose
-//! output has not drained when it fires does not read and is cut off.
+//! output has not drained when it fires does not read and is cut off. That rule is
+//! [`SlowTimer`]'s, which the WebSocket members (`ws.rs`) follow as well.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
 use twistor::framing::{LineContext, LineHandler, LineReceiver};
-use twistor::{Reason, TimerId};
+use twistor::{Context, Reason, TimerId};
 
 use crate::command::{self, Command};
 use crate::server::{MemberKey, MemberKind, Server};
@@ -37,7 +38,7 @@ pub fn protocol(server: Rc<RefCell<Server>>, limits: SessionLimits) -> ChatProto
         server,
         key: None,
         limits,
-        slow_timer: None,
+        slow: SlowTimer::new(limits.slow_timeout),
     };
     // One byte more than the limit for the `\r` that may precede `\n`; the length
     // without it is checked in `line_received`.
@@ -53,8 +54,7 @@ pub struct Session {
     /// `None` before `connection_made` and once the member has left.
     key: Option<MemberKey>,
     limits: SessionLimits,
-    /// Runs while the output is above the high watermark.
-    slow_timer: Option<TimerId>,
+    slow: SlowTimer,
 }
 
 impl Session {
@@ -92,22 +92,85 @@ impl Session {
     /// dropped; the room hears `* NICK disconnected` and the senders it held back
     /// read again.
     fn too_slow(&mut self, cx: &mut LineContext<'_, '_>) {
-        self.slow_timer = None;
-        log::warn!(
-            "{} {}: output above the watermark for {:?} ({} bytes unsent); closing",
-            cx.id(),
-            peer(cx),
-            self.limits.slow_timeout,
-            cx.buffered()
-        );
+        self.slow.fired(cx);
         self.leave(cx);
         cx.abort_connection();
     }
 }
 
 /// The peer's address for the log, or nothing.
-fn peer(cx: &LineContext<'_, '_>) -> String {
+pub fn peer(cx: &Context<'_>) -> String {
     cx.peer_addr().map_or_else(String::new, |a| a.to_string())
+}
+
+/// A member's slow timer, and the flow-control rule of every kind of member
+/// connection: the timer runs while the connection's output is above the high
+/// watermark (from `pause_producing` to `resume_producing`); when the output drains,
+/// the senders held back by the member read again; a member whose output is still
+/// above it when the timer fires does not read, and is cut off.
+#[derive(Debug)]
+pub struct SlowTimer {
+    /// How long the output may stay above the high watermark.
+    timeout: Duration,
+    /// Runs while the output is above the high watermark.
+    timer: Option<TimerId>,
+}
+
+impl SlowTimer {
+    /// A timer of `timeout`, not running.
+    pub fn new(timeout: Duration) -> SlowTimer {
+        SlowTimer {
+            timeout,
+            timer: None,
+        }
+    }
+
+    /// For `pause_producing`: the output passed the high watermark, so the timer
+    /// starts, armed by `arm` (which calls the protocol's cut-off after the delay it
+    /// is given), unless `member` has left or the timer runs already. (The senders
+    /// that wrote to this member were held back already, as they wrote.)
+    pub fn start(&mut self, member: Option<MemberKey>, arm: impl FnOnce(Duration) -> TimerId) {
+        if member.is_none() || self.timer.is_some() {
+            return;
+        }
+        self.timer = Some(arm(self.timeout));
+    }
+
+    /// For `resume_producing`: the output drained to the low watermark, so the
+    /// timer stops, and the senders `member` held back in `server` read again.
+    pub fn drained(
+        &mut self,
+        cx: &mut Context<'_>,
+        server: &RefCell<Server>,
+        member: Option<MemberKey>,
+    ) {
+        self.stop(cx);
+        if let Some(key) = member {
+            server.borrow_mut().drained(cx, key);
+        }
+    }
+
+    /// Stops the timer, if it runs.
+    pub fn stop(&mut self, cx: &mut Context<'_>) {
+        if let Some(timer) = self.timer.take() {
+            cx.cancel_timer(timer);
+        }
+    }
+
+    /// The timer fired: the output has stayed above the high watermark for the
+    /// whole timeout, so the member is not reading. Says so in the log; the caller
+    /// then cuts the member off (leaves the server and aborts the connection,
+    /// dropping its queued output).
+    pub fn fired(&mut self, cx: &Context<'_>) {
+        self.timer = None;
+        log::warn!(
+            "{} {}: output above the watermark for {:?} ({} bytes unsent); closing",
+            cx.id(),
+            peer(cx),
+            self.timeout,
+            cx.buffered()
+        );
+    }
 }
 
 impl LineHandler for Session {
@@ -149,26 +212,16 @@ impl LineHandler for Session {
         self.leave(cx);
     }
 
-    /// The output passed the high watermark: the slow timer starts. (The senders
-    /// that wrote to this member were held back already, as they wrote.)
+    /// The output passed the high watermark: the slow timer starts.
     fn pause_producing(&mut self, cx: &mut LineContext<'_, '_>) {
-        if self.key.is_none() || self.slow_timer.is_some() {
-            return;
-        }
-        let timer = cx.call_later(self.limits.slow_timeout, |session: &mut Session, cx| {
-            session.too_slow(cx)
+        self.slow.start(self.key, |timeout| {
+            cx.call_later(timeout, |session: &mut Session, cx| session.too_slow(cx))
         });
-        self.slow_timer = Some(timer);
     }
 
     /// The output drained to the low watermark: the slow timer stops, and the
     /// senders held back read again.
     fn resume_producing(&mut self, cx: &mut LineContext<'_, '_>) {
-        if let Some(timer) = self.slow_timer.take() {
-            cx.cancel_timer(timer);
-        }
-        if let Some(key) = self.key {
-            self.server.borrow_mut().drained(cx, key);
-        }
+        self.slow.drained(cx, &self.server, self.key);
     }
 }

@@ -23,11 +23,11 @@ use std::rc::Rc;
 use twistor::websocket::{
     Accept, CloseCode, MessageRef, Refuse, Request, WebSocket, WsContext, WsHandler,
 };
-use twistor::{Reason, TimerId};
+use twistor::Reason;
 
 use crate::command::{self, Command};
 use crate::server::{MemberKey, MemberKind, Server};
-use crate::session::SessionLimits;
+use crate::session::{peer, SessionLimits, SlowTimer};
 
 /// The chat's page, served at `/`.
 const PAGE: &str = include_str!("page.html");
@@ -52,7 +52,7 @@ pub fn protocol(server: Rc<RefCell<Server>>, limits: SessionLimits) -> WebSocket
         server,
         key: None,
         limits,
-        slow_timer: None,
+        slow: SlowTimer::new(limits.slow_timeout),
     };
     // No extension is negotiated: the server writes each line as it composed it, and
     // chat lines are too short for permessage-deflate to pay.
@@ -67,8 +67,7 @@ pub struct WsMember {
     /// `Some` from `on_open` until the member has left.
     key: Option<MemberKey>,
     limits: SessionLimits,
-    /// Runs while the output is above the high watermark.
-    slow_timer: Option<TimerId>,
+    slow: SlowTimer,
 }
 
 /// `request`'s path without its query.
@@ -81,9 +80,7 @@ impl WsMember {
     /// Leaves the server, if not done yet. After this the server writes nothing more
     /// to the connection, so the adapter's close frame is its last.
     fn leave(&mut self, cx: &mut WsContext<'_, '_>) {
-        if let Some(timer) = self.slow_timer.take() {
-            cx.cancel_timer(timer);
-        }
+        self.slow.stop(cx);
         if let Some(key) = self.key.take() {
             self.server.borrow_mut().depart(cx, key);
         }
@@ -125,22 +122,10 @@ impl WsMember {
     /// watermark for the whole slow timeout. Cut off, its queued output dropped (no
     /// close frame could get past it anyway).
     fn too_slow(&mut self, cx: &mut WsContext<'_, '_>) {
-        self.slow_timer = None;
-        log::warn!(
-            "{} {}: output above the watermark for {:?} ({} bytes unsent); closing",
-            cx.id(),
-            peer(cx),
-            self.limits.slow_timeout,
-            cx.buffered()
-        );
+        self.slow.fired(cx);
         self.leave(cx);
         cx.abort_connection();
     }
-}
-
-/// The peer's address for the log, or nothing.
-fn peer(cx: &WsContext<'_, '_>) -> String {
-    cx.peer_addr().map_or_else(String::new, |a| a.to_string())
 }
 
 impl WsHandler for WsMember {
@@ -197,26 +182,16 @@ impl WsHandler for WsMember {
         self.leave(cx);
     }
 
-    /// The output passed the high watermark: the slow timer starts (the senders that
-    /// wrote to this member were held back already, as they wrote).
+    /// The output passed the high watermark: the slow timer starts.
     fn pause_producing(&mut self, cx: &mut WsContext<'_, '_>) {
-        if self.key.is_none() || self.slow_timer.is_some() {
-            return;
-        }
-        let timer = cx.call_later(self.limits.slow_timeout, |member: &mut WsMember, cx| {
-            member.too_slow(cx)
+        self.slow.start(self.key, |timeout| {
+            cx.call_later(timeout, |member: &mut WsMember, cx| member.too_slow(cx))
         });
-        self.slow_timer = Some(timer);
     }
 
     /// The output drained to the low watermark: the slow timer stops, and the
     /// senders held back read again.
     fn resume_producing(&mut self, cx: &mut WsContext<'_, '_>) {
-        if let Some(timer) = self.slow_timer.take() {
-            cx.cancel_timer(timer);
-        }
-        if let Some(key) = self.key {
-            self.server.borrow_mut().drained(cx, key);
-        }
+        self.slow.drained(cx, &self.server, self.key);
     }
 }

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use twistor::{Addr, ConnId, Context, Handle, Protocol, Reactor, Reason};
 
+pub mod chat;
 pub mod example;
+pub mod python;
 pub mod redis;
 pub mod tls;
 
@@ -470,6 +472,19 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
     s.set_write_timeout(Some(CLIENT_TIMEOUT)).unwrap();
     s
+}
+
+/// Reads an HTTP response head, a byte at a time so that nothing after it is taken.
+pub fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!("the head ended early ({other:?}): {head:?}"),
+        }
+    }
+    String::from_utf8(head).unwrap()
 }
 
 /// Runs `f` with a socket connected to `addr`, in a new thread.
