@@ -2,8 +2,8 @@
 //! from outside: by Python's `websockets` library (text, binary, fragments, ping,
 //! close codes, `wss://` with the test CA), and by hostile clients written here with
 //! the crate's codec over plain sockets (a slowloris request, a 1 GiB message
-//! announced, invalid UTF-8 split across fragments, unmasked frames, ten thousand
-//! connections that upgrade and drop).
+//! announced, a deflate bomb, invalid UTF-8 split across fragments, unmasked frames,
+//! ten thousand connections that upgrade and drop).
 //!
 //! The Python tests need `python3` with `websockets`; if it is missing they try
 //! `pip install --user websockets` once, and if it is still missing they print
@@ -452,6 +452,77 @@ fn ten_thousand_connections_upgrade_and_drop_and_the_server_goes_on() {
         );
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A deflate stream of `mib` MiB of zeros, as permessage-deflate sends a message
+/// (raw deflate, sync flushed, the final `00 00 ff ff` removed): a few hundred bytes
+/// per MiB. After the first MiB the deflater's output for each further MiB of zeros
+/// is the same bytes (its window is all zeros either way), so those are repeated
+/// rather than compressed again.
+fn zeros_bomb(mib: usize) -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    let zeros = vec![0u8; 1 << 20];
+    let mut deflater = Compress::new(Compression::default(), false);
+    let chunk = |deflater: &mut Compress| {
+        let mut out = Vec::with_capacity(64 * 1024);
+        deflater
+            .compress_vec(&zeros, &mut out, FlushCompress::Sync)
+            .unwrap();
+        assert_eq!(deflater.total_in() % (1 << 20), 0, "took the whole MiB");
+        out
+    };
+    let mut wire = chunk(&mut deflater);
+    let steady = chunk(&mut deflater);
+    assert_eq!(
+        chunk(&mut deflater),
+        steady,
+        "each further MiB deflates the same"
+    );
+    for _ in 1..mib {
+        wire.extend_from_slice(&steady);
+    }
+    assert!(wire.ends_with(&[0, 0, 0xff, 0xff]));
+    wire.truncate(wire.len() - 4);
+    wire
+}
+
+/// A deflate bomb: a compressed message of 1 GiB of zeros (a few hundred KiB on the
+/// wire) to a server whose limit is 16 MiB. It is closed with 1009 once the inflated
+/// size passes the limit, its memory stays far below the bomb's size, and a member
+/// connected meanwhile is served before and after.
+#[test]
+fn a_deflate_bomb_is_closed_1009_at_the_limit_and_memory_stays_bounded() {
+    let server = serve(&[]);
+    let pid = server.proc.id();
+    let mut member = upgraded(server.addr());
+    echo_once(&mut member, b"before");
+    let rss_before = rss_kib(pid);
+    let mut s = connect(server.addr());
+    let request = REQUEST.replace(
+        "\r\n\r\n",
+        "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let head = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(
+        head.contains("Sec-WebSocket-Extensions: permessage-deflate"),
+        "{head}"
+    );
+    let bomb = zeros_bomb(1024);
+    let mut wire = Vec::new();
+    client()
+        .frame(&mut wire, true, Rsv::RSV1, OpCode::Binary, &bomb)
+        .unwrap();
+    // The server may close before it has read it all.
+    let _ = s.write_all(&wire);
+    let (code, before) = until_close(&mut s);
+    assert_eq!(code, Some(1009));
+    assert!(before.is_empty(), "{before:?}");
+    // 16 MiB inflated at most, never the 1 GiB.
+    let grown = rss_kib(pid).saturating_sub(rss_before);
+    assert!(grown < 64 * 1024, "the server grew by {grown} KiB");
+    echo_once(&mut member, b"after");
 }
 
 /// A graceful stop (SIGTERM) ends every upgraded connection with a close frame,
