@@ -22,7 +22,7 @@ use twistor::websocket::handshake::accept_key;
 use twistor::websocket::{
     apply_mask, Accept, ClientHandshake, CloseCode, Decoder, DeflateConfig, Encoder, Event,
     FrameHeader, MessageKind, MessageRef, OpCode, Parsed, Refuse, Request, Role, Rsv, WebSocket,
-    WsContext, WsHandler,
+    WsContext, WsHandler, WsSender,
 };
 use twistor::Reason;
 
@@ -511,6 +511,81 @@ fn the_handler_can_close_and_nothing_is_sent_after() {
     assert!(h.lost().is_some());
 }
 
+// ----- a sender for other connections -----
+
+/// A `WsSender` for the server-role adapter on connection `id`.
+fn sender_of(h: &mut Harness<WebSocket<Echo>>, id: twistor::ConnId) -> WsSender {
+    let mut sender = None;
+    h.call_of(id, |p: &mut WebSocket<Echo>, cx| {
+        sender = Some(p.with_handler(cx, |_, cx| cx.sender()));
+    });
+    sender.expect("the connection is there")
+}
+
+/// One member relays to another from its own callbacks, as a chat room does: the
+/// message arrives as one unmasked frame, between the target's own frames, until the
+/// target sends its close frame; then, and once the connection is gone, the sender
+/// refuses.
+#[test]
+fn a_sender_reaches_its_connection_from_another_ones_callbacks_until_it_closes() {
+    let (mut h, _) = upgraded(|ws| ws);
+    let log_b = Log::default();
+    let b = h.add_protocol(WebSocket::server(Echo::new(&log_b)));
+    // Before the upgrade: nothing may go.
+    let early = sender_of(&mut h, b);
+    assert!(!early.is_open());
+    h.call(|_, cx| assert!(!early.send_text(cx, "too early")));
+    assert!(h.take_written_of(b).is_empty());
+    h.feed_of(b, &request("/b", ""));
+    let head = String::from_utf8(h.take_written_of(b)).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    // The handle made before the upgrade follows it, as any other.
+    assert!(early.is_open());
+    let to_b = sender_of(&mut h, b);
+    assert_eq!(to_b.conn_id(), b);
+    // From the main connection's callback: B's own echo, then two relayed messages.
+    let mut wire = Vec::new();
+    client().text(&mut wire, "own");
+    h.feed_of(b, &wire);
+    h.call(|_, cx| {
+        assert!(to_b.send_text(cx, "relayed å"));
+        assert!(early.send_binary(cx, &[1, 2, 3]));
+    });
+    let out = h.take_written_of(b);
+    assert_eq!(
+        events(&out),
+        ["text own", "text relayed å", "binary [1, 2, 3]"]
+    );
+    // Server frames are unmasked (a client's decoder refuses masked ones): the
+    // relayed text's header is FIN+text and its length, 10 bytes.
+    assert!(out.windows(2).any(|w| w == [0x81, 10]));
+    // B's client closes: B answers, and from then on nothing more may go.
+    let mut wire = Vec::new();
+    client().close(&mut wire, CloseCode::NORMAL, "").unwrap();
+    h.feed_of(b, &wire);
+    assert_eq!(events(&h.take_written_of(b)), ["close 1000 "]);
+    assert!(!to_b.is_open());
+    h.call(|_, cx| assert!(!to_b.send_text(cx, "after the close")));
+    assert!(h.take_written_of(b).is_empty());
+    // The main connection's own sender, until its connection is lost.
+    let to_main = {
+        let mut s = None;
+        h.call(|p: &mut WebSocket<Echo>, cx| s = Some(p.with_handler(cx, |_, cx| cx.sender())));
+        s.unwrap()
+    };
+    struct Idle;
+    impl twistor::Protocol for Idle {
+        fn data_received(&mut self, _: &mut twistor::Context<'_>, _: &[u8]) {}
+    }
+    let c = h.add_protocol(Idle);
+    h.call_of(c, |_: &mut Idle, cx| {
+        assert!(to_main.send_text(cx, "from a peer"));
+    });
+    assert_eq!(events(&h.take_written()), ["text from a peer"]);
+    h.disconnect(Reason::Aborted);
+    assert!(!to_main.is_open());
+}
+
 // ----- violations -----
 
 /// Feeds `wire` after the upgrade; returns the close code the server answered with,
@@ -774,6 +849,46 @@ fn a_client_adapter_talks_to_a_server_adapter() {
     );
     assert!(h.lost().is_some());
     assert!(h.lost_of(client).is_some());
+}
+
+/// Hands out its connection's sender once the upgrade is done.
+struct Handing {
+    log: Log,
+    sender: Rc<RefCell<Option<WsSender>>>,
+}
+
+impl WsHandler for Handing {
+    fn on_open(&mut self, cx: &mut WsContext<'_, '_>) {
+        *self.sender.borrow_mut() = Some(cx.sender());
+    }
+
+    fn message_received(&mut self, _: &mut WsContext<'_, '_>, message: MessageRef<'_>) {
+        self.log.push(format!("client got {message:?}"));
+    }
+}
+
+/// A client's sender masks its frames (the server adapter refuses unmasked ones,
+/// so the echo proves it).
+#[test]
+fn a_client_sender_masks_what_it_sends() {
+    let log = Log::default();
+    let mut h = Harness::new(WebSocket::server(Echo::new(&log)));
+    h.connect();
+    let sender = Rc::new(RefCell::new(None));
+    let client = h.add_protocol(WebSocket::client(
+        Handing {
+            log: log.clone(),
+            sender: sender.clone(),
+        },
+        ClientHandshake::new("localhost", "/chat"),
+    ));
+    h.link(h.id(), client);
+    let sender = sender.borrow_mut().take().expect("opened");
+    assert_eq!(sender.conn_id(), client);
+    log.take();
+    h.call(|_, cx| assert!(sender.send_text(cx, "masked")));
+    assert_eq!(log.take(), ["Text 6 bytes", "client got Text(\"masked\")"]);
+    assert!(h.lost().is_none());
 }
 
 #[test]

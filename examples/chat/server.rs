@@ -35,10 +35,10 @@
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{IoSlice, Write};
+use std::io::Write;
 
 use slab::Slab;
-use twistor::websocket::{FrameHeader, OpCode, Rsv, MAX_HEADER_BYTES};
+use twistor::websocket::WsSender;
 use twistor::{ConnId, Context};
 
 use crate::command::{Command, CommandError};
@@ -54,14 +54,16 @@ type RoomKey = usize;
 pub const LOBBY: &str = "lobby";
 
 /// How a member's connection carries the lines the server sends it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 // tests/chat_logic.rs includes this file with line members only.
 #[cfg_attr(test, allow(dead_code))]
 pub enum MemberKind {
     /// The line protocol: each line as it is, `\n` included.
     Line,
-    /// A WebSocket (ws.rs): each line one text message, without its `\n`.
-    WebSocket,
+    /// A WebSocket (ws.rs): each line one text message, without its `\n`, sent
+    /// through the member's adapter's handle (nothing before the upgrade or after a
+    /// close frame).
+    WebSocket(WsSender),
 }
 
 struct Member {
@@ -485,9 +487,15 @@ impl Server {
     /// cap and is being closed for it: either way its `connection_lost` follows.
     fn send(&mut self, cx: &mut Context<'_>, to: MemberKey, sender: Option<MemberKey>) {
         let member = &self.members[to];
-        match member.kind {
+        match &member.kind {
             MemberKind::Line => cx.conn(member.conn).write(&self.line),
-            MemberKind::WebSocket => write_text_message(cx, member.conn, &self.line),
+            MemberKind::WebSocket(ws) => {
+                // Every line the server composes is UTF-8: text is cleaned, names
+                // are ASCII.
+                let line = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
+                let text = std::str::from_utf8(line).expect("lines are UTF-8");
+                ws.send_text(cx, text)
+            }
         };
         self.hold_back(cx, sender, to);
     }
@@ -528,34 +536,6 @@ impl Server {
         cx.conn(s.conn).pause_reading();
         self.members[to].waiters.push(sender);
     }
-}
-
-/// Writes `line` without its `\n` to the WebSocket connection `conn` as one text
-/// message: a server's frame header (unmasked), then the text, in one write, so
-/// that the write cap takes the whole frame or none of it. Every line the server
-/// composes is valid UTF-8 (text is cleaned, names are ASCII), as a text message
-/// must be.
-///
-/// The server writes these frames itself, past the connection's `WebSocket` adapter,
-/// so that a line for a room is still composed once. That is safe: a member is in
-/// the server only from the adapter's `on_open` (the `101` is written) until its
-/// `on_close` or `connection_lost` (ws.rs), and every way the adapter sends a close
-/// frame also closes the connection, which refuses writes from then on. So no frame
-/// goes before the upgrade or after a close frame; and since every write is a whole
-/// frame and the adapter sends each message in one frame, frames never interleave.
-fn write_text_message(cx: &mut Context<'_>, conn: ConnId, line: &[u8]) -> bool {
-    let text = line.strip_suffix(b"\n").unwrap_or(line);
-    let header = FrameHeader {
-        fin: true,
-        rsv: Rsv::NONE,
-        opcode: OpCode::Text,
-        mask: None,
-        payload_len: text.len() as u64,
-    };
-    let mut bytes = [0; MAX_HEADER_BYTES];
-    let n = header.encode(&mut bytes);
-    cx.conn(conn)
-        .write_vectored(&[IoSlice::new(&bytes[..n]), IoSlice::new(text)])
 }
 
 // ----- federation -----

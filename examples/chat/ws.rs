@@ -10,9 +10,10 @@
 //!   connection does ([`crate::session`]): each text message it sends is one line,
 //!   under the same rules (a trailing `\r` stripped, `--max-line`, the commands), and
 //!   each line the server sends it is one text message without the `\n`. The server
-//!   writes those messages itself (`write_text_message` in server.rs), so the member
-//!   is in the server only while the adapter may carry them: from `on_open` to
-//!   `on_close` or `connection_lost`.
+//!   sends those through the member's [`WsSender`](twistor::websocket::WsSender)
+//!   (from whichever member's callback the line comes), which sends nothing before
+//!   the upgrade or after a close frame; the member is in the server from `on_open`
+//!   to `on_close` or `connection_lost`.
 //! - Flow control and the slow timer are the line session's: `pause_producing`
 //!   starts the timer, `resume_producing` tells the server the member has drained.
 //!   The reactor's write cap (`--max-backlog`) closes a member that does not read.
@@ -152,10 +153,8 @@ impl WsHandler for WsMember {
     /// The `101` is written: from now on the server may write messages here.
     fn on_open(&mut self, cx: &mut WsContext<'_, '_>) {
         let id = cx.id();
-        let key = self
-            .server
-            .borrow_mut()
-            .arrive(cx, id, MemberKind::WebSocket);
+        let kind = MemberKind::WebSocket(cx.sender());
+        let key = self.server.borrow_mut().arrive(cx, id, kind);
         log::debug!("{id}: member {key} arrived over WebSocket");
         self.key = Some(key);
     }

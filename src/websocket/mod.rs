@@ -105,7 +105,9 @@ pub use handshake::{
     Accept, ClientHandshake, ExtensionNegotiator, ExtensionOffer, HandshakeError, Negotiated,
     Refuse, Request, Upgraded, MAX_HEAD_BYTES,
 };
-pub use protocol::{MessageRef, WebSocket, WsContext, WsHandler, DEFAULT_HANDSHAKE_TIMEOUT};
+pub use protocol::{
+    MessageRef, WebSocket, WsContext, WsHandler, WsSender, DEFAULT_HANDSHAKE_TIMEOUT,
+};
 
 /// Which end of the connection a codec serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

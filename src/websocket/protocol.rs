@@ -1,6 +1,6 @@
 //! The WebSocket protocol adapter: the upgrade, then messages, over any connection.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::rc::Rc;
@@ -16,7 +16,7 @@ use super::handshake::{
     HandshakeError, Refuse, Request, MAX_HEAD_BYTES,
 };
 use super::{Message, MessageKind, Role};
-use crate::{Context, JobError, PoolBusy, Protocol, Reason, TimerId};
+use crate::{ConnId, Context, JobError, PoolBusy, Protocol, Reason, TimerId};
 
 /// The default time a peer has to complete the upgrade: 10 s, as the examples'
 /// TLS handshake timeout. A slow peer (slowloris) is answered 408 and closed then.
@@ -228,6 +228,9 @@ struct Sender {
     open: bool,
     /// A close frame was sent: no more frames may be.
     close_sent: bool,
+    /// Whether data frames may be sent (`open && !close_sent`, and the connection
+    /// not lost), for the [`WsSender`]s handed out; made by the first one.
+    handle: Option<Rc<Cell<bool>>>,
     /// The subprotocol settled by the upgrade.
     protocol: Option<String>,
 }
@@ -290,6 +293,13 @@ impl Sender {
         Ok(self.flush(cx))
     }
 
+    /// Tells the [`WsSender`]s whether data frames may be sent.
+    fn publish(&self) {
+        if let Some(handle) = &self.handle {
+            handle.set(self.open && !self.close_sent);
+        }
+    }
+
     fn flush(&mut self, cx: &mut Context<'_>) -> bool {
         let sent = cx.write(&self.out);
         self.out.clear();
@@ -316,6 +326,7 @@ impl Sender {
         });
         if sent.is_ok() {
             self.close_sent = true;
+            self.publish();
             cx.lose_connection();
         }
         sent.map(drop)
@@ -415,6 +426,23 @@ impl WsContext<'_, '_> {
     /// True once the upgrade is done.
     pub fn is_websocket_open(&self) -> bool {
         self.ws.open
+    }
+
+    /// A handle that sends messages on this connection from anywhere on the reactor
+    /// thread: another connection's callback (a chat room relaying a line to its
+    /// members), a timer. See [`WsSender`].
+    pub fn sender(&mut self) -> WsSender {
+        let ws = &mut *self.ws;
+        let open = ws.open && !ws.close_sent;
+        let handle = ws
+            .handle
+            .get_or_insert_with(|| Rc::new(Cell::new(open)))
+            .clone();
+        WsSender {
+            id: self.cx.id(),
+            open: handle,
+            encoder: Rc::new(RefCell::new(Encoder::new(ws.role))),
+        }
     }
 
     /// The subprotocol the upgrade settled, if any.
@@ -524,6 +552,107 @@ impl fmt::Debug for WsContext<'_, '_> {
     }
 }
 
+/// Sends messages on a WebSocket connection from outside its own callbacks: from
+/// another connection's (a chat room relaying one line to all its members), or a
+/// timer's. Made by [`WsContext::sender`]; clones share one connection.
+///
+/// Each message goes as one frame, written whole to the connection by id (through
+/// [`Context::conn`]), so it never interleaves with the adapter's own frames. Nothing
+/// is sent before the upgrade, after a close frame, or once the connection is gone
+/// (each send then returns false). Messages sent this way are not compressed, even
+/// when permessage-deflate was agreed (RFC 7692 lets any message go uncompressed,
+/// RSV1 clear): the compressor's context belongs to the adapter's own sends.
+///
+/// # Examples
+///
+/// ```
+/// use std::cell::RefCell;
+/// use std::rc::Rc;
+/// use twistor::websocket::{MessageRef, WsContext, WsHandler, WsSender};
+///
+/// /// Every member hears every other member's messages.
+/// struct Member {
+///     room: Rc<RefCell<Vec<WsSender>>>,
+/// }
+///
+/// impl WsHandler for Member {
+///     fn on_open(&mut self, cx: &mut WsContext<'_, '_>) {
+///         self.room.borrow_mut().push(cx.sender());
+///     }
+///     fn message_received(&mut self, cx: &mut WsContext<'_, '_>, message: MessageRef<'_>) {
+///         let MessageRef::Text(text) = message else { return };
+///         let me = cx.id();
+///         // Gone members answer false; drop them.
+///         self.room
+///             .borrow_mut()
+///             .retain(|m| m.conn_id() == me || m.send_text(cx, text));
+///     }
+/// }
+/// ```
+#[derive(Clone)]
+pub struct WsSender {
+    id: ConnId,
+    open: Rc<Cell<bool>>,
+    encoder: Rc<RefCell<Encoder>>,
+}
+
+impl WsSender {
+    /// The connection this sends on.
+    pub fn conn_id(&self) -> ConnId {
+        self.id
+    }
+
+    /// True while messages can be sent: the upgrade is done, no close frame was
+    /// sent, and the connection is not gone.
+    pub fn is_open(&self) -> bool {
+        self.open.get()
+    }
+
+    /// Sends a text message, in one frame; false if it was dropped (see the type's
+    /// docs), or refused as any write to a closing connection or one past its
+    /// write cap is.
+    pub fn send_text(&self, cx: &mut Context<'_>, text: &str) -> bool {
+        self.send(cx, OpCode::Text, text.as_bytes())
+    }
+
+    /// Sends a binary message, in one frame; as [`send_text`](Self::send_text).
+    pub fn send_binary(&self, cx: &mut Context<'_>, data: &[u8]) -> bool {
+        self.send(cx, OpCode::Binary, data)
+    }
+
+    fn send(&self, cx: &mut Context<'_>, opcode: OpCode, payload: &[u8]) -> bool {
+        if !self.open.get() {
+            return false;
+        }
+        let header =
+            self.encoder
+                .borrow_mut()
+                .header(true, Rsv::NONE, opcode, payload.len() as u64);
+        match header.mask() {
+            // A server's frame: the header and the payload as they are, one write.
+            None => cx
+                .conn(self.id)
+                .write_vectored(&[IoSlice::new(header.as_bytes()), IoSlice::new(payload)]),
+            Some(key) => {
+                let mut frame = Vec::with_capacity(header.as_bytes().len() + payload.len());
+                frame.extend_from_slice(header.as_bytes());
+                frame.extend_from_slice(payload);
+                apply_mask(&mut frame[header.as_bytes().len()..], key);
+                cx.conn(self.id).write(&frame)
+            }
+        }
+    }
+}
+
+impl fmt::Debug for WsSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsSender")
+            .field("conn", &self.id)
+            .field("open", &self.open.get())
+            .finish()
+    }
+}
+
 /// Where the connection is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -601,6 +730,7 @@ impl<H: WsHandler> WebSocket<H> {
                 encoded: Vec::new(),
                 open: false,
                 close_sent: false,
+                handle: None,
                 protocol: None,
             },
             phase: Phase::Handshake,
@@ -819,6 +949,7 @@ impl<H: WsHandler> WebSocket<H> {
         }
         self.phase = Phase::Open;
         self.sender.open = true;
+        self.sender.publish();
         self.with_handler(cx, |h, cx| h.on_open(cx));
         self.frames(cx, rest);
     }
@@ -912,8 +1043,9 @@ impl<H: WsHandler> Protocol for WebSocket<H> {
 
     fn connection_lost(&mut self, cx: &mut Context<'_>, reason: Reason) {
         self.head = Vec::new();
-        self.with_handler(cx, |h, cx| h.connection_lost(cx, reason));
         self.sender.open = false;
+        self.sender.publish();
+        self.with_handler(cx, |h, cx| h.connection_lost(cx, reason));
     }
 
     fn connection_failed(&mut self, cx: &mut Context<'_>, error: io::Error) {
