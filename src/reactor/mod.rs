@@ -167,8 +167,9 @@ pub struct Listening {
 /// (ARCHITECTURE.md numbers the same steps):
 ///
 /// 1. If a stop was requested, begin it: cancel the queued pool jobs, close the
-///    listeners and datagram sockets, ask every connection to flush and close, arm the
-///    shutdown deadline.
+///    listeners and datagram sockets, tell every made connection
+///    ([`Protocol::stopping`](crate::Protocol::stopping)), ask each to flush and
+///    close, arm the shutdown deadline.
 /// 2. Flush writes made between turns, then compute the poll timeout: zero if work is
 ///    carried over (a read cut short by its budget, a resumed reader, a listener that
 ///    spent its accept budget, a failed connect to report) or a stop is to begin or
